@@ -1,0 +1,166 @@
+"""Reading and writing a dataset folder safely (layout in :mod:`accelbench.schema`). pyarrow only, no torch.
+
+Writes are atomic: a table goes to a temporary name in the same folder, is fsynced, then renamed. Readers
+only look at final names, and a final file that still cannot be read (truncated, foreign) is skipped with a
+warning, never read as data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from accelbench import schema
+from accelbench.errors import UserInputError
+
+log = logging.getLogger("accelbench")
+
+STAGING_DIR = ".staging"  # per-batch part files of a run in progress (or of a run that was killed)
+SHARD_PREFIX = "generations-"
+ROW_GROUP_SIZE = 64  # rows per Parquet row group: readers stream images a group at a time
+
+
+class DatasetError(UserInputError):
+    """A dataset folder problem, as one line for the user."""
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    _atomic_write(Path(path), lambda handle: handle.write(json.dumps(payload, indent=2, sort_keys=True).encode()))
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    _atomic_write(Path(path), lambda handle: pq.write_table(table, handle, row_group_size=ROW_GROUP_SIZE,
+                                                            compression="zstd"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    _atomic_write(Path(path), lambda handle: handle.write(data))
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(directory: Path) -> dict:
+    """The dataset manifest, checked: a folder, an accelbench dataset, a schema version this code reads."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(f"{directory}: no such dataset folder")
+    path = directory / schema.DATASET_MANIFEST
+    if not path.is_file():
+        raise DatasetError(f"{directory}: not an accelbench dataset ({schema.DATASET_MANIFEST} is missing)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: unreadable dataset manifest ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != schema.DATASET_KIND:
+        raise DatasetError(f"{path}: not an accelbench dataset manifest (kind {manifest.get('kind')!r})"
+                           if isinstance(manifest, dict) else f"{path}: not an accelbench dataset manifest")
+    version = manifest.get("schema_version")
+    if version != schema.SCHEMA_VERSION:
+        raise DatasetError(f"{path}: schema version {version!r} is not one this accelbench reads "
+                           f"({schema.SCHEMA_VERSION}); use the accelbench version that wrote it")
+    return manifest
+
+
+def init_dataset(directory: Path, manifest: dict) -> None:
+    """Create the dataset folder, or check that an existing one was made for the same suite and settings.
+
+    Safe when several ranks start at once: they write the same manifest atomically, then all compare."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise DatasetError(f"{directory}: exists and is not a folder")
+    path = directory / schema.DATASET_MANIFEST
+    if not path.exists():
+        foreign = sorted(entry.name for entry in directory.iterdir()
+                         if entry.name not in _DATASET_ENTRIES and not entry.name.endswith(".tmp")
+                         ) if directory.is_dir() else []
+        if foreign:
+            raise DatasetError(f"{directory} is not empty and not an accelbench dataset (holds {foreign[0]!r}); "
+                               f"use another --out")
+        write_json_atomic(path, manifest)
+    existing = read_manifest(directory)
+    different = {key: (existing.get(key), value) for key, value in manifest.items() if existing.get(key) != value}
+    if different:
+        described = ", ".join(f"{key} {old!r} (asked: {new!r})" for key, (old, new) in different.items())
+        raise DatasetError(f"{directory} holds a dataset made with {described}; use another --out")
+
+
+_DATASET_ENTRIES = {schema.DATASET_MANIFEST, schema.GENERATIONS_DIR, schema.PROGRAMS_DIR, schema.RUNS_DIR,
+                    schema.SCORES_DIR, schema.REPORT_DIR, STAGING_DIR}
+
+
+def readable_parquet(paths) -> list[Path]:
+    """The files whose Parquet footer reads; the others are reported and skipped."""
+    good = []
+    for path in paths:
+        try:
+            pq.read_metadata(path)
+        except (OSError, pa.ArrowException) as error:
+            log.warning("ignoring unreadable file %s (%s)", path, str(error).splitlines()[0][:120])
+            continue
+        good.append(Path(path))
+    return good
+
+
+def shard_files(directory: Path) -> list[Path]:
+    """Completed generation shards."""
+    return readable_parquet(sorted((Path(directory) / schema.GENERATIONS_DIR).glob(f"{SHARD_PREFIX}*.parquet")))
+
+
+def part_files(directory: Path, staging: str = "*") -> list[Path]:
+    """Per-batch part files not yet compacted into a shard (``staging``: one run's staging folder name)."""
+    return readable_parquet(sorted((Path(directory) / STAGING_DIR).glob(f"{staging}/part-*.parquet")))
+
+
+def generation_files(directory: Path) -> list[Path]:
+    """Every file holding generation rows: shards first, then parts of interrupted runs."""
+    return shard_files(directory) + part_files(directory)
+
+
+def read_columns(files, columns: list[str], schema_columns=schema.GENERATION_COLUMNS) -> pa.Table:
+    """``columns`` of ``files`` as one table, the first row of each record_id only (shards before parts)."""
+    wanted = list(dict.fromkeys(["record_id", *columns]))
+    types = {column.name: column.type for column in schema_columns}
+    target = pa.schema([pa.field(name, types[name]) for name in wanted])
+    tables = [pq.read_table(path, columns=wanted).select(wanted).cast(target) for path in files]
+    table = pa.concat_tables(tables) if tables else target.empty_table()
+    return drop_duplicate_records(table)
+
+
+def drop_duplicate_records(table: pa.Table) -> pa.Table:
+    seen: set[str] = set()
+    keep = []
+    for index, record in enumerate(table.column("record_id").to_pylist()):
+        if record not in seen:
+            seen.add(record)
+            keep.append(index)
+    return table if len(keep) == table.num_rows else table.take(keep)
+
+
+def read_generations(directory: Path, columns: list[str] | None = None) -> pa.Table:
+    """The generation rows of a dataset (without the image column unless asked for)."""
+    read_manifest(directory)
+    names = [c.name for c in schema.GENERATION_COLUMNS]
+    if columns is None:
+        columns = [name for name in names if name != "image"]
+    unknown = [name for name in columns if name not in names]
+    if unknown:
+        raise DatasetError(f"unknown generation column(s): {', '.join(unknown)}")
+    return read_columns(generation_files(directory), columns)

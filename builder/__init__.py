@@ -1,0 +1,1 @@
+"""accelbench.builder: pipeline programs, the correctness gate, synthetic models and the generate stage."""

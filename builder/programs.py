@@ -1,0 +1,162 @@
+"""Pipeline programs: the contract, and rendering the baseline and ground-truth (GT) program of every task.
+
+The contract (version 1)
+------------------------
+A pipeline program is one self-contained Python file that defines
+
+``MODEL_ID``
+    the default model: a Hub id, or a local folder that ``from_pretrained`` reads.
+``load(model_id=MODEL_ID, device="cuda", dtype=DTYPE) -> pipe``
+    builds the pipeline, sets the task's sampler, moves it to ``device`` and applies the acceleration method.
+``generate(pipe, prompts, generators, height=HEIGHT, width=WIDTH) -> numpy.ndarray``
+    one image per prompt, image ``i`` drawn from ``generators[i]`` (a ``torch.Generator``), returned as a float
+    array of shape ``[len(prompts), height, width, 3]`` with values in [0, 1] (diffusers' ``output_type="np"``).
+
+and can be run by hand: ``python program.py "a prompt" --out image.png [--model PATH] [--device cpu]``.
+Programs are not trusted: :mod:`accelbench.builder.gate` runs them and checks what they actually did.
+
+Every value a program uses (steps, sampler, method parameters) comes from the typed manifest fields, never
+from the task text, and each method has one readable template in ``builder/templates/<method>.py.tmpl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+from types import ModuleType
+
+from accelbench.errors import UserInputError
+from accelbench.manifest import Catalog, Task
+
+CONTRACT_VERSION = 1
+VARIANTS = ("baseline", "gt")
+REQUIRED_FUNCTIONS = ("load", "generate")
+
+_HEADER = '''"""accelbench pipeline program (contract v{contract}): {title}.
+
+{request}
+
+load(model_id, device, dtype) -> pipe
+generate(pipe, prompts, generators, height, width) -> float array [N, H, W, 3] in [0, 1]
+Run by hand: python {filename} "a prompt" --out image.png [--model PATH] [--device cpu]
+"""
+
+'''
+
+
+@dataclass(frozen=True)
+class Program:
+    """A rendered program. ``unit_id`` is what it is the program of: a task id (gt) or a setting id (baseline)."""
+
+    variant: str
+    unit_id: str
+    source: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()
+
+    @property
+    def filename(self) -> str:
+        return f"{self.unit_id}.{self.variant}.py"
+
+
+def _template(name: str) -> Template:
+    return Template(resources.files("accelbench.builder.templates").joinpath(f"{name}.py.tmpl").read_text())
+
+
+def _literal(value) -> str:
+    """A Python literal, strings in double quotes as in the rest of the program."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def _kwargs_inline(kwargs: dict) -> str:
+    """``{"a": None}`` -> ``, a=None`` (appended to a call's argument list)."""
+    return "".join(f", {name}={_literal(value)}" for name, value in kwargs.items())
+
+
+def _kwargs_lines(kwargs: dict, indent: str = " " * 8) -> str:
+    return "".join(f"\n{indent}{name}={_literal(value)}," for name, value in kwargs.items())
+
+
+def render(catalog: Catalog, task: Task, variant: str) -> Program:
+    """The baseline or GT program of ``task``. The baseline depends only on (model, scheduler, steps)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    model = catalog.models[task.model]
+    scheduler = catalog.schedulers[task.scheduler]
+    method = catalog.methods["none" if variant == "baseline" else task.method]
+    binding = model.methods[method.id]
+    values = {
+        "pipeline": model.pipeline,
+        "denoiser": model.denoiser,
+        "scheduler_class": scheduler.class_name,
+        "scheduler_kwargs": _kwargs_inline(scheduler.config),
+        "hub_id": model.hub_id,
+        "dtype": model.dtype,
+        "steps": task.steps,
+        "guidance_scale": model.guidance_scale,
+        "resolution": model.resolution,
+        "load_kwargs": _kwargs_inline(model.load_kwargs),
+        "call_kwargs": _kwargs_lines({**model.call_kwargs, **binding.call_kwargs}),
+        "loader": binding.loader or "",
+        **({} if variant == "baseline" else {name: _literal(value) for name, value in task.params.items()}),
+    }
+    if variant == "baseline":
+        unit_id = task.setting_id
+        title = f"baseline of {model.name}, {scheduler.name}, {task.steps} steps"
+        request = (f"Generate a {model.name} pipeline using the {scheduler.name} sampler with {task.steps} steps "
+                   f"and no acceleration.")
+    else:
+        unit_id, title, request = task.id, f"ground truth of task {task.id}", task.text
+    header = _HEADER.format(contract=CONTRACT_VERSION, title=title, request=request,
+                            filename=f"{unit_id}.{variant}.py")
+    body = _template(method.template).substitute(values)
+    return Program(variant=variant, unit_id=unit_id, source=header + body + _template("_main").template)
+
+
+def load_module(source: str, name: str = "accelbench_program") -> ModuleType:
+    """Execute program ``source`` as a fresh module (never cached in ``sys.modules``) and check the contract."""
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__file__ = f"<{name}>"
+    code = compile(source, module.__file__, "exec")
+    exec(code, module.__dict__)
+    missing = [fn for fn in REQUIRED_FUNCTIONS if not callable(getattr(module, fn, None))]
+    if missing:
+        raise ContractError(f"program defines no {' or '.join(missing)}() (contract v{CONTRACT_VERSION} needs "
+                            f"load(model_id, device, dtype) and generate(pipe, prompts, generators, height, width))")
+    return module
+
+
+def read_program(path: Path | str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ContractError(f"cannot read program {path}: {error.strerror or error}") from None
+
+
+def quiet_library_output() -> None:
+    """No per-component loading bars or info logs from diffusers/transformers: each unit loads a pipeline."""
+    import diffusers
+    import transformers
+
+    for library in (diffusers, transformers):
+        library.utils.logging.disable_progress_bar()
+        library.utils.logging.set_verbosity_error()
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for an error a program raised: ``Type: first line of the message``."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:500]
+
+
+class ContractError(UserInputError):
+    """A program does not follow the pipeline-program contract."""
+

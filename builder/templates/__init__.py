@@ -1,0 +1,1 @@
+"""One pipeline-program template per acceleration method (``<method>.py.tmpl``)."""

@@ -1,0 +1,95 @@
+"""Timing of one ``generate()`` call, end to end and per stage, without the program's cooperation.
+
+End to end: ``torch.cuda.synchronize()`` on both sides of the call and ``time.perf_counter`` (wall clock on
+CPU). Stages come from marks set by hooks on the pipeline: a forward pre-hook on the denoiser (``unet`` or
+``transformer``; its first call ends text encoding and starts the denoising loop) and a wrapper around
+``vae.decode``. On CUDA each mark is a CUDA event recorded on the current stream, so no hook synchronizes
+and the timed run is not slowed; on CPU a mark is a ``perf_counter`` reading.
+
+    text_encode = first denoiser call - start       denoise   = decode start - first denoiser call
+    vae_decode  = decode end - decode start         postprocess = end - decode end
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+MARKS = ("start", "denoise", "decode", "decoded", "end")
+STAGES = (("text_encode_s", "start", "denoise"), ("denoise_s", "denoise", "decode"),
+          ("vae_decode_s", "decode", "decoded"), ("postprocess_s", "decoded", "end"))
+
+
+@dataclass
+class Timing:
+    batch_latency_s: float
+    stages: dict[str, float | None]
+    peak_memory_bytes: int | None
+    timer: str
+
+
+class StageTimer:
+    """Install once per loaded pipeline; then ``begin()`` / ``generate`` / ``end()`` around each timed call."""
+
+    def __init__(self, pipe, device: str):
+        import torch
+
+        self.cuda = str(device).startswith("cuda")
+        self.torch = torch
+        self.marks: dict | None = None  # None: not timing (warm-up calls pass through untouched)
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        if isinstance(denoiser, torch.nn.Module):
+            denoiser.register_forward_pre_hook(self._on_denoiser_call)
+        vae = getattr(pipe, "vae", None)
+        if vae is not None and callable(getattr(vae, "decode", None)):
+            vae.decode = self._wrap_decode(vae.decode)
+
+    def _mark(self, name: str) -> None:
+        if self.marks is None or name in self.marks:
+            return
+        if self.cuda:
+            event = self.torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks[name] = event
+        else:
+            self.marks[name] = time.perf_counter()
+
+    def _on_denoiser_call(self, module, args):
+        self._mark("denoise")
+
+    def _wrap_decode(self, decode):
+        def timed_decode(*args, **kwargs):
+            self._mark("decode")
+            output = decode(*args, **kwargs)
+            self._mark("decoded")
+            return output
+
+        return timed_decode
+
+    def begin(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.torch.cuda.reset_peak_memory_stats()
+        self.marks = {}
+        self._started = time.perf_counter()
+        self._mark("start")
+
+    def end(self) -> Timing:
+        self._mark("end")
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        latency = time.perf_counter() - self._started
+        marks, self.marks = self.marks, None
+        stages: dict[str, float | None] = {}
+        for name, first, last in STAGES:
+            if first in marks and last in marks:
+                stages[name] = (marks[first].elapsed_time(marks[last]) / 1000.0 if self.cuda
+                                else marks[last] - marks[first])
+            else:
+                stages[name] = None
+        peak = int(self.torch.cuda.max_memory_allocated()) if self.cuda else None
+        return Timing(latency, stages, peak, "cuda-sync" if self.cuda else "wall")
+
+    def abort(self) -> None:
+        """Forget a call that raised."""
+        self.marks = None

@@ -1,0 +1,130 @@
+"""The background writer: PNG encoding in worker processes, atomic per-batch parts, per-unit shards.
+
+The generate loop hands over a finished batch (row metadata + float images) and goes straight on to the next
+GPU call. Worker processes encode PNGs in parallel (compression would otherwise throttle fast variants); a
+writer thread collects them in order and writes each batch as one part file
+``.staging/r<rank>-<run_id>/part-<n>.parquet`` (temporary name, fsync, rename). A killed run loses at most the
+batch in flight. When a unit ends, its parts are compacted into one shard ``data/generations-*.parquet``
+(again atomically), and only then are the parts removed; record ids already in a shard are never written
+twice, so a crash at any point leaves data that is complete, readable and free of duplicates.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from accelbench import dataset, schema
+from accelbench.builder.encode import PNG_COMPRESS_LEVEL, encode_png
+
+FAILPOINT_ENV = "ACCELBENCH_FAILPOINT"  # tests: "part:N" / "shard:N" kills the process after the N-th write
+MAX_QUEUED_BATCHES = 16  # back-pressure: bounds the float images held in memory while encoding catches up
+
+
+def _failpoint(name: str, count: int) -> None:
+    """SIGKILL this process after the ``count``-th write of kind ``name`` when the test hook asks for it."""
+    if os.environ.get(FAILPOINT_ENV) == f"{name}:{count}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ShardWriter:
+    def __init__(self, directory: Path, run_id: str, rank: int, workers: int | None = None,
+                 compress_level: int = PNG_COMPRESS_LEVEL):
+        self.directory = Path(directory)
+        self.rank = rank
+        self.run_id = run_id
+        self.staging = self.directory / dataset.STAGING_DIR / f"r{rank}-{run_id}"
+        self.compress_level = compress_level
+        self.table_schema = schema.arrow_schema(schema.GENERATION_COLUMNS)
+        self.parts_written = self.shards_written = self.rows_written = 0
+        self._error: BaseException | None = None
+        self._compact_orphans()
+        # spawn, not fork: the parent may hold CUDA state, which must never be forked.
+        self._pool = ProcessPoolExecutor(max_workers=workers or max(1, min(os.cpu_count() or 1, 16)),
+                                         mp_context=multiprocessing.get_context("spawn"))
+        self._queue: queue.Queue = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
+        self._thread = threading.Thread(target=self._loop, name="accelbench-writer", daemon=True)
+        self._thread.start()
+
+    # -- called from the generate loop ------------------------------------------------------------------
+
+    def submit(self, rows: list[dict], images=None) -> None:
+        """Queue one batch: ``rows`` without image fields, ``images`` a float array (None for failed batches)."""
+        self._raise_if_failed()
+        futures = ([self._pool.submit(encode_png, image, self.compress_level) for image in images]
+                   if images is not None else None)
+        self._queue.put(("batch", rows, futures))
+
+    def end_unit(self) -> None:
+        """Compact the parts written so far into a shard (in the writer thread)."""
+        self._raise_if_failed()
+        self._queue.put(("compact", None, None))
+
+    def close(self) -> None:
+        """Write everything queued, compact, stop the workers. Raises the writer's error, if any."""
+        self._queue.put(("compact", None, None))
+        self._queue.put(None)
+        self._thread.join()
+        self._pool.shutdown()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"writing the dataset failed: {self._error}") from self._error
+
+    # -- writer thread ----------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain the queue so the generate loop never blocks on a dead writer
+            kind, rows, futures = item
+            try:
+                if kind == "batch":
+                    self._write_part(rows, futures)
+                else:
+                    self._compact(self.staging)
+            except BaseException as error:  # surfaced to the generate loop by _raise_if_failed
+                self._error = error
+
+    def _write_part(self, rows: list[dict], futures) -> None:
+        for row, future in zip(rows, futures or [None] * len(rows)):
+            if future is not None:
+                png, pixel_hash = future.result()
+                row["image"] = {"bytes": png, "path": f"{row['record_id']}.png"}
+                row["image_sha256"] = pixel_hash
+        table = pa.Table.from_pylist(rows, schema=self.table_schema)
+        self.parts_written += 1
+        dataset.write_table_atomic(table, self.staging / f"part-{self.parts_written:06d}.parquet")
+        self.rows_written += len(rows)
+        _failpoint("part", self.parts_written)
+
+    def _compact(self, staging: Path) -> None:
+        parts = dataset.part_files(self.directory, staging.name)
+        if parts:
+            done = set(dataset.read_columns(dataset.shard_files(self.directory), []).column("record_id").to_pylist())
+            table = dataset.drop_duplicate_records(pa.concat_tables(pq.read_table(path) for path in parts))
+            table = table.filter(pa.array([record not in done for record in table.column("record_id").to_pylist()]))
+            if table.num_rows:
+                self.shards_written += 1
+                name = f"{dataset.SHARD_PREFIX}{self.run_id}-r{self.rank}-{self.shards_written:04d}.parquet"
+                dataset.write_table_atomic(table.cast(self.table_schema), self.directory / schema.GENERATIONS_DIR / name)
+                _failpoint("shard", self.shards_written)
+        for path in staging.glob("*"):
+            path.unlink()
+        if staging.is_dir():
+            staging.rmdir()
+
+    def _compact_orphans(self) -> None:
+        """Parts left by an earlier run of this rank that was killed become a shard before new work starts."""
+        for staging in sorted((self.directory / dataset.STAGING_DIR).glob(f"r{self.rank}-*")):
+            if staging.is_dir() and staging != self.staging:
+                self._compact(staging)

@@ -1,0 +1,1 @@
+"""accelbench.manifests: the packaged YAML manifests (models, methods, schedulers, tasks, suites, prompts)."""

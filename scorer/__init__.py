@@ -1,0 +1,1 @@
+"""accelbench.scorer: CLIP scores, fidelity, aggregates, reports and publishing; runs on CPU."""

@@ -1,0 +1,211 @@
+"""Manifests: the packaged catalogue, task text round trips, and one-line errors for malformed manifests."""
+
+import json
+import shutil
+from collections import Counter
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from accelbench.cli import main
+from accelbench.manifest import default_root, load_catalog, parse_task_text, render_task_text
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog()
+
+
+def test_standard_suite_covers_every_method_on_every_family_it_applies_to(catalog):
+    standard = [catalog.tasks[task_id] for task_id in catalog.suite("standard").tasks]
+    assert len(standard) >= 60
+    pairs = Counter((task.model, task.method) for task in standard)
+    for model in ("sd15", "sdxl"):
+        for method in ("deepcache", "tome", "tgate", "deepcache_tgate"):
+            assert pairs[(model, method)] >= 5, (model, method)
+    for model in ("pixart-alpha", "pixart-sigma"):
+        assert pairs[(model, "tgate")] >= 5
+        assert {method for (family, method) in pairs if family == model} == {"tgate"}
+    assert len({task.scheduler for task in standard}) >= 6
+    assert {20, 25, 50} <= {task.steps for task in standard}
+
+
+def test_every_task_text_parses_back_to_its_fields(catalog):
+    for task in catalog.tasks.values():
+        parsed = parse_task_text(task.text, catalog.models, catalog.schedulers, catalog.methods)
+        assert parsed == {"model": task.model, "scheduler": task.scheduler, "steps": task.steps,
+                          "method": task.method, "params": task.params}, task.id
+
+
+def test_task_text_is_rendered_from_the_fields(catalog):
+    task = catalog.task("sd15-ddim-25-deepcache")
+    assert task.text == ("Generate a SD1.5 pipeline using the DDIM sampler with 25 steps and DeepCache acceleration "
+                         "(cache_interval=3, cache_branch_id=0).")
+    baseline = render_task_text(catalog.models["sdxl"], catalog.schedulers["euler"], 20, catalog.methods["none"], {})
+    assert baseline == "Generate a SDXL pipeline using the Euler sampler with 20 steps and no acceleration."
+    assert parse_task_text(baseline, catalog.models, catalog.schedulers, catalog.methods)["method"] == "none"
+
+
+def test_sdxl_tome_tasks_avoid_the_no_op_setting(catalog):
+    sdxl_tome = [task for task in catalog.tasks.values() if task.model == "sdxl" and task.method == "tome"]
+    assert sdxl_tome and all(task.params["max_downsample"] >= 2 for task in sdxl_tome)
+
+
+def test_tasks_json_prints_one_object_per_task(catalog):
+    result = CliRunner().invoke(main, ["tasks", "--suite", "standard", "--json"])
+    assert result.exit_code == 0, result.output
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(objects) == len(catalog.suite("standard").tasks)
+    assert {"id", "text", "model", "scheduler", "steps", "method", "params"} <= set(objects[0])
+    assert objects[0]["steps"] == catalog.task(objects[0]["id"]).steps
+
+
+def test_validate_accepts_the_packaged_manifests_and_an_extra_task_file(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    text = render_task_text(*_fields("sd15", "unipc", 30, "deepcache", {"cache_interval": 4, "cache_branch_id": 0}))
+    extra.write_text(yaml.safe_dump({"tasks": [{"id": "my-task", "model": "sd15", "scheduler": "unipc", "steps": 30,
+                                                "method": "deepcache", "params": {"cache_interval": 4},
+                                                "text": text}]}))
+    result = CliRunner().invoke(main, ["validate", str(extra)])
+    assert result.exit_code == 0, result.output
+    assert "ok:" in result.output
+
+
+def _fields(model, scheduler, steps, method, params):
+    catalog = load_catalog()
+    return catalog.models[model], catalog.schedulers[scheduler], steps, catalog.methods[method], params
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Malformed manifests: each gives one line "error: FILE: KEY: problem" and exit code 2, no traceback.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _edit(relative, change):
+    """A mutation of one manifest file: ``change`` edits the parsed YAML in place."""
+    return relative, change
+
+
+def _set(path, value):
+    def change(data):
+        *parents, last = path
+        target = data
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return change
+
+
+def _task(index, **updates):
+    def change(data):
+        data["tasks"][index].update(updates)
+    return change
+
+
+MALFORMED = {
+    "unknown model key": (_edit("models.yaml", _set(["models", "sd15", "resolutoin"], 512)),
+                          "models.yaml: models.sd15.resolutoin: unknown key 'resolutoin' (did you mean 'resolution'?)"),
+    "resolution not an integer": (_edit("models.yaml", _set(["models", "sd15", "resolution"], "512px")),
+                                  "models.sd15.resolution: must be an integer, got a string '512px'"),
+    "resolution not a multiple of 8": (_edit("models.yaml", _set(["models", "sdxl", "resolution"], 1020)),
+                                       "models.sdxl.resolution: must be a multiple of 8"),
+    "deepcache on a transformer model": (
+        _edit("models.yaml", _set(["models", "pixart-alpha", "methods", "deepcache"], {})),
+        "models.pixart-alpha.methods.deepcache: method 'deepcache' needs a unet denoiser"),
+    "tgate binding without loader": (_edit("models.yaml", _set(["models", "sd15", "methods", "tgate"], {})),
+                                     "models.sd15.methods.tgate.loader: missing required key"),
+    "unknown method in a model": (_edit("models.yaml", _set(["models", "sd15", "methods", "tgat"], {})),
+                                  "models.sd15.methods.tgat: unknown key 'tgat' (did you mean 'tgate'?)"),
+    "unknown parameter type": (_edit("methods.yaml", _set(["methods", "tome", "params", "ratio", "type"], "flaot")),
+                               "methods.tome.params.ratio.type: unknown parameter type 'flaot' (did you mean 'float'?)"),
+    "default outside its bounds": (
+        _edit("methods.yaml", _set(["methods", "deepcache", "params", "cache_interval", "default"], 0)),
+        "methods.deepcache.params.cache_interval.default: must be >= 1, got 0"),
+    "bound naming no parameter": (
+        _edit("methods.yaml", _set(["methods", "tgate", "params", "warm_up", "max"], "gate_stp")),
+        "methods.tgate.params.warm_up.max: bound 'gate_stp' is neither a number, 'steps' nor a parameter "
+        "(did you mean 'gate_step'?)"),
+    "scheduler class not a scheduler": (_edit("schedulers.yaml", _set(["schedulers", "ddim", "class"], "DDIM")),
+                                        "schedulers.ddim.class: must name a diffusers scheduler class"),
+    "unknown scheduler key": (_edit("schedulers.yaml", _set(["schedulers", "ddim", "clas"], "x")),
+                              "schedulers.ddim.clas: unknown key 'clas' (did you mean 'class'?)"),
+    "steps zero": (_edit("tasks/sd15.yaml", _task(0, steps=0)), "tasks[0] (sd15-ddim-25-deepcache).steps: must be >= 1, got 0"),
+    "steps negative": (_edit("tasks/sd15.yaml", _task(1, steps=-5)), ".steps: must be >= 1, got -5"),
+    "steps a string": (_edit("tasks/sd15.yaml", _task(0, steps="25")), ".steps: must be an integer, got a string '25'"),
+    "unknown scheduler": (_edit("tasks/sd15.yaml", _task(0, scheduler="dpmpp2m")),
+                          ".scheduler: unknown scheduler 'dpmpp2m' (did you mean 'dpmpp_2m'?)"),
+    "unknown model": (_edit("tasks/sd15.yaml", _task(0, model="sd-15")), ".model: unknown model 'sd-15' (did you mean 'sd15'?)"),
+    "method not for the model": (_edit("tasks/pixart.yaml", _task(0, method="tome")),
+                                 ".method: method 'tome' does not apply to model 'pixart-alpha' (applies: none, tgate)"),
+    "duplicate task id": (_edit("tasks/sdxl.yaml", _task(0, id="sd15-ddim-25-deepcache")),
+                          "duplicate task id 'sd15-ddim-25-deepcache', first defined in"),
+    "text disagrees with steps": (
+        _edit("tasks/sd15.yaml", _task(0, text="Generate a SD1.5 pipeline using the DDIM sampler with 20 steps and "
+                                                "DeepCache acceleration (cache_interval=3, cache_branch_id=0).")),
+        "text says steps 20 but the task has steps: 25"),
+    "text disagrees with method": (
+        _edit("tasks/sd15.yaml", _task(0, text="Generate a SD1.5 pipeline using the DDIM sampler with 25 steps and "
+                                                "no acceleration.")),
+        "text says method 'none' but the task has method: 'deepcache'"),
+    "unknown method parameter": (_edit("tasks/sd15.yaml", _task(0, params={"cache_intervall": 2})),
+                                 ".params.cache_intervall: unknown parameter 'cache_intervall' for method 'deepcache' "
+                                 "(did you mean 'cache_interval'?)"),
+    "parameter of the wrong type": (_edit("tasks/sd15.yaml", _task(0, params={"cache_interval": 2.5})),
+                                    ".params.cache_interval: must be an integer (int), got a number 2.5"),
+    "gate step beyond the steps": (_edit("tasks/sd15.yaml", _task(2, params={"gate_step": 40})),
+                                   ".params.gate_step: must be <= steps (25), got 40"),
+    "unknown task key": (_edit("tasks/sd15.yaml", _task(0, step=25)),
+                         "tasks[0].step: unknown key 'step' (did you mean 'steps'?)"),
+    "task id with capitals": (_edit("tasks/sd15.yaml", _task(0, id="SD15-task")), "tasks[0].id: must be lowercase"),
+    "batch size zero": (_edit("suites/smoke.yaml", _set(["suite", "batch_sizes"], [1, 0])),
+                        "suite.batch_sizes[1]: must be >= 1, got 0"),
+    "suite pattern matching nothing": (_edit("suites/smoke.yaml", _set(["suite", "tasks"], ["smok-*"])),
+                                       "suite.tasks[0]: no task matches 'smok-*'"),
+    "two prompt sources": (_edit("suites/smoke.yaml", _set(["suite", "prompts", "hub"], "nateraw/parti-prompts")),
+                           "suite.prompts: give exactly one of inline, file or hub (got inline, hub)"),
+    "unknown weights mode": (_edit("suites/smoke.yaml", _set(["suite", "weights"], "randm")),
+                             "suite.weights: unknown weights mode 'randm' (did you mean 'random'?)"),
+    "task list not a list": (_edit("tasks/smoke.yaml", _set(["tasks"], {"id": "x"})), "tasks: must be a list, got a mapping"),
+}
+
+
+@pytest.fixture
+def manifest_root(tmp_path):
+    root = tmp_path / "manifests"
+    shutil.copytree(default_root(), root, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
+    return root
+
+
+def _invoke_validate(root):
+    return CliRunner().invoke(main, ["--manifests", str(root), "validate"])
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_manifest_gives_one_line_error_and_exit_2(manifest_root, case):
+    (relative, change), expected = MALFORMED[case]
+    path = manifest_root / relative
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    result = _invoke_validate(manifest_root)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_yaml_syntax_error_names_the_position(manifest_root):
+    path = manifest_root / "tasks" / "sd15.yaml"
+    path.write_text("tasks:\n  - id: x\n    model: [sd15\n")
+    result = _invoke_validate(manifest_root)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {path}: line ") and "invalid YAML" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_folder_without_models_is_not_a_manifest_root(tmp_path):
+    result = _invoke_validate(tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {tmp_path}: not a manifest root: models.yaml is missing"
