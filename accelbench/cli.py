@@ -183,3 +183,65 @@ def generate(ctx, suite_id, out, task_patterns, variants, limit, device, weights
     summary = runner.run_generate(options)
     click.echo(summary.format())
     ctx.exit(EXIT_FAILED if summary.failed_rows else 0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Score, report, publish
+# ---------------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--clip-model", help="open_clip model name (default: the suite's, e.g. ViT-B-32).")
+@click.option("--clip-pretrained", help="open_clip pretrained tag, or 'random' (default: the suite's).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per CLIP batch.")
+@click.option("--workers", type=click.IntRange(min=0), help="Image decoding processes (default: CPU count).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def score(ctx, directory, clip_model, clip_pretrained, device, batch_size, workers, no_progress):
+    """CLIP scores, fidelity to the baseline and the report, offline from a generated dataset.
+
+    Incremental: images already scored with the same recipe are skipped; another recipe is stored beside it."""
+    from accelbench.scorer.score import score_dataset
+
+    summary = score_dataset(directory, clip_model, clip_pretrained, device=device, batch_size=batch_size,
+                            num_workers=workers, progress=not no_progress, manifests=ctx.obj["manifests"])
+    click.echo(summary.format())
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--recipe", "recipe_id", help="CLIP recipe id to report (default: the only or the suite's one).")
+@click.pass_context
+def report(ctx, directory, recipe_id):
+    """Rebuild DIR/report (summary.json/.csv, report.md, pareto.png) from the stored scores alone."""
+    from accelbench.scorer.report import REPORT_MD, build_report
+
+    built = build_report(directory, recipe_id=recipe_id, manifests=ctx.obj["manifests"])
+    click.echo(f"report: {built.folder / REPORT_MD} ({len(built.pooled)} task x variant rows)")
+    for note in built.notes:
+        click.echo(f"note: {note}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--repo-id", required=True, help="Hub dataset repository, ORG/NAME.")
+@click.option("--private", is_flag=True, help="Create the repository private.")
+@click.option("--revision", help="Branch to push to (created if missing).")
+@click.option("--dry-run", "staging_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Only stage the Hub-ready folder here; upload nothing.")
+@click.option("--allow-unscored", is_flag=True, help="Publish generations without scores.")
+@click.pass_context
+def publish(ctx, directory, repo_id, private, revision, staging_dir, allow_unscored):
+    """Publish a dataset to the Hugging Face Hub with a dataset card (token: HF_TOKEN or a cached login)."""
+    from accelbench.scorer import publish as hub
+
+    if staging_dir is not None:
+        staged = hub.stage(directory, staging_dir, repo_id, allow_unscored=allow_unscored,
+                           manifests=ctx.obj["manifests"])
+        click.echo(staged.format())
+        return
+    url = hub.publish(directory, repo_id, private=private, revision=revision, allow_unscored=allow_unscored,
+                      manifests=ctx.obj["manifests"])
+    click.echo(f"published {url}")

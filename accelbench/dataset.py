@@ -21,6 +21,8 @@ from accelbench.errors import UserInputError
 
 log = logging.getLogger("accelbench")
 
+_UMASK = os.umask(0)  # the umask can only be read by setting it: put it straight back
+os.umask(_UMASK)
 STAGING_DIR = ".staging"  # per-batch part files of a run in progress (or of a run that was killed)
 SHARD_PREFIX = "generations-"
 ROW_GROUP_SIZE = 64  # rows per Parquet row group: readers stream images a group at a time
@@ -51,6 +53,8 @@ def _atomic_write(path: Path, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+            # Temporary files are private (0600); the final file gets the permissions of a normal new file.
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)

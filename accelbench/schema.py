@@ -108,7 +108,7 @@ GENERATION_COLUMNS = _columns(
 
 CLIP_SCORE_COLUMNS = _columns(
     Column("record_id", pa.string(), "the scored generation row"),
-    Column("recipe_id", pa.string(), "short hash of the recipe below"),
+    Column("recipe_id", pa.string(), "readable id of the recipe: model and pretrained tag, e.g. vit-b-32--laion2b-s34b-b79k"),
     Column("clip_model", pa.string(), "open_clip model name"),
     Column("clip_pretrained", pa.string(), "open_clip pretrained tag, or 'random' (meaningless scores)"),
     Column("clip_preprocess", pa.string(), "image preprocessing of the model (resize, crop, normalisation)"),
@@ -196,7 +196,8 @@ def empty_row(columns: tuple[Column, ...]) -> dict:
     return {column.name: None for column in columns}
 
 
-def dataset_manifest(suite: str, weights: str, dtype: str) -> dict:
-    """Content of ``DIR/accelbench.json``: what every run that writes into DIR must agree on."""
+def dataset_manifest(suite: str, weights: str, dtype: str, device_type: str = "cpu") -> dict:
+    """Content of ``DIR/accelbench.json``: what every run that writes into DIR must agree on (timings from a CPU
+    and a GPU, or images from random and pretrained weights, never mix in one dataset)."""
     return {"kind": DATASET_KIND, "schema_version": SCHEMA_VERSION, "suite": suite, "weights": weights,
-            "dtype": dtype}
+            "dtype": dtype, "device_type": device_type}

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import threading
+import time
 
 import numpy as np
 
@@ -25,11 +28,35 @@ def pixel_sha256(pixels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def encode_png(image: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> tuple[bytes, str]:
-    """Float image -> (PNG bytes, pixel hash)."""
+def encode_png(image: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> tuple[bytes | None, str | None, int]:
+    """Float image -> (PNG bytes, pixel hash, 0), or (None, None, count) when it has NaN/inf values."""
     from PIL import Image
 
+    nonfinite = int(image.size - np.count_nonzero(np.isfinite(image)))
+    if nonfinite:
+        return None, None, nonfinite
     pixels = to_uint8(image)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue(), pixel_sha256(pixels)
+    return buffer.getvalue(), pixel_sha256(pixels), 0
+
+
+def ready(_=None) -> int:
+    """A no-op task that makes a pool start a worker and import what encoding needs; returns its pid."""
+    from PIL import Image  # noqa: F401
+
+    time.sleep(0.05)  # long enough that each of a batch of these lands on its own worker
+    return os.getpid()
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when the process that started it is gone (e.g. SIGKILLed).
+
+    An orphaned pool worker would otherwise wait forever on its task queue, holding the dead run's stdout."""
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

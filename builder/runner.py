@@ -152,8 +152,9 @@ def environment(device: str) -> tuple[str, dict[str, str]]:
         name = torch.cuda.get_device_name(torch.device(device))
     else:
         name = _cpu_name()
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "cuda": torch.version.cuda or "", "accelbench": _version("accelbench")}
+    # CPU float results depend on the thread count, so it is recorded with the versions.
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda or "",
+                "torch_num_threads": str(torch.get_num_threads()), "accelbench": _version("accelbench")}
     for package in ("diffusers", "transformers", "DeepCache", "tomesd", "tgate"):
         versions[package] = _version(package)
     return name, versions
@@ -182,8 +183,24 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@dataclass
+class _Run:
+    """What every unit of one generate run shares."""
+
+    catalog: Catalog
+    sources: ModelSources
+    device: str
+    dtype_policy: str
+    warmups: int
+    context: dict  # columns that are the same on every row of the run
+    out: Path
+    writer: ShardWriter
+    progress: object  # tqdm
+
+
 def run_generate(options: GenerateOptions) -> GenerateSummary:
     import torch
+    from tqdm.auto import tqdm
 
     started = time.perf_counter()
     programs.quiet_library_output()
@@ -203,39 +220,34 @@ def run_generate(options: GenerateOptions) -> GenerateSummary:
 
     # 1. The dataset folder and what it already holds.
     out = Path(options.out)
-    dataset.init_dataset(out, schema.dataset_manifest(suite.id, weights, suite.dtype) |
-                         {"device_type": device.split(":")[0]})
+    dataset.init_dataset(out, schema.dataset_manifest(suite.id, weights, suite.dtype, device.split(":")[0]))
     done = set(dataset.read_columns(dataset.generation_files(out), []).column("record_id").to_pylist())
 
-    # 2. This rank's work.
+    # 2. This rank's work: the batches not written yet.
     units = plan.shard_units(plan.build_units(tasks, tuple(options.variants)), rank, world_size)
-    work = []
+    work, planned = [], 0
     for unit in units:
         batches = plan.build_batches(suite.id, unit, prompts, suite.seeds, suite.batch_sizes)
-        work.append((unit, [batch for batch in batches if not all(i.record_id in done for i in batch.images)],
-                     sum(len(batch.images) for batch in batches)))
-    planned = sum(total for _, _, total in work)
-    pending = sum(len(batch.images) for _, batches, _ in work for batch in batches)
+        planned += sum(len(batch.images) for batch in batches)
+        pending = [batch for batch in batches if not all(image.record_id in done for image in batch.images)]
+        if pending:
+            work.append((unit, pending))
+    pending_images = sum(len(batch.images) for _, batches in work for batch in batches)
 
+    # 3. Run the units, the writer encoding and writing behind.
     device_name, versions = environment(device)
     run_id = _utc_now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     context = {"suite": suite.id, "device": device, "device_name": device_name, "weights": weights,
                "generator_device": GENERATOR_DEVICE, "warmup_batches": warmups, "versions": json.dumps(versions),
                "run_id": run_id, "rank": rank, "world_size": world_size}
-    summary = GenerateSummary(out, rank, world_size, len(units), planned, planned - pending, 0, 0, 0.0)
-
-    from tqdm.auto import tqdm
-
     writer = ShardWriter(out, run_id, rank, workers=options.encode_workers)
-    progress = tqdm(total=pending, unit="img", desc=f"generate {suite.id}", disable=not options.progress,
+    progress = tqdm(total=pending_images, unit="img", desc=f"generate {suite.id}", disable=not options.progress,
                     dynamic_ncols=True)
+    run = _Run(catalog, sources, device, suite.dtype, warmups, context, out, writer, progress)
     try:
-        for unit, batches, _ in work:
-            if not batches:
-                continue
+        for unit, batches in work:
             progress.set_postfix_str(f"{unit.unit_id} ({unit.variant})")
-            _run_unit(catalog, unit, batches, sources, device, suite.dtype, warmups, context, writer, progress,
-                      summary, out)
+            _run_unit(run, unit, batches)
             writer.end_unit()
             gc.collect()
             if device.startswith("cuda"):
@@ -243,8 +255,10 @@ def run_generate(options: GenerateOptions) -> GenerateSummary:
     finally:
         progress.close()
         writer.close()
-    summary.rows_written = writer.rows_written
-    summary.seconds = time.perf_counter() - started
+
+    summary = GenerateSummary(out, rank, world_size, len(units), planned, planned - pending_images,
+                              writer.rows_written, writer.failed_rows, time.perf_counter() - started,
+                              dict(writer.failures))
     dataset.write_json_atomic(out / schema.RUNS_DIR / f"{run_id}-r{rank}.json", {
         **context, "versions": versions, "argv": sys.argv, "tasks": [task.id for task in tasks],
         "variants": list(options.variants), "prompts": len(prompts), "seeds": list(suite.seeds),
@@ -254,25 +268,23 @@ def run_generate(options: GenerateOptions) -> GenerateSummary:
     return summary
 
 
-def _run_unit(catalog, unit, batches, sources, device, dtype_policy, warmups, context, writer, progress, summary,
-              out) -> None:
+def _run_unit(run: _Run, unit: plan.Unit, batches: list[plan.Batch]) -> None:
     import torch
 
     task = unit.task
-    model = catalog.models[task.model]
-    program = programs.render(catalog, task, unit.variant)
-    program_path = out / schema.PROGRAMS_DIR / f"{program.sha256}.py"
+    model = run.catalog.models[task.model]
+    program = programs.render(run.catalog, task, unit.variant)
+    program_path = run.out / schema.PROGRAMS_DIR / f"{program.sha256}.py"
     if not program_path.exists():
         dataset.write_bytes_atomic(program_path, program.source.encode())
-    dtype = resolve_dtype(dtype_policy, model, device)
-    resolution = sources.resolution(task.model)
-    method = "none" if unit.variant == "baseline" else task.method
-    params = {} if unit.variant == "baseline" else task.params
-    base = {**context, "variant": unit.variant, "unit_id": unit.unit_id, "task_id": unit.task_id,
+    dtype = resolve_dtype(run.dtype_policy, model, run.device)
+    resolution = run.sources.resolution(task.model)
+    baseline = unit.variant == "baseline"
+    base = {**run.context, "variant": unit.variant, "unit_id": unit.unit_id, "task_id": unit.task_id,
             "setting_id": task.setting_id, "program_sha256": program.sha256, "model": task.model,
-            "scheduler": task.scheduler, "steps": task.steps, "method": method,
-            "method_params": json.dumps(params, sort_keys=True), "dtype": str(dtype).removeprefix("torch."),
-            "height": resolution, "width": resolution}
+            "scheduler": task.scheduler, "steps": task.steps, "method": "none" if baseline else task.method,
+            "method_params": json.dumps({} if baseline else task.params, sort_keys=True),
+            "dtype": str(dtype).removeprefix("torch."), "height": resolution, "width": resolution}
 
     def record(batch, status, error=None, images=None, timing=None, started_at=None, finished_at=None):
         rows = []
@@ -288,22 +300,18 @@ def _run_unit(catalog, unit, batches, sources, device, dtype_policy, warmups, co
                         "image_latency_s": timing.batch_latency_s / len(batch.images),
                         "peak_memory_bytes": timing.peak_memory_bytes, "timer": timing.timer, **timing.stages}
             rows.append(row)
-        writer.submit(rows, images)
-        if status != schema.STATUS_OK:
-            summary.failed_rows += len(rows)
-        progress.update(len(rows))
+        run.writer.submit(f"{unit.unit_id} ({unit.variant})", rows, images)
+        run.progress.update(len(rows))
 
-    # 1-2. Load the program fresh.
+    # 1-2. Load the program fresh, global RNGs reset.
     try:
-        model_source = sources.path(task.model)
-        base["model_source"] = model_source
+        base["model_source"] = run.sources.path(task.model)
         module = programs.load_module(program.source, f"accelbench_{unit.variant}")
         seed_global(GLOBAL_SEED)
-        pipe = module.load(model_source, device, dtype)
-        timer = StageTimer(pipe, device)
+        pipe = module.load(base["model_source"], run.device, dtype)
+        timer = StageTimer(pipe, run.device)
     except Exception as error:
         message = f"load failed: {programs.describe_error(error)}"
-        summary.failures.setdefault(f"{unit.unit_id} ({unit.variant})", message)
         for batch in batches:
             record(batch, _status_of(error), message)
         return
@@ -313,14 +321,14 @@ def _run_unit(catalog, unit, batches, sources, device, dtype_policy, warmups, co
         # 3. Warm-up batches at this batch size: same prompts, generators no recorded image uses.
         if batch.batch_size not in warmed:
             warmed.add(batch.batch_size)
-            for _ in range(warmups):
+            for _ in range(run.warmups):
                 seed_global(GLOBAL_SEED)
                 try:
                     module.generate(pipe, batch.prompts, make_generators([WARMUP_SEED] * len(batch.images)),
                                     height=resolution, width=resolution)
                 except Exception:
                     break  # the timed batch will fail the same way and record it
-        # 4. The timed call.
+        # 4. The timed call. NaN/inf pixels are found by the encoding workers, off this path.
         seed_global(GLOBAL_SEED)
         generators = make_generators([image.image_seed for image in batch.images])
         started_at = _utc_now()
@@ -330,23 +338,18 @@ def _run_unit(catalog, unit, batches, sources, device, dtype_policy, warmups, co
             timing = timer.end()
         except Exception as error:
             timer.abort()
-            message = programs.describe_error(error)
-            summary.failures.setdefault(f"{unit.unit_id} ({unit.variant})", message)
-            if device.startswith("cuda"):
+            if run.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-            record(batch, _status_of(error), message, started_at=started_at, finished_at=_utc_now())
+            record(batch, _status_of(error), programs.describe_error(error), started_at=started_at,
+                   finished_at=_utc_now())
             continue
         finished_at = _utc_now()
-        images = np.asarray(images)
         expected = (len(batch.images), resolution, resolution, 3)
-        if images.shape != expected or images.dtype.kind != "f":
-            record(batch, schema.STATUS_ERROR, f"generate() returned {images.dtype} {images.shape}, expected float "
-                                               f"{expected}", timing=timing, started_at=started_at,
+        shape, kind = getattr(images, "shape", None), getattr(getattr(images, "dtype", None), "kind", None)
+        if not isinstance(images, np.ndarray) or shape != expected or kind != "f":
+            record(batch, schema.STATUS_ERROR, f"generate() returned {type(images).__name__} {shape}, expected a "
+                                               f"float array {expected}", timing=timing, started_at=started_at,
                    finished_at=finished_at)
-        elif not np.isfinite(images).all():
-            bad = int((~np.isfinite(images)).sum())
-            record(batch, schema.STATUS_NONFINITE, f"{bad} NaN/inf pixel values", timing=timing,
-                   started_at=started_at, finished_at=finished_at)
         else:
             record(batch, schema.STATUS_OK, images=images, timing=timing, started_at=started_at,
                    finished_at=finished_at)
@@ -357,4 +360,3 @@ def _status_of(error: BaseException) -> str:
     import torch
 
     return schema.STATUS_OOM if isinstance(error, torch.OutOfMemoryError) else schema.STATUS_ERROR
-

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from accelbench import dataset, schema
-from accelbench.builder.encode import PNG_COMPRESS_LEVEL, encode_png
+from accelbench.builder import encode
+from accelbench.builder.encode import PNG_COMPRESS_LEVEL, encode_png, exit_with_parent
 
 FAILPOINT_ENV = "ACCELBENCH_FAILPOINT"  # tests: "part:N" / "shard:N" kills the process after the N-th write
 MAX_QUEUED_BATCHES = 16  # back-pressure: bounds the float images held in memory while encoding catches up
@@ -44,24 +45,29 @@ class ShardWriter:
         self.staging = self.directory / dataset.STAGING_DIR / f"r{rank}-{run_id}"
         self.compress_level = compress_level
         self.table_schema = schema.arrow_schema(schema.GENERATION_COLUMNS)
-        self.parts_written = self.shards_written = self.rows_written = 0
+        self.parts_written = self.shards_written = self.rows_written = self.failed_rows = 0
+        self.failures: dict[str, str] = {}  # unit label -> its first error
         self._error: BaseException | None = None
         self._compact_orphans()
         # spawn, not fork: the parent may hold CUDA state, which must never be forked.
-        self._pool = ProcessPoolExecutor(max_workers=workers or max(1, min(os.cpu_count() or 1, 16)),
-                                         mp_context=multiprocessing.get_context("spawn"))
+        workers = workers or max(1, min(os.cpu_count() or 1, 16))
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=exit_with_parent, initargs=(os.getpid(),))
+        # Start every worker now: spawning them during the first timed batches would slow those batches.
+        list(self._pool.map(encode.ready, range(workers)))
         self._queue: queue.Queue = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
         self._thread = threading.Thread(target=self._loop, name="accelbench-writer", daemon=True)
         self._thread.start()
 
     # -- called from the generate loop ------------------------------------------------------------------
 
-    def submit(self, rows: list[dict], images=None) -> None:
-        """Queue one batch: ``rows`` without image fields, ``images`` a float array (None for failed batches)."""
+    def submit(self, label: str, rows: list[dict], images=None) -> None:
+        """Queue one batch of unit ``label``: ``rows`` without image fields, ``images`` a float array (None when
+        the batch failed). Images with NaN/inf values become rows with status ``nonfinite``."""
         self._raise_if_failed()
         futures = ([self._pool.submit(encode_png, image, self.compress_level) for image in images]
                    if images is not None else None)
-        self._queue.put(("batch", rows, futures))
+        self._queue.put(("batch", (label, rows), futures))
 
     def end_unit(self) -> None:
         """Compact the parts written so far into a shard (in the writer thread)."""
@@ -86,21 +92,27 @@ class ShardWriter:
         while (item := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # drain the queue so the generate loop never blocks on a dead writer
-            kind, rows, futures = item
+            kind, batch, futures = item
             try:
                 if kind == "batch":
-                    self._write_part(rows, futures)
+                    self._write_part(batch, futures)
                 else:
                     self._compact(self.staging)
             except BaseException as error:  # surfaced to the generate loop by _raise_if_failed
                 self._error = error
 
-    def _write_part(self, rows: list[dict], futures) -> None:
+    def _write_part(self, batch, futures) -> None:
+        label, rows = batch
         for row, future in zip(rows, futures or [None] * len(rows)):
             if future is not None:
-                png, pixel_hash = future.result()
-                row["image"] = {"bytes": png, "path": f"{row['record_id']}.png"}
-                row["image_sha256"] = pixel_hash
+                png, pixel_hash, nonfinite = future.result()
+                if nonfinite:
+                    row.update(status=schema.STATUS_NONFINITE, error=f"{nonfinite} NaN/inf pixel values")
+                else:
+                    row.update(image={"bytes": png, "path": f"{row['record_id']}.png"}, image_sha256=pixel_hash)
+            if row["status"] != schema.STATUS_OK:
+                self.failed_rows += 1
+                self.failures.setdefault(label, row["error"])
         table = pa.Table.from_pylist(rows, schema=self.table_schema)
         self.parts_written += 1
         dataset.write_table_atomic(table, self.staging / f"part-{self.parts_written:06d}.parquet")

@@ -117,7 +117,8 @@ def test_same_seed_and_prompt_give_the_same_image_at_batch_sizes_1_and_2(smoke):
     for (unit, seed, prompt, batch_size), (method, pixels) in by_key.items():
         if batch_size == 2 and method != "tome":
             single = by_key[(unit, seed, prompt, 1)][1]
-            assert np.abs(pixels - single).max() <= 1 / 255, (unit, seed, prompt)  # PNG quantisation
+            # Float differences of ~1e-6 may round to a neighbouring 8-bit level: at most one level apart.
+            assert np.abs(pixels - single).max() <= 1.5 / 255, (unit, seed, prompt)
             compared += 1
     assert compared == 2 * 4 * (len(SMOKE.tasks) + 4 - 2)
 
@@ -161,9 +162,14 @@ def test_baseline_is_bit_identical_after_a_tgate_variant_ran_in_the_same_process
 # ---------------------------------------------------------------------------------------------------------
 
 
-def cli(*args, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", "accelbench.cli", *args], env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, **kwargs)
+# One thread per process everywhere below: CPU float results depend on the thread count, and torchrun runs
+# each rank with OMP_NUM_THREADS=1, so the runs compared bit for bit must all use one.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "accelbench", *args], env={**os.environ, **ONE_THREAD, **(env or {})},
+                          capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -188,8 +194,9 @@ def test_resume_after_sigkill_equals_a_clean_run(clean_slice, tmp_path, failpoin
 
 
 def test_resume_after_an_external_sigkill_mid_run(clean_slice, tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", "accelbench.cli", "generate", "--out", str(tmp_path),
-                                *SLICE_ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "accelbench", "generate", "--out", str(tmp_path),
+                                *SLICE_ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, **ONE_THREAD})
     deadline = time.monotonic() + 120
     while not list((tmp_path / dataset.STAGING_DIR).glob("*/part-*.parquet")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -288,7 +295,7 @@ def test_failing_programs_become_error_rows_and_the_run_goes_on(tmp_path, monkey
                       ("smoke-sd15-ddim-8-deepcache-tgate", "error")}
     errors = {row["unit_id"]: row["error"] for row in table if row["status"] != "ok"}
     assert errors["smoke-sd15-ddim-8-deepcache"] == "RuntimeError: kernel exploded"
-    assert errors["smoke-sd15-ddim-8-tome"] == f"{2 * 64 * 64 * 3} NaN/inf pixel values"
+    assert errors["smoke-sd15-ddim-8-tome"] == f"{64 * 64 * 3} NaN/inf pixel values"  # per image
     assert errors["smoke-sd15-ddim-8-tgate"].startswith("OutOfMemoryError: CUDA out of memory")
     assert errors["smoke-sd15-ddim-8-deepcache-tgate"] == "load failed: ImportError: No module named tgate"
     failed = [row for row in rows(tmp_path, ["status", "image"]) if row["status"] != "ok"]
@@ -306,7 +313,7 @@ def test_two_torchrun_processes_write_the_same_dataset_as_one(clean_slice, tmp_p
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                              "--no-python", shutil.which("accelbench", path=os.path.dirname(sys.executable)),
                              "generate", "--out", str(tmp_path), *SLICE_ARGS], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, **ONE_THREAD})
     assert result.returncode == 0, result.stderr[-2000:]
     assert hashes(tmp_path) == clean_slice
     ranks = {row["rank"] for row in rows(tmp_path, ["rank", "world_size"])}

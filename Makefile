@@ -1,0 +1,55 @@
+# accelbench: `make demo` (install + smoke suite end to end on CPU) and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUITE ?= smoke
+OUT ?= runs/$(SUITE)
+ARGS ?=
+
+.PHONY: install test demo generate score report publish bench clean help
+
+help:
+	@echo "make install                  create $(VENV) with the pinned, tested packages (constraints.txt)"
+	@echo "make test                     install if needed, run the test suite (CPU, offline)"
+	@echo "make demo                     install, generate + score + report the smoke suite on CPU"
+	@echo "make generate SUITE=.. OUT=.. render a suite into a dataset folder (ARGS='--device cuda ...')"
+	@echo "make score OUT=..             CLIP scores, fidelity and the report, from the dataset alone"
+	@echo "make report OUT=..            rebuild OUT/report from stored scores"
+	@echo "make publish OUT=.. REPO=..   push OUT to the Hugging Face Hub (ARGS='--dry-run DIR' to stage only)"
+	@echo "make bench                    GPU benchmarks (see bench/README.md)"
+
+install: $(VENV)/.installed
+
+# Reinstall when the dependency list or the pins change.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/accelbench generate --suite smoke --out $(OUT) --device cpu
+	$(BIN)/accelbench score $(OUT)
+	@echo "report: $(OUT)/report/report.md"
+
+generate: install
+	$(BIN)/accelbench generate --suite $(SUITE) --out $(OUT) $(ARGS)
+
+score: install
+	$(BIN)/accelbench score $(OUT) $(ARGS)
+
+report: install
+	$(BIN)/accelbench report $(OUT)
+
+publish: install
+	@test -n "$(REPO)" || { echo "usage: make publish OUT=DIR REPO=ORG/NAME [ARGS='--private']"; exit 2; }
+	$(BIN)/accelbench publish $(OUT) --repo-id $(REPO) $(ARGS)
+
+bench: install
+	$(BIN)/python bench/bench_generate.py $(ARGS)
+
+clean:
+	rm -rf runs build *.egg-info .pytest_cache

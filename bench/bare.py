@@ -1,0 +1,74 @@
+"""A bare diffusers loop: what a user would write by hand, independent of accelbench's programs.
+
+It is the reference the harness is measured against (bench_generate.py): same model folder, sampler, steps,
+guidance, resolution, per-image generators and ``output_type="np"``; the acceleration applied straight
+through each library's API.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+PIPELINES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
+LOAD_KWARGS = {"sd15": {"safety_checker": None, "requires_safety_checker": False}, "sdxl": {"add_watermarker": False}}
+TGATE_LOADERS = {"sd15": ("TgateSDLoader", "TgateSDDeepCacheLoader"), "sdxl": ("TgateSDXLLoader", "TgateSDXLDeepCacheLoader")}
+
+
+def load(family: str, method: str, params: dict, model_path: str, device: str, dtype):
+    import diffusers
+    import tgate
+
+    pipe = getattr(diffusers, PIPELINES[family]).from_pretrained(model_path, dtype=dtype, **LOAD_KWARGS[family])
+    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(device)
+    if method == "deepcache":
+        from DeepCache import DeepCacheSDHelper
+
+        helper = DeepCacheSDHelper(pipe=pipe)
+        helper.set_params(cache_interval=params["cache_interval"], cache_branch_id=params["cache_branch_id"])
+        helper.enable()
+    elif method == "tome":
+        import tomesd
+
+        tomesd.apply_patch(pipe, **params)
+    elif method == "tgate":
+        pipe = getattr(tgate, TGATE_LOADERS[family][0])(pipe)
+    elif method == "deepcache_tgate":
+        pipe = getattr(tgate, TGATE_LOADERS[family][1])(pipe, cache_interval=params["cache_interval"],
+                                                        cache_branch_id=params["cache_branch_id"])
+    return pipe
+
+
+def call(pipe, method: str, params: dict, prompts, seeds, steps: int, guidance_scale: float, size: int):
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    kwargs = dict(num_inference_steps=steps, guidance_scale=guidance_scale, height=size, width=size,
+                  generator=generators, output_type="np")
+    if method in ("tgate", "deepcache_tgate"):
+        if method == "deepcache_tgate":
+            for module in pipe.unet.modules():  # T-GATE's stale caches would break the next call
+                if hasattr(module, "cache"):
+                    module.cache = None
+        tgate_params = {name: params[name] for name in ("gate_step", "sp_interval", "fi_interval", "warm_up")}
+        return pipe.tgate(prompts, **tgate_params, **kwargs).images
+    return pipe(prompts, **kwargs).images
+
+
+def timed_batches(pipe, method, params, batches, steps, guidance_scale, size, device, warmup: int):
+    """Per-batch latencies (synchronised) and the span from the first batch's start to the last batch's end."""
+    for _ in range(warmup):
+        call(pipe, method, params, *batches[0], steps, guidance_scale, size)
+    cuda = str(device).startswith("cuda")
+    latencies = []
+    if cuda:
+        torch.cuda.synchronize()
+    first = time.perf_counter()
+    for prompts, seeds in batches:
+        start = time.perf_counter()
+        call(pipe, method, params, prompts, seeds, steps, guidance_scale, size)
+        if cuda:
+            torch.cuda.synchronize()
+        latencies.append(time.perf_counter() - start)
+    return latencies, time.perf_counter() - first

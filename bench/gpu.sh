@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU verification and benchmark runs recorded in bench/README.md, in two parts that each fit a
+# 10-minute machine lease:
+#   bash bench/gpu.sh sd15 RESULTS   smoke suite on CUDA; SD1.5 generate efficiency + timing fidelity;
+#                                    scoring throughput; the standard suite's SD1.5 DDIM-25 tasks, generated and scored
+#   bash bench/gpu.sh sdxl RESULTS   the same for SDXL (efficiency, fidelity, standard tasks)
+# Every step runs even if an earlier one failed; RESULTS/ receives the JSON, logs and reports.
+set -u
+part=${1:?part: sd15 or sdxl}
+results=${2:?results folder}
+work=${WORK:-/tmp/accelbench-gpu}
+mkdir -p "$results" "$work"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 ACCELBENCH_CACHE=${ACCELBENCH_CACHE:-$work/cache}
+
+step() { echo; echo "== $* ($(date -u +%T))"; "$@" || echo "!! step failed with exit code $?: $*"; }
+
+# PartiPrompts is not reachable offline here: eight stand-in prompts (random weights make images meaningless).
+printf '%s\n' "a red cube on a wooden table" "an astronaut riding a horse on the moon" \
+  "a watercolor painting of a lighthouse at dawn" "two cats sleeping on a sofa" "a bowl of fruit on a kitchen table" \
+  "a city street in the rain at night" "a mountain lake under a clear sky" "a robot reading a book in a library" \
+  > "$work/prompts.txt"
+
+standard() {  # $1: family, $2: task patterns
+  accelbench generate --suite standard --out "$work/standard-$1" --weights random --device cuda \
+    --tasks "$2" --limit 4 --prompts "$work/prompts.txt" --no-progress
+  accelbench score "$work/standard-$1" --device cuda --clip-pretrained random --no-progress  # offline: no weights
+  for file in summary.csv by_batch_size.csv report.md pareto.png; do
+    cp "$work/standard-$1/report/$file" "$results/standard-$1-$file"
+  done
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+case $part in
+  sd15)
+    step accelbench generate --suite smoke --out "$work/smoke" --device cuda --no-progress
+    step accelbench score "$work/smoke" --device cuda --no-progress
+    step python bench/bench_generate.py --families sd15 --images 32 --device cuda --work "$work/bench" \
+      --out "$results/generate-sd15.json"
+    step python bench/bench_score.py --images 4096 --size 512 --device cuda --out "$results/score-gpu.json"
+    step standard sd15 "sd15-ddim-25-*"
+    ;;
+  sdxl)
+    step python bench/bench_generate.py --families sdxl --images 12 --warmup 1 --device cuda --work "$work/bench" \
+      --out "$results/generate-sdxl.json"
+    step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate"
+    ;;
+  *) echo "unknown part $part"; exit 2 ;;
+esac

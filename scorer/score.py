@@ -1,0 +1,87 @@
+"""The score stage: CLIP scores, fidelity scores, then the report, for one dataset folder.
+
+Every step is incremental (stored scores are never recomputed), so running it again after more images were
+generated scores only the new ones, and running it on a fully scored dataset only rebuilds the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelbench import dataset, schema
+from accelbench.scorer import clip, fidelity, pairing, report
+from accelbench.scorer.errors import NoImagesError
+
+MAX_TASK_LINES = 20  # format() stays on one screen; report.md has every task
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    directory: Path
+    clip: clip.ClipSummary
+    fidelity: fidelity.FidelitySummary
+    report: report.Report
+    seconds: float
+
+    def format(self) -> str:
+        c, f = self.clip, self.fidelity
+        lines = [
+            f"CLIP {c.recipe_id}: {c.scored} image(s) scored, {c.skipped} already scored"
+            + (f", {c.unreadable} unreadable" if c.unreadable else "")
+            + (f" ({c.images_per_s:.1f} images/s)" if c.scored else ""),
+            f"fidelity: {f.compared} pair(s) compared ({f.identical} identical), {f.skipped} already stored",
+            f"report: {self.report.folder / report.REPORT_MD} ({self.seconds:.1f} s in all)",
+        ]
+        accelerated = [row for row in self.report.pooled if row["variant"] != pairing.BASELINE]
+        if accelerated:
+            lines += ["", f"{'task':<44} {'speedup':>8} {'quality loss':>13} {'PSNR':>7}  flags"]
+            for row in accelerated[:MAX_TASK_LINES]:
+                speedup = "–" if row["speedup"] is None else f"{row['speedup']:.2f}x"
+                loss = "–" if row["quality_loss"] is None else f"{100 * row['quality_loss']:+.1f} %"
+                psnr = "–" if row["psnr"] is None else f"{row['psnr']:.1f}"
+                label = row["task_id"] + ("" if row["variant"] == "gt" else f" ({row['variant']})")
+                lines.append(f"{label:<44} {speedup:>8} {loss:>13} {psnr:>7}  {row['flags'].replace(';', ', ')}")
+            if len(accelerated) > MAX_TASK_LINES:
+                lines.append(f"... {len(accelerated) - MAX_TASK_LINES} more in {report.REPORT_MD}")
+        lines += [""] + [f"note: {note}" for note in self.report.notes] if self.report.notes else []
+        return "\n".join(lines)
+
+
+def score_dataset(directory: Path, clip_model: str | None = None, clip_pretrained: str | None = None,
+                  device: str = "cpu", batch_size: int = clip.DEFAULT_BATCH_SIZE, num_workers: int | None = None,
+                  progress: bool = True, manifests: Path | None = None) -> ScoreSummary:
+    """Score a dataset folder and rebuild its report.
+
+    ``clip_model`` / ``clip_pretrained``: the open_clip recipe; what is not given comes from the dataset's
+    suite (``manifests``: catalogue root, default the packaged one), ViT-B-32 / laion2b_s34b_b79k for a suite
+    the catalogue does not know. ``num_workers``: decoding processes for CLIP and fidelity (default: CPU
+    count). Raises a :class:`accelbench.errors.UserInputError` for a missing folder, a folder that is not a
+    dataset or has another schema version, an unknown CLIP model, or a dataset without any ok image."""
+    start = time.perf_counter()
+    directory = Path(directory)
+
+    # 1. A dataset with something to score.
+    manifest = dataset.read_manifest(directory)
+    statuses = dataset.read_generations(directory, ["status"]).column("status").to_pylist()
+    if schema.STATUS_OK not in statuses:
+        raise NoImagesError(f"{directory}: no image to score ({len(statuses)} generation row(s), none with "
+                            f"status 'ok')")
+
+    # 2. The CLIP recipe: as asked, the rest from the suite; checked before any work.
+    suite_model, suite_pretrained = clip.suite_recipe(manifest.get("suite"), manifests)
+    clip_model = clip_model or suite_model
+    clip_pretrained = clip_pretrained or suite_pretrained
+    clip.check_recipe(clip_model, clip_pretrained)
+
+    # 3. CLIP scores of the images not scored under this recipe yet.
+    clip_summary = clip.score_clip(directory, clip_model, clip_pretrained, device=device, batch_size=batch_size,
+                                   num_workers=num_workers, progress=progress)
+
+    # 4. PSNR / SSIM against the baseline and the batch-size-1 image, for the pairs not stored yet.
+    fidelity_summary = fidelity.score_fidelity(directory, num_workers=num_workers, progress=progress)
+
+    # 5. The report, from the stored scores of this recipe.
+    built = report.build_report(directory, recipe_id=clip_summary.recipe_id, manifests=manifests)
+    return ScoreSummary(directory, clip_summary, fidelity_summary, built, time.perf_counter() - start)
