@@ -143,6 +143,7 @@ def main():
                 "speedup_difference": harness_speedup / bare_speedup - 1,
                 "bare_cv": cv(b["latencies"]), "harness_cv": cv(h["latencies"]),
                 "denoise_share": h["denoise_share"], "failed": h["failed"],
+                "bare_batch_latencies_s": b["latencies"], "harness_batch_latencies_s": h["latencies"],
             })
         report["families"][family] = rows
         print(f"\n{family} ({model_path})")

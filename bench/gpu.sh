@@ -20,9 +20,9 @@ printf '%s\n' "a red cube on a wooden table" "an astronaut riding a horse on the
   "a city street in the rain at night" "a mountain lake under a clear sky" "a robot reading a book in a library" \
   > "$work/prompts.txt"
 
-standard() {  # $1: family, $2: task patterns
+standard() {  # $1: family, $2: task patterns, $3: warm-up batches (default 2)
   accelbench generate --suite standard --out "$work/standard-$1" --weights random --device cuda \
-    --tasks "$2" --limit 4 --prompts "$work/prompts.txt" --no-progress
+    --tasks "$2" --limit 4 --prompts "$work/prompts.txt" --warmup "${3:-2}" --no-progress
   accelbench score "$work/standard-$1" --device cuda --clip-pretrained random --no-progress  # offline: no weights
   for file in summary.csv by_batch_size.csv report.md pareto.png; do
     cp "$work/standard-$1/report/$file" "$results/standard-$1-$file"
@@ -42,7 +42,7 @@ case $part in
   sdxl)
     step python bench/bench_generate.py --families sdxl --images 12 --warmup 1 --device cuda --work "$work/bench" \
       --out "$results/generate-sdxl.json"
-    step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate"
+    step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate" 1
     ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac
