@@ -267,6 +267,10 @@ class _Checker:
                 self.fail(f"{key}.{name}" if key else name, "missing required key")
         return value
 
+    def section(self, data, name: str) -> dict:
+        """The entries of a file whose only top-level key is ``name`` (``models:``, ``methods:``, ...)."""
+        return self.mapping(self.mapping(data, "", required=(name,))[name], name, any_keys=True)
+
     def string(self, value, key: str) -> str:
         if not isinstance(value, str) or not value.strip():
             self.fail(key, f"must be a non-empty string, got {_describe(value)}")
@@ -337,7 +341,7 @@ def read_yaml(path: Path) -> Any:
 
 def parse_methods(data, source) -> dict[str, Method]:
     check = _Checker(source)
-    entries = check.mapping(check.mapping(data, "", required=("methods",))["methods"], "methods", any_keys=True)
+    entries = check.section(data, "methods")
     methods = {}
     for method_id, entry in entries.items():
         key = f"methods.{method_id}"
@@ -408,7 +412,7 @@ def _check_param_value(check: _Checker, key: str, spec: ParamSpec, value, contex
 
 def parse_schedulers(data, source) -> dict[str, Scheduler]:
     check = _Checker(source)
-    entries = check.mapping(check.mapping(data, "", required=("schedulers",))["schedulers"], "schedulers", any_keys=True)
+    entries = check.section(data, "schedulers")
     schedulers = {}
     for scheduler_id, entry in entries.items():
         key = f"schedulers.{scheduler_id}"
@@ -426,7 +430,7 @@ def parse_schedulers(data, source) -> dict[str, Scheduler]:
 
 def parse_models(data, source, methods: dict[str, Method]) -> dict[str, Model]:
     check = _Checker(source)
-    entries = check.mapping(check.mapping(data, "", required=("models",))["models"], "models", any_keys=True)
+    entries = check.section(data, "models")
     models = {}
     for model_id, entry in entries.items():
         key = f"models.{model_id}"

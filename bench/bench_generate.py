@@ -35,11 +35,12 @@ def prompts(count: int) -> list[str]:
     return [f"{PROMPT_SUBJECTS[i % len(PROMPT_SUBJECTS)]}, picture {i}" for i in range(count)]
 
 
-def run_bare(family, catalog, model_path, size, device, dtype, prompt_list, batch_size, warmup, image_seeds):
+def run_bare(family, methods, catalog, model_path, size, device, dtype, prompt_list, batch_size, warmup, image_seeds):
     results = {}
     batches = [(prompt_list[i:i + batch_size], image_seeds[i:i + batch_size])
                for i in range(0, len(prompt_list), batch_size)]
-    for method, slug in METHOD_TASKS.items():
+    for method in methods:
+        slug = METHOD_TASKS[method]
         task = catalog.task(f"{family}-ddim-25-{slug or 'deepcache'}")  # the baseline shares its setting
         params = task.params if method != "none" else {}
         model = catalog.models[family]
@@ -52,18 +53,18 @@ def run_bare(family, catalog, model_path, size, device, dtype, prompt_list, batc
     return results
 
 
-def run_harness(family, out, prompt_file, weights, device, image_count, warmup):
+def run_harness(family, methods, out, prompt_file, weights, device, image_count, warmup):
     from accelbench import dataset
     from accelbench.builder import runner
 
-    tasks = [f"{family}-ddim-25-{slug}" for slug in METHOD_TASKS.values() if slug]
+    tasks = [f"{family}-ddim-25-{METHOD_TASKS[method]}" for method in methods if method != "none"]
     runner.run_generate(runner.GenerateOptions(suite="timing", out=out, tasks=tasks, device=device, weights=weights,
                                                prompts_file=prompt_file, limit=image_count, warmup_batches=warmup,
                                                progress=False))
     rows = dataset.read_generations(out, ["unit_id", "method", "batch_index", "batch_latency_s", "started_at",
                                           "finished_at", "denoise_s", "vae_decode_s", "status"]).to_pylist()
     results = {}
-    for method in METHOD_TASKS:
+    for method in methods:
         mine = [row for row in rows if row["method"] == method and row["unit_id"].startswith(family)]
         batches = {row["batch_index"]: row for row in mine}
         span = (max(r["finished_at"] for r in mine) - min(r["started_at"] for r in mine)).total_seconds()
@@ -93,6 +94,7 @@ def cv(values):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="sd15,sdxl")
+    parser.add_argument("--methods", default=",".join(METHOD_TASKS), help="subset of: " + ", ".join(METHOD_TASKS))
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--weights", choices=["random", "tiny"], default="random")
@@ -116,6 +118,7 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     prompt_file.write_text("\n".join(prompt_list) + "\n")
     seeds = [image_seed(0, index) for index in range(args.images)]
+    methods = ["none", *(m for m in args.methods.split(",") if m != "none")]  # the baseline is always measured
     device = runner.resolve_device(args.device, None)
     device_name, versions = runner.environment(device)
     report = {"date": date.today().isoformat(), "device": device_name, "versions": versions, "images": args.images,
@@ -125,13 +128,13 @@ def main():
         dtype = getattr(torch, catalog.models[family].dtype) if device.startswith("cuda") else torch.float32
         sources = runner.ModelSources(catalog, args.weights, device, {})
         model_path = sources.path(family)
-        bare_results = run_bare(family, catalog, model_path, sources.resolution(family), device, dtype, prompt_list,
+        bare_results = run_bare(family, methods, catalog, model_path, sources.resolution(family), device, dtype, prompt_list,
                                 batch_size, args.warmup, seeds)
-        harness = run_harness(family, work / f"harness-{family}", prompt_file, args.weights, device, args.images,
+        harness = run_harness(family, methods, work / f"harness-{family}", prompt_file, args.weights, device, args.images,
                               args.warmup)
         rows = []
         base_bare, base_harness = (sum(r["none"]["latencies"]) for r in (bare_results, harness))
-        for method in METHOD_TASKS:
+        for method in methods:
             b, h = bare_results[method], harness[method]
             bare_speedup, harness_speedup = base_bare / sum(b["latencies"]), base_harness / sum(h["latencies"])
             rows.append({
@@ -156,10 +159,10 @@ def main():
                   f"{100 * row['harness_cv']:>7.1f}%{100 * row['denoise_share']:>7.0f}%")
         del sources
         _free(device)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=str))
-        print(f"\nwrote {args.out}")
+        if args.out:  # after each family, so a run cut short keeps what it measured
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2, default=str))
+            print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -49,10 +49,13 @@ def ready(_=None) -> int:
     return os.getpid()
 
 
-def exit_with_parent(parent_pid: int) -> None:
-    """Worker initializer: end this worker when the process that started it is gone (e.g. SIGKILLed).
+def init_worker(parent_pid: int) -> None:
+    """Worker initializer: background priority, and exit when the process that started it is gone.
 
-    An orphaned pool worker would otherwise wait forever on its task queue, holding the dead run's stdout."""
+    Low priority keeps encoding from taking CPU time the timed process needs to launch GPU work. Without
+    the watch, a worker orphaned by a SIGKILLed run would wait forever on its task queue, holding the dead
+    run's stdout open."""
+    os.nice(10)
 
     def watch():
         while os.getppid() == parent_pid:
