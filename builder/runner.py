@@ -120,6 +120,8 @@ class ModelSources:
         unknown = sorted(set(overrides) - set(catalog.models))
         if unknown:
             raise plan.PlanError(f"--model {unknown[0]}=...: unknown model family; known: {', '.join(catalog.models)}")
+        if overrides and weights != "pretrained":
+            raise plan.PlanError(f"--model points at pretrained weights; it does not apply to --weights {weights}")
         self.catalog, self.weights, self.device, self.overrides = catalog, weights, device, overrides
         self._paths: dict[str, str] = {}
 

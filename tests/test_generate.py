@@ -240,6 +240,7 @@ def test_generate_refuses_a_foreign_non_empty_folder(tmp_path):
     (["--shard", "x"], "--shard must look like I/N"),
     (["--variants", "gt,candidate"], "--variants: unknown candidate"),
     (["--model", "sd15"], "--model takes FAMILY=PATH"),
+    (["--model", "sd15=/models/sd15"], "--model points at pretrained weights; it does not apply to --weights tiny"),
     (["--prompts", "/nonexistent/prompts.txt"], "prompt file not found: /nonexistent/prompts.txt"),
 ])
 def test_bad_generate_options_give_one_line_and_exit_2(tmp_path, args, message):
