@@ -148,14 +148,12 @@ def read_columns(files, columns: list[str], schema_columns=schema.GENERATION_COL
     return drop_duplicate_records(table)
 
 
-def drop_duplicate_records(table: pa.Table) -> pa.Table:
-    seen: set[str] = set()
-    keep = []
-    for index, record in enumerate(table.column("record_id").to_pylist()):
-        if record not in seen:
-            seen.add(record)
-            keep.append(index)
-    return table if len(keep) == table.num_rows else table.take(keep)
+def drop_duplicate_records(table: pa.Table, key: tuple[str, ...] = ("record_id",)) -> pa.Table:
+    """The first row of each ``key`` value, in table order (re-runs and interrupted compactions repeat rows)."""
+    first: dict[tuple, int] = {}
+    for index, value in enumerate(zip(*(table.column(name).to_pylist() for name in key))):
+        first.setdefault(value, index)
+    return table if len(first) == table.num_rows else table.take(sorted(first.values()))
 
 
 def read_generations(directory: Path, columns: list[str] | None = None) -> pa.Table:

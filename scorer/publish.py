@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from accelbench import dataset, schema
 from accelbench.errors import UserInputError
 from accelbench.manifest import Catalog, load_catalog
+from accelbench.scorer import store
 
 STAGING_MARKER = ".accelbench-publish.json"  # marks a folder as a staging this module made (never uploaded)
 STAGING_KIND = "accelbench-publish-staging"
@@ -138,7 +139,7 @@ def stage(directory: Path, staging_dir: Path, repo_id: str, allow_unscored: bool
     _link(directory / schema.DATASET_MANIFEST, staging_dir / schema.DATASET_MANIFEST)
 
     generations = dataset.read_generations(directory)  # every column but the images
-    fidelity = _read_fidelity(directory)
+    fidelity = store.read_scores(store.fidelity_dir(directory), schema.FIDELITY_COLUMNS, key=("record_id", "kind"))
     recipe_order = _primary_first(recipes, summary)
     recipe_facts = []
     for index, recipe_id in enumerate(recipe_order):
@@ -329,23 +330,6 @@ SCORES_COLUMNS = (
     _column(_F, "ssim", "drift_ssim", "SSIM to the same image at batch size 1"),
     _column(_F, "identical", "drift_identical", "pixels bit-identical to the same image at batch size 1"),
 )
-
-
-def _read_fidelity(directory: Path) -> pa.Table:
-    """The fidelity table, the first row of each (record_id, kind) in file-name order, as the scorer reads it."""
-    target = schema.arrow_schema(schema.FIDELITY_COLUMNS)
-    paths = dataset.readable_parquet(sorted((directory / schema.SCORES_DIR / schema.FIDELITY_DIR)
-                                            .glob("part-*.parquet")))
-    tables = [pq.read_table(path).select(target.names).cast(target) for path in paths]
-    if not tables:
-        return target.empty_table()
-    rows, seen = [], set()
-    for row in pa.concat_tables(tables).to_pylist():
-        key = (row["record_id"], row["kind"])
-        if key not in seen:
-            seen.add(key)
-            rows.append(row)
-    return pa.Table.from_pylist(rows, schema=target)
 
 
 def _scores_table(recipe_dir: Path, generations: pa.Table, fidelity: pa.Table) -> pa.Table:

@@ -57,11 +57,7 @@ def read_scores(folder: Path, columns: tuple[schema.Column, ...], key: tuple[str
     tables = [pq.read_table(path, columns=target.names).select(target.names).cast(target)
               for path in part_files(folder)]
     table = pa.concat_tables(tables) if tables else target.empty_table()
-    keys = list(zip(*(table.column(name).to_pylist() for name in key)))
-    first = {}
-    for index, value in enumerate(keys):
-        first.setdefault(value, index)
-    return table if len(first) == table.num_rows else table.take(sorted(first.values()))
+    return dataset.drop_duplicate_records(table, key)
 
 
 def write_part(folder: Path, rows: list[dict], columns: tuple[schema.Column, ...]) -> Path:
