@@ -14,7 +14,9 @@ from pathlib import Path
 import click
 
 from accelbench.errors import UserInputError
-from accelbench.manifest import load_catalog
+from accelbench.manifest import WEIGHTS_MODES, load_catalog
+from accelbench.schema import TIMING_MODES
+from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, SANDBOXES  # no torch at import
 
 EXIT_FAILED = 1  # the command ran and found failures (failed rows, a program that fails the gate)
 EXIT_BAD_INPUT = 2  # bad input: nothing was run, nothing written
@@ -98,14 +100,31 @@ def validate(ctx, paths):
 
 @main.command("gt-code")
 @click.argument("task_id")
-@click.option("--variant", type=click.Choice(["gt", "baseline"]), default="gt", show_default=True)
+@click.option("--baseline", is_flag=True, help="Print the baseline program of the task's setting instead.")
 @click.pass_context
-def gt_code(ctx, task_id, variant):
+def gt_code(ctx, task_id, baseline):
     """Print the ground-truth (or baseline) program of a task."""
     from accelbench.builder import programs
 
     catalog = _catalog(ctx)
-    click.echo(programs.render(catalog, catalog.task(task_id), variant).source, nl=False)
+    click.echo(programs.render(catalog, catalog.task(task_id), baseline=baseline).source, nl=False)
+
+
+@main.command("task-pack")
+@click.option("--suite", "suite_id", required=True, help="Suite whose tasks to pack.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New (or empty) folder to write.")
+@click.option("--tasks", "task_patterns", help="Comma-separated task ids or glob patterns (default: the suite's).")
+@click.pass_context
+def task_pack(ctx, suite_id, out, task_patterns):
+    """Write what an agent is given: README.md (contract, checks, rules), tasks.jsonl, <task>/TASK.md and
+    <task>/baseline.py. No ground-truth programs."""
+    from accelbench.builder import plan, submissions
+
+    catalog = _catalog(ctx)
+    suite = catalog.suite(suite_id)
+    tasks = plan.select_tasks(catalog, suite, _split(task_patterns))
+    written = submissions.write_task_pack(catalog, suite, tasks, out)
+    click.echo(f"task pack: {len(tasks)} tasks, {len(written)} files in {out}")
 
 
 @main.command("check-program")
@@ -141,31 +160,51 @@ def check_program(ctx, file, task_id, model_path, variant, resolution, device, a
 
 
 def _split(value: str | None) -> list[str] | None:
-    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+    """``"a, b"`` -> ["a", "b"]; None stays None (the default), and ``","`` is an empty selection."""
+    return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
 
 
 @main.command()
 @click.option("--suite", "suite_id", default="smoke", show_default=True, help="Suite to generate.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Dataset folder.")
 @click.option("--tasks", "task_patterns", help="Comma-separated task ids or glob patterns (default: the suite's).")
-@click.option("--variants", default="baseline,gt", show_default=True, help="Comma-separated: baseline, gt.")
+@click.option("--submission", "submission_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="A submission folder of <task_id>.py programs (repeatable); runs as variant sub:<name>.")
+@click.option("--variants", help="Comma-separated: baseline, gt, sub:NAME (default: all of them).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N prompts.")
-@click.option("--device", help="cuda, cuda:N or cpu (default: cuda if available).")
-@click.option("--weights", type=click.Choice(["pretrained", "random", "tiny"]),
-              help="pretrained: real checkpoints; random: full-size architectures, random weights (timing only); "
-                   "tiny: tiny synthetic models. Default: the suite's.")
-@click.option("--shard", help="I/N: run shard I of N by hand (default: RANK/WORLD_SIZE from torchrun/accelerate).")
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Prompt file (.txt lines, or .tsv/.csv with a Prompt column) instead of the suite's.")
-@click.option("--warmup", type=click.IntRange(min=0), help="Warm-up batches per batch size (default: the suite's).")
+@click.option("--seeds", help="Comma-separated seeds instead of the suite's (e.g. secret ones for scoring).")
+@click.option("--device", help="cuda, cuda:N or cpu (default: cuda if available).")
+@click.option("--weights", type=click.Choice(WEIGHTS_MODES),
+              help="pretrained: real checkpoints; random: full-size architectures, random weights (timing only); "
+                   "tiny: tiny synthetic models. Default: the suite's.")
 @click.option("--model", "model_paths", multiple=True, metavar="FAMILY=PATH",
               help="Load FAMILY's pretrained weights from a local folder (repeatable).")
-@click.option("--encode-workers", type=click.IntRange(min=1), help="PNG encoding processes (default: CPU count).")
+@click.option("--timing", type=click.Choice(TIMING_MODES), default=TIMING_MODES[0], show_default=True,
+              help="interleaved: a setting's programs take turns batch by batch; sequential: one after another.")
+@click.option("--max-resident", type=click.IntRange(min=2), help="Pipelines loaded at once per setting (default: "
+              "all on CPU; on CUDA as many as the baseline's measured footprint lets fit).")
+@click.option("--call-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds one batch may take "
+              "(default: max(60, 10 x the baseline's median batch latency)).")
+@click.option("--load-timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LOAD_TIMEOUT_S,
+              show_default=True, help="Seconds a program's load() may take.")
+@click.option("--sandbox", type=click.Choice(SANDBOXES), default=SANDBOXES[0], show_default=True,
+              help="bwrap: run the workers under bubblewrap (read-only root, no network, dataset hidden).")
+@click.option("--retry-failed", is_flag=True, help="Re-run the rows whose status is not ok and replace them.")
+@click.option("--warmup", type=click.IntRange(min=0), help="Warm-up batches per worker (default: the suite's).")
+@click.option("--shard", help="I/N: run shard I of N by hand (default: RANK/WORLD_SIZE from torchrun/accelerate).")
+@click.option("--encode-workers", type=click.IntRange(min=1),
+              help="PNG encoding processes (default: CPU cores - 2, at most 8).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
-def generate(ctx, suite_id, out, task_patterns, variants, limit, device, weights, shard, prompts_file, warmup,
-             model_paths, encode_workers, no_progress):
-    """Render every (task, variant, seed, batch size) of a suite into a resumable Parquet dataset."""
+def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit, prompts_file, seeds, device,
+             weights, model_paths, timing, max_resident, call_timeout, load_timeout, sandbox, retry_failed, warmup,
+             shard, encode_workers, no_progress):
+    """Render every (task, variant, seed, batch size) of a suite into a resumable Parquet dataset.
+
+    Every program runs in a worker process of its own; the harness times each batch. Exit 1 when baseline or GT
+    rows fail (a submission's failures are its results)."""
     from accelbench.builder import plan, runner
 
     overrides = {}
@@ -175,14 +214,16 @@ def generate(ctx, suite_id, out, task_patterns, variants, limit, device, weights
             raise UserError(f"--model takes FAMILY=PATH, got {item!r}")
         overrides[family] = path
     options = runner.GenerateOptions(
-        suite=suite_id, out=out, tasks=_split(task_patterns), variants=tuple(_split(variants) or ()), limit=limit,
+        suite=suite_id, out=out, tasks=_split(task_patterns), variants=_split(variants), limit=limit,
         device=device, weights=weights, shard=plan.parse_shard(shard) if shard else None, prompts_file=prompts_file,
-        warmup_batches=warmup, model_paths=overrides, manifests=ctx.obj["manifests"], encode_workers=encode_workers,
+        seeds=plan.parse_seeds(seeds) if seeds is not None else None, warmup_batches=warmup, model_paths=overrides,
+        submissions=list(submission_dirs), timing=timing, max_resident=max_resident, call_timeout=call_timeout,
+        load_timeout=load_timeout, sandbox=sandbox, retry_failed=retry_failed, encode_workers=encode_workers,
         progress=not no_progress,
     )
-    summary = runner.run_generate(options)
+    summary = runner.run_generate(options, _catalog(ctx))
     click.echo(summary.format())
-    ctx.exit(EXIT_FAILED if summary.failed_rows else 0)
+    ctx.exit(EXIT_FAILED if summary.reference_failed_rows else 0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -190,37 +231,95 @@ def generate(ctx, suite_id, out, task_patterns, variants, limit, device, weights
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _fast_p(value: str | None) -> tuple[float, ...]:
+    """``--fast-p 0,1,1.5,2`` -> the leaderboard's speedup thresholds (default: schema.DEFAULT_FAST_P)."""
+    from accelbench.schema import DEFAULT_FAST_P
+
+    if value is None:
+        return DEFAULT_FAST_P
+    try:
+        thresholds = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"--fast-p takes comma-separated numbers, e.g. 0,1,1.5,2; got {value!r}") from None
+    if not thresholds or any(p < 0 or p != p or p == float("inf") for p in thresholds):
+        raise UserError(f"--fast-p takes one or more finite speedups >= 0, got {value!r}")
+    return tuple(dict.fromkeys(thresholds))
+
+
+FAST_P_HELP = "Leaderboard speedup thresholds p of fast_p, comma-separated (default: 0,1,1.5,2)."
+
+
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--clip-model", help="open_clip model name (default: the suite's, e.g. ViT-B-32).")
-@click.option("--clip-pretrained", help="open_clip pretrained tag, or 'random' (default: the suite's).")
+@click.option("--clip-model", help="open_clip model name (default: the dataset's, from its suite).")
+@click.option("--clip-pretrained", help="open_clip pretrained tag, or 'random' (default: the dataset's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per CLIP batch.")
 @click.option("--workers", type=click.IntRange(min=0), help="Image decoding processes (default: CPU count).")
+@click.option("--fast-p", "fast_p", help=FAST_P_HELP)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
-def score(ctx, directory, clip_model, clip_pretrained, device, batch_size, workers, no_progress):
-    """CLIP scores, fidelity to the baseline and the report, offline from a generated dataset.
+def score(ctx, directory, clip_model, clip_pretrained, device, batch_size, workers, fast_p, no_progress):
+    """CLIP scores, fidelity to the baseline (and submissions' to the GT) and the report, offline from a
+    generated dataset; with submissions also the leaderboard.
 
-    Incremental: images already scored with the same recipe are skipped; another recipe is stored beside it."""
+    Incremental: images already scored with the same recipe are skipped; another recipe is stored beside it.
+    Exits 1 when a generation file or an image could not be read (the rest is scored; the report says which)."""
     from accelbench.scorer.score import score_dataset
 
+    thresholds = _fast_p(fast_p)
     summary = score_dataset(directory, clip_model, clip_pretrained, device=device, batch_size=batch_size,
-                            num_workers=workers, progress=not no_progress, manifests=ctx.obj["manifests"])
+                            num_workers=workers, progress=not no_progress, catalog=_catalog(ctx), fast_p=thresholds)
     click.echo(summary.format())
+    ctx.exit(0 if summary.complete else EXIT_FAILED)
 
 
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--recipe", "recipe_id", help="CLIP recipe id to report (default: the only or the suite's one).")
+@click.option("--recipe", "recipe_id", help="CLIP recipe id to report (default: the only or the dataset's one).")
+@click.option("--fast-p", "fast_p", help=FAST_P_HELP)
 @click.pass_context
-def report(ctx, directory, recipe_id):
-    """Rebuild DIR/report (summary.json/.csv, report.md, pareto.png) from the stored scores alone."""
+def report(ctx, directory, recipe_id, fast_p):
+    """Rebuild DIR/report (summary.json/.csv, report.md, pareto.png; the leaderboard files with submissions)
+    from the stored scores alone."""
     from accelbench.scorer.report import REPORT_MD, build_report
 
-    built = build_report(directory, recipe_id=recipe_id, manifests=ctx.obj["manifests"])
-    click.echo(f"report: {built.folder / REPORT_MD} ({len(built.pooled)} task x variant rows)")
+    built = build_report(directory, recipe_id=recipe_id, catalog=_catalog(ctx), fast_p=_fast_p(fast_p))
+    board = built.leaderboard
+    click.echo(f"report: {built.folder / REPORT_MD} ({len(built.pooled)} task x variant rows"
+               + (f"; leaderboard of {len(board.rows) - 1} submission(s))" if board else ")"))
     for note in built.notes:
+        click.echo(f"note: {note}")
+
+
+@main.command()
+@click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write leaderboard.csv/.json/.md, leaderboard_tasks.csv, fast_p.png and "
+                   "speedup_heatmap.png into (default: print the table only).")
+@click.option("--fast-p", "fast_p", help=FAST_P_HELP)
+@click.option("--allow-mixed", is_flag=True,
+              help="Merge results timed on different GPU models or against different baseline programs.")
+def leaderboard(directories, out, fast_p, allow_mixed):
+    """Merge the leaderboard results of several scored datasets of one suite (each DIR/report/ from `score`).
+
+    Refuses datasets of different suites, and unless --allow-mixed, of different GPU models (device_name) or
+    baseline programs (sha256): their speedups are not comparable."""
+    from accelbench.scorer import leaderboard as boards
+    from accelbench.scorer import markdown
+
+    board = boards.merge(list(directories), fast_p=_fast_p(fast_p), allow_mixed=allow_mixed)
+    title = f"{board.meta['suite']} ({len(directories)} dataset(s))"
+    header, cells = boards.table_rows(board)
+    click.echo(markdown.table(header, cells))
+    if out is not None:
+        boards.write(out, board, title)
+        from accelbench import dataset
+
+        dataset.write_bytes_atomic(out / "leaderboard.md", (f"# accelbench leaderboard: {title}\n\n"
+                                                              + boards.markdown_section(board)).encode())
+        click.echo(f"leaderboard: {out / boards.LEADERBOARD_CSV}")
+    for note in board.notes:
         click.echo(f"note: {note}")
 
 
@@ -234,14 +333,19 @@ def report(ctx, directory, recipe_id):
 @click.option("--allow-unscored", is_flag=True, help="Publish generations without scores.")
 @click.pass_context
 def publish(ctx, directory, repo_id, private, revision, staging_dir, allow_unscored):
-    """Publish a dataset to the Hugging Face Hub with a dataset card (token: HF_TOKEN or a cached login)."""
-    from accelbench.scorer import publish as hub
+    """Publish a dataset to the Hugging Face Hub with a dataset card (token: HF_TOKEN or a cached login).
 
+    Exits 1 when the Hub cannot be reached; running it again re-stages and re-uploads (see accelbench.hub.stage)."""
+    from accelbench.hub import stage as hub
+
+    catalog = _catalog(ctx)
     if staging_dir is not None:
-        staged = hub.stage(directory, staging_dir, repo_id, allow_unscored=allow_unscored,
-                           manifests=ctx.obj["manifests"])
-        click.echo(staged.format())
+        click.echo(hub.stage(directory, staging_dir, repo_id, catalog, allow_unscored=allow_unscored).format())
         return
-    url = hub.publish(directory, repo_id, private=private, revision=revision, allow_unscored=allow_unscored,
-                      manifests=ctx.obj["manifests"])
+    try:
+        url = hub.publish(directory, repo_id, catalog, private=private, revision=revision,
+                          allow_unscored=allow_unscored)
+    except hub.HubUnreachableError as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(EXIT_FAILED)
     click.echo(f"published {url}")

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,16 +37,18 @@ def write_json_atomic(path: Path, payload) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(json.dumps(payload, indent=2, sort_keys=True).encode()))
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> None:
+def write_table_atomic(table: pa.Table, path: Path, before_replace=None) -> None:
     _atomic_write(Path(path), lambda handle: pq.write_table(table, handle, row_group_size=ROW_GROUP_SIZE,
-                                                            compression="zstd"))
+                                                            compression="zstd"), before_replace)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(data))
 
 
-def _atomic_write(path: Path, write) -> None:
+def _atomic_write(path: Path, write, before_replace=None) -> None:
+    """``before_replace``: called with the written temporary file's path just before the rename (tests kill
+    the process there)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
@@ -55,6 +58,8 @@ def _atomic_write(path: Path, write) -> None:
             os.fsync(handle.fileno())
             # Temporary files are private (0600); the final file gets the permissions of a normal new file.
             os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
+        if before_replace is not None:
+            before_replace(Path(handle.name))
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
@@ -83,8 +88,10 @@ def read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def init_dataset(directory: Path, manifest: dict) -> None:
-    """Create the dataset folder, or check that an existing one was made for the same suite and settings.
+def init_dataset(directory: Path, manifest: dict, sweep_older_than_s: float = 0.0) -> None:
+    """Create the dataset folder, or check that an existing one pins the same :data:`schema.PINNED_FIELDS`
+    (naming every field that differs). Orphaned temporary files of a killed run (older than
+    ``sweep_older_than_s``: other ranks may be writing) are removed.
 
     Safe when several ranks start at once: they write the same manifest atomically, then all compare."""
     directory = Path(directory)
@@ -100,14 +107,36 @@ def init_dataset(directory: Path, manifest: dict) -> None:
                                f"use another --out")
         write_json_atomic(path, manifest)
     existing = read_manifest(directory)
-    different = {key: (existing.get(key), value) for key, value in manifest.items() if existing.get(key) != value}
+    different = [key for key in schema.PINNED_FIELDS if existing.get(key) != manifest.get(key)]
     if different:
-        described = ", ".join(f"{key} {old!r} (asked: {new!r})" for key, (old, new) in different.items())
-        raise DatasetError(f"{directory} holds a dataset made with {described}; use another --out")
+        described = "; ".join(f"{key} {existing.get(key)!r} (this run: {manifest.get(key)!r})" for key in different)
+        raise DatasetError(f"{directory} holds a dataset made with other {', '.join(different)}: {described}; "
+                           f"use another --out (only new tasks or submissions may be added to a dataset)")
+    remove_orphaned_temporaries(directory, sweep_older_than_s)
+
+
+def remove_orphaned_temporaries(directory: Path, older_than_s: float = 0.0) -> list[Path]:
+    """Delete the ``.*.tmp`` files that :func:`_atomic_write` leaves behind when its process is killed.
+
+    A temporary name is only ever used by the process that created it, so a leftover is garbage. A run
+    that may share the folder with live writers (other ranks) passes ``older_than_s`` to spare their files."""
+    removed = []
+    now = time.time()
+    for folder in (directory, *(directory / name for name in _DATASET_ENTRIES)):
+        if not folder.is_dir():
+            continue
+        for temporary in folder.rglob(".*.tmp"):
+            try:
+                if temporary.is_file() and now - temporary.stat().st_mtime >= older_than_s:
+                    temporary.unlink()
+                    removed.append(temporary)
+            except FileNotFoundError:
+                pass  # another rank cleaned it up first
+    return removed
 
 
 _DATASET_ENTRIES = {schema.DATASET_MANIFEST, schema.GENERATIONS_DIR, schema.PROGRAMS_DIR, schema.RUNS_DIR,
-                    schema.SCORES_DIR, schema.REPORT_DIR, STAGING_DIR}
+                    schema.SCORES_DIR, schema.REPORT_DIR, schema.LOGS_DIR, STAGING_DIR}
 
 
 def readable_parquet(paths) -> list[Path]:
@@ -139,13 +168,23 @@ def generation_files(directory: Path) -> list[Path]:
 
 
 def read_columns(files, columns: list[str], schema_columns=schema.GENERATION_COLUMNS) -> pa.Table:
-    """``columns`` of ``files`` as one table, the first row of each record_id only (shards before parts)."""
-    wanted = list(dict.fromkeys(["record_id", *columns]))
+    """``columns`` of ``files`` as one table, one row per record_id: the first ``ok`` one, else the first one
+    (shards before parts; ``--retry-failed`` adds an ok row after a failed one of the same record)."""
+    requested = list(dict.fromkeys(["record_id", *columns]))
+    wanted = list(dict.fromkeys([*requested, "status"]))
     types = {column.name: column.type for column in schema_columns}
     target = pa.schema([pa.field(name, types[name]) for name in wanted])
-    tables = [pq.read_table(path, columns=wanted).select(wanted).cast(target) for path in files]
+    tables = []
+    for path in files:
+        present = pq.read_schema(path).names
+        missing = [name for name in wanted if name not in present]
+        if missing:
+            raise DatasetError(f"{path}: missing column {missing[0]}")
+        tables.append(pq.read_table(path, columns=wanted).select(wanted).cast(target))
     table = pa.concat_tables(tables) if tables else target.empty_table()
-    return drop_duplicate_records(table)
+    statuses = table.column("status").to_pylist()
+    ok_first = sorted(range(table.num_rows), key=lambda index: statuses[index] != schema.STATUS_OK)
+    return drop_duplicate_records(table.take(pa.array(ok_first, type=pa.int64()))).select(requested)
 
 
 def drop_duplicate_records(table: pa.Table, key: tuple[str, ...] = ("record_id",)) -> pa.Table:

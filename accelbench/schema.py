@@ -2,13 +2,19 @@
 
 A generated dataset folder looks like::
 
-    DIR/accelbench.json              dataset manifest: schema version, suite, weights mode, dtype
+    DIR/accelbench.json              dataset manifest: what defines its rows (suite, weights, dtype, prompts, ...)
     DIR/data/generations-*.parquet   one row per image (GENERATION_COLUMNS), image column decodes as datasets.Image
     DIR/programs/<sha256>.py         every program that produced rows, by content hash
+    DIR/logs/<unit>.log              what each program's worker process printed (capped)
     DIR/runs/<run_id>-r<rank>.json   one record per run and rank: environment, argv, counts
     DIR/scores/clip-<recipe_id>/     CLIP scores of one recipe (CLIP_SCORE_COLUMNS) + recipe.json
-    DIR/scores/fidelity/             fidelity to the matched baseline and batch-size drift (FIDELITY_COLUMNS)
-    DIR/report/                      summary.json, summary.csv (SUMMARY_COLUMNS), report.md, pareto.png
+    DIR/scores/fidelity/             fidelity to the matched baseline, the task's GT and batch-size drift
+                                     (FIDELITY_COLUMNS)
+    DIR/gate/verdicts-*.parquet      the correctness gate's verdicts (GATE_COLUMNS)
+    DIR/report/                      summary.json, summary.csv (SUMMARY_COLUMNS), report.md, pareto.png; with
+                                     submissions also leaderboard.csv/.json (LEADERBOARD_COLUMNS),
+                                     leaderboard_tasks.csv (LEADERBOARD_TASK_COLUMNS), fast_p.png,
+                                     speedup_heatmap.png
 
 pyarrow only: the scorer and ``accelbench --help`` import this module, so no torch here.
 """
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: record ids include the program's sha256; submissions; harness timing columns
 DATASET_MANIFEST = "accelbench.json"
 DATASET_KIND = "accelbench-generations"
 GENERATIONS_DIR = "data"
@@ -31,11 +37,22 @@ REPORT_DIR = "report"
 FIDELITY_DIR = "fidelity"  # under SCORES_DIR
 CLIP_DIR_PREFIX = "clip-"  # under SCORES_DIR, followed by the recipe id
 
+LOGS_DIR = "logs"
+
 STATUS_OK = "ok"
-STATUS_ERROR = "error"  # the program raised
+STATUS_ERROR = "error"  # the program raised (or returned something that is not images)
 STATUS_NONFINITE = "nonfinite"  # NaN/inf pixels
 STATUS_OOM = "oom"  # out of (GPU) memory
-STATUSES = (STATUS_OK, STATUS_ERROR, STATUS_NONFINITE, STATUS_OOM)
+STATUS_TIMEOUT = "timeout"  # the worker did not answer within the load or call time limit
+STATUS_CRASHED = "crashed"  # the worker process exited or was killed by a signal
+STATUS_MISSING = "missing"  # a submission has no program for the task
+STATUS_REJECTED = "rejected"  # the program failed the correctness gate and was not timed
+
+# Variants: the shared baseline of a setting, the task's ground truth, and one per submission (`sub:<name>`).
+BASELINE = "baseline"
+GT = "gt"
+SUBMISSION_PREFIX = "sub:"
+TIMING_MODES = ("interleaved", "sequential")
 
 
 @dataclass(frozen=True)
@@ -54,9 +71,11 @@ IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 GENERATION_COLUMNS = _columns(
     # identity
-    Column("record_id", pa.string(), "stable id of the image: hash of (suite, variant, unit, prompt, seed, batch size)"),
+    Column("record_id", pa.string(), "stable id of the image: hash of (suite, variant, unit, program sha256, seed, "
+                                     "batch size, prompt index, prompt)"),
     Column("suite", pa.string(), "suite the row was generated for"),
-    Column("variant", pa.string(), "baseline | gt (| candidate programs later)"),
+    Column("variant", pa.string(), "baseline | gt | sub:<name> (a submission's program)"),
+    Column("submission", pa.string(), "name of the submission the program comes from; null for baseline and gt"),
     Column("unit_id", pa.string(), "what the program is for: the task id, or the setting id for the shared baseline"),
     Column("task_id", pa.string(), "task id; null for baseline rows, which serve every task of their setting"),
     Column("setting_id", pa.string(), "model-scheduler-steps: the baseline a row is compared with"),
@@ -80,16 +99,25 @@ GENERATION_COLUMNS = _columns(
     Column("height", pa.int32(), "image height in pixels"),
     Column("width", pa.int32(), "image width in pixels"),
     # timing (of the whole batch's generate() call; warm-up batches are never recorded)
-    Column("batch_latency_s", pa.float64(), "seconds of the generate() call for the batch"),
+    Column("batch_latency_s", pa.float64(), "seconds from sending the batch to the program's worker to receiving "
+                                            "its images, on the harness's clock (the worker synchronises the device "
+                                            "before replying)"),
     Column("image_latency_s", pa.float64(), "batch_latency_s divided by the images in the batch"),
-    Column("text_encode_s", pa.float64(), "call start to the first denoiser forward (prompt encoding, latents)"),
-    Column("denoise_s", pa.float64(), "first denoiser forward to the start of the VAE decode"),
-    Column("vae_decode_s", pa.float64(), "VAE decode"),
-    Column("postprocess_s", pa.float64(), "end of VAE decode to the end of the call (conversion to arrays)"),
+    Column("baseline_latency_s", pa.float64(), "batch_latency_s of the setting's baseline for the same prompts and "
+                                               "seeds in the same round (interleaved) or run (sequential); "
+                                               "speedup = baseline_latency_s / batch_latency_s"),
+    Column("round", pa.int32(), "interleaving round: the batches of one round ran back to back on one device"),
+    Column("timing", pa.string(), "interleaved | sequential: how the setting's programs took turns"),
+    Column("text_encode_s", pa.float64(), "advisory (measured inside the worker): call start to the first "
+                                          "denoiser forward (prompt encoding, latents)"),
+    Column("denoise_s", pa.float64(), "advisory: first denoiser forward to the start of the VAE decode"),
+    Column("vae_decode_s", pa.float64(), "advisory: VAE decode"),
+    Column("postprocess_s", pa.float64(), "advisory: end of VAE decode to the end of the call"),
     Column("peak_memory_bytes", pa.int64(), "peak GPU memory allocated during the batch; null on CPU"),
-    Column("timer", pa.string(), "cuda-sync (synchronize + perf_counter, stages by CUDA events) or wall"),
+    Column("timer", pa.string(), "harness (the parent's perf_counter around the request; stages by CUDA events "
+                                 "or wall clock inside the worker)"),
     # outcome
-    Column("status", pa.string(), "ok | error | nonfinite | oom"),
+    Column("status", pa.string(), "ok | error | nonfinite | oom | timeout | crashed | missing | rejected"),
     Column("error", pa.string(), "one-line error message when status is not ok"),
     # environment
     Column("device", pa.string(), "torch device the program ran on"),
@@ -102,8 +130,8 @@ GENERATION_COLUMNS = _columns(
     Column("run_id", pa.string(), "id of the run (process group) that wrote the row"),
     Column("rank", pa.int32(), "rank of the process that wrote the row"),
     Column("world_size", pa.int32(), "number of processes sharing the work list"),
-    Column("started_at", pa.timestamp("us", tz="UTC"), "start of the batch's generate() call"),
-    Column("finished_at", pa.timestamp("us", tz="UTC"), "end of the batch's generate() call"),
+    Column("started_at", pa.timestamp("us", tz="UTC"), "when the batch was sent to the worker"),
+    Column("finished_at", pa.timestamp("us", tz="UTC"), "when its images came back"),
 )
 
 CLIP_SCORE_COLUMNS = _columns(
@@ -116,9 +144,18 @@ CLIP_SCORE_COLUMNS = _columns(
     Column("scored_at", pa.timestamp("us", tz="UTC"), "when the score was computed"),
 )
 
+KIND_BASELINE = "baseline"
+KIND_DRIFT = "batch-drift"
+KIND_GT = "gt"
+FIDELITY_KINDS = {  # FIDELITY_COLUMNS `kind` -> the image a row of that kind is compared with
+    KIND_BASELINE: "the matched baseline image",
+    KIND_DRIFT: "the same image at batch size 1",
+    KIND_GT: "the GT image of the same task, prompt, seed and batch size (submission rows only)",
+}
+
 FIDELITY_COLUMNS = _columns(
     Column("record_id", pa.string(), "the accelerated (or bs>1) generation row"),
-    Column("kind", pa.string(), "baseline: vs the matched baseline image | batch-drift: vs the same image at bs=1"),
+    Column("kind", pa.string(), " | ".join(f"{kind}: vs {image}" for kind, image in FIDELITY_KINDS.items())),
     Column("reference_record_id", pa.string(), "the row compared with"),
     Column("psnr", pa.float64(), "peak signal-to-noise ratio in dB (inf when identical)"),
     Column("ssim", pa.float64(), "structural similarity (scikit-image, channel_axis=-1, data_range=255)"),
@@ -126,9 +163,40 @@ FIDELITY_COLUMNS = _columns(
 )
 
 
+def _like(columns: tuple[Column, ...], name: str, rename: str | None = None, doc: str | None = None) -> Column:
+    """The column ``name`` of ``columns``, optionally renamed and documented anew."""
+    found = next(column for column in columns if column.name == name)
+    return Column(rename or name, found.type, found.doc if doc is None else doc, found.hf)
+
+
+# The "scores" table (config "scores" of a published dataset, built by accelbench.scorer.store.scores_table): one
+# row per CLIP score of one recipe, with the scored row's identity and its fidelity rows, joined on record_id.
+SCORES_IDENTITY = ("task_id", "setting_id", "variant", "model", "scheduler", "steps", "method", "method_params",
+                   "batch_size", "prompt_index", "seed")  # from GENERATION_COLUMNS
+SCORES_CLIP = ("recipe_id", "clip_model", "clip_pretrained", "clip_preprocess", "clip_score")  # CLIP_SCORE_COLUMNS
+SCORES_FIDELITY = {  # per kind: FIDELITY_COLUMNS name -> scores column name
+    KIND_BASELINE: {"reference_record_id": "baseline_record_id", "psnr": "psnr", "ssim": "ssim",
+                    "identical": "identical_to_baseline"},
+    KIND_DRIFT: {"reference_record_id": "drift_reference_record_id", "psnr": "drift_psnr", "ssim": "drift_ssim",
+                 "identical": "drift_identical"},
+    KIND_GT: {"reference_record_id": "gt_record_id", "psnr": "psnr_gt", "ssim": "ssim_gt",
+              "identical": "identical_to_gt"},
+}
+_SCORES_FIDELITY_DOCS = {"reference_record_id": "{image} (null when there is none)",
+                         "psnr": "PSNR in dB to {image} (inf when identical)", "ssim": "SSIM to {image}",
+                         "identical": "pixels bit-identical to {image}"}
+SCORES_COLUMNS = _columns(
+    _like(GENERATION_COLUMNS, "record_id", doc="the scored generation row"),
+    *(_like(GENERATION_COLUMNS, name) for name in SCORES_IDENTITY),
+    *(_like(CLIP_SCORE_COLUMNS, name) for name in SCORES_CLIP),
+    *(_like(FIDELITY_COLUMNS, name, renamed, _SCORES_FIDELITY_DOCS[name].format(image=FIDELITY_KINDS[kind]))
+      for kind, names in SCORES_FIDELITY.items() for name, renamed in names.items()),
+)
+
+
 SUMMARY_COLUMNS = _columns(
     Column("task_id", pa.string(), "task"),
-    Column("variant", pa.string(), "baseline (the task's setting's shared baseline) | gt"),
+    Column("variant", pa.string(), "baseline (the task's setting's shared baseline) | gt | sub:<name>"),
     Column("batch_size", pa.string(), "'all' (pooled) or one batch size (the per-batch-size breakdown)"),
     Column("model", pa.string(), "model family id"),
     Column("scheduler", pa.string(), "scheduler id"),
@@ -139,31 +207,168 @@ SUMMARY_COLUMNS = _columns(
     Column("failed", pa.int64(), "rows whose status is not ok"),
     Column("median_image_latency_s", pa.float64(), "median per-image latency of the ok rows"),
     Column("peak_memory_bytes", pa.int64(), "largest per-batch peak GPU memory (null on CPU)"),
-    Column("speedup", pa.float64(), "sum of baseline batch latencies / sum of variant batch latencies, matched batches"),
-    Column("speedup_ci_low", pa.float64(), "95 % paired bootstrap CI of speedup, lower bound"),
+    Column("speedup", pa.float64(), "sum of baseline batch latencies / sum of variant batch latencies over the "
+                                    "variant's ok batches, each paired with its baseline_latency_s (the baseline in "
+                                    "the same round; batch-key matching where that is null)"),
+    Column("speedup_ci_low", pa.float64(), "95 % bootstrap CI of speedup over batches (interleaving rounds), lower "
+                                           "bound; null from fewer than 5 batches"),
     Column("speedup_ci_high", pa.float64(), "upper bound"),
+    Column("speedup_n", pa.int64(), "batches (interleaving rounds) the speedup and its CI come from"),
     Column("denoise_speedup", pa.float64(), "the same for the denoising loop alone (denoise_s)"),
     Column("denoise_speedup_ci_low", pa.float64(), ""),
     Column("denoise_speedup_ci_high", pa.float64(), ""),
+    Column("denoise_speedup_n", pa.int64(), "batches the denoise speedup comes from"),
+    Column("speedup_bound", pa.float64(), "denoiser-work bound: the baseline's latency / its latency outside the "
+                                          "denoising loop, the speedup if that loop took no time (from the "
+                                          "advisory stage timings; null without them)"),
     Column("clip_score", pa.float64(), "mean CLIP score of the variant's images"),
-    Column("clip_score_ci_low", pa.float64(), ""),
+    Column("clip_score_ci_low", pa.float64(), "95 % cluster bootstrap CI over (prompt, seed) clusters"),
     Column("clip_score_ci_high", pa.float64(), ""),
+    Column("clip_score_n", pa.int64(), "(prompt, seed) clusters the CLIP score comes from"),
     Column("baseline_clip_score", pa.float64(), "mean CLIP score of the matched baseline images"),
-    Column("quality_loss", pa.float64(), "(baseline CLIP - variant CLIP) / baseline CLIP over matched images"),
-    Column("quality_loss_ci_low", pa.float64(), ""),
+    Column("quality_loss", pa.float64(), "(baseline CLIP - variant CLIP) / baseline CLIP over matched images; null "
+                                         "when undefined (see `undefined`)"),
+    Column("quality_loss_ci_low", pa.float64(), "95 % paired cluster bootstrap CI over (prompt, seed) clusters"),
     Column("quality_loss_ci_high", pa.float64(), ""),
+    Column("quality_loss_n", pa.int64(), "(prompt, seed) clusters of matched, scored image pairs"),
     Column("psnr", pa.float64(), "mean PSNR (dB) to the matched baseline image (identical images excluded, counted)"),
     Column("psnr_ci_low", pa.float64(), ""),
     Column("psnr_ci_high", pa.float64(), ""),
+    Column("psnr_n", pa.int64(), "(prompt, seed) clusters of non-identical compared images"),
     Column("ssim", pa.float64(), "mean SSIM to the matched baseline image"),
     Column("ssim_ci_low", pa.float64(), ""),
     Column("ssim_ci_high", pa.float64(), ""),
+    Column("ssim_n", pa.int64(), "(prompt, seed) clusters of compared images"),
     Column("identical_to_baseline", pa.int64(), "images bit-identical to their baseline image"),
-    Column("drift_psnr", pa.float64(), "mean PSNR of batch-size>1 images to the same image at batch size 1"),
-    Column("flags", pa.string(), "';'-joined: no-op, failed-rows, nonfinite, slowdown, suspicious-speedup"),
+    Column("psnr_gt", pa.float64(), "submissions: mean PSNR (dB) to the task's GT image (same prompt, seed, batch "
+                                    "size; identical images excluded, inf when all are identical)"),
+    Column("ssim_gt", pa.float64(), "submissions: mean SSIM to the task's GT image"),
+    Column("identical_to_gt", pa.int64(), "submissions: images bit-identical to their GT image"),
+    Column("gt_pairs", pa.int64(), "submissions: images compared with a GT image"),
+    Column("drift_psnr", pa.float64(), "mean PSNR of batch-size>1 images to the same image at batch size 1 "
+                                       "(identical pairs excluded, inf when all are identical)"),
+    Column("drift_pairs", pa.int64(), "image pairs the drift compares"),
+    Column("drift_identical", pa.int64(), "of those, bit-identical pairs"),
+    Column("undefined", pa.string(), "';'-joined metrics the data leave undefined (quality_loss: the matched "
+                                     "baseline CLIP scores are all 0, e.g. clamped by a random-weight CLIP)"),
+    Column("flags", pa.string(), "';'-joined: no-op, failed-rows, nonfinite, slowdown (whole speedup CI below 1x), "
+                                 "no-clear-speedup (speedup < 1x, CI reaching 1x or absent), suspicious-speedup "
+                                 "(> 10x, or a submission > 1.5x the GT's speedup and above speedup_bound)"),
     Column("recipe_id", pa.string(), "CLIP recipe the scores come from"),
     Column("device_name", pa.string(), "hardware the timings come from"),
     Column("weights", pa.string(), "pretrained | random | tiny"),
+)
+
+
+# The leaderboard (accelbench.scorer.leaderboard): per (variant, task) results, then one row per submission.
+DEFAULT_FAST_P = (0.0, 1.0, 1.5, 2.0)  # speedup thresholds p of fast_p (KernelBench's fast_0, fast_1, ...)
+REASONS = ("missing", "rejected", "error", "nonfinite", "oom", "timeout", "crashed", "no-rows", "gate", "deviates")
+
+LEADERBOARD_TASK_COLUMNS = _columns(
+    Column("dataset", pa.string(), "dataset folder (name) the result comes from"),
+    Column("suite", pa.string(), "suite of that dataset"),
+    Column("variant", pa.string(), "gt | sub:<name>"),
+    Column("submission", pa.string(), "submission name; 'gt' for the reference (the task's GT program)"),
+    Column("task_id", pa.string(), "task"),
+    Column("setting_id", pa.string(), "model-scheduler-steps of the task"),
+    Column("model", pa.string(), "model family id"),
+    Column("scheduler", pa.string(), "scheduler id"),
+    Column("steps", pa.int32(), "num_inference_steps"),
+    Column("method", pa.string(), "acceleration method id"),
+    Column("method_params", pa.string(), "JSON object of the method parameters"),
+    Column("level", pa.int32(), "1: one method at its default parameters; 2: one method with a non-default "
+                                "parameter; 3: a composition of methods (e.g. deepcache_tgate); null: unknown method"),
+    Column("correct", pa.bool_(), "every row ok, the gate passed (when verdicts exist) and not `deviates`"),
+    Column("reason", pa.string(), "why not correct: the first of " + ", ".join(REASONS) + ", with the detail"),
+    Column("reason_kind", pa.string(), "the reason's first word (one of " + ", ".join(REASONS) + "); null when "
+                                       "correct"),
+    Column("gated", pa.bool_(), "a gate verdict exists for the program and task (false: not gated, which does not "
+                                "fail a task)"),
+    Column("speedup", pa.float64(), "end-to-end speedup over the setting's baseline (summary.csv), batch sizes pooled"),
+    Column("speedup_ci_low", pa.float64(), "95 % bootstrap CI over batches (interleaving rounds); null from < 5"),
+    Column("speedup_ci_high", pa.float64(), ""),
+    Column("speedup_n", pa.int64(), "batches the speedup comes from"),
+    Column("gt_speedup", pa.float64(), "the GT's speedup on the same task in the same dataset"),
+    Column("quality_loss", pa.float64(), "CLIP quality loss against the baseline; null when undefined or unscored"),
+    Column("gt_quality_loss", pa.float64(), "the GT's quality loss on the same task"),
+    Column("reaches_gt", pa.bool_(), "correct, speedup >= 0.95 x the GT's, and quality loss at most the GT's + "
+                                     "0.01 (unchecked where either is undefined); true where the GT has no speedup"),
+    Column("psnr_gt", pa.float64(), "mean PSNR (dB) to the GT's images (inf when all identical; inf for the GT)"),
+    Column("ssim_gt", pa.float64(), "mean SSIM to the GT's images"),
+    Column("identical_to_gt", pa.int64(), "images bit-identical to their GT image"),
+    Column("gt_pairs", pa.int64(), "images compared with a GT image"),
+    Column("deviation_threshold_db", pa.float64(), "the PSNR-to-GT threshold applied: min(method's "
+                                                   "deviation_psnr_db, the GT's drift PSNR - 3 dB)"),
+    Column("flags", pa.string(), "the summary row's flags"),
+    Column("device_name", pa.string(), "hardware the timings come from"),
+    Column("weights", pa.string(), "pretrained | random | tiny"),
+    Column("baseline_sha256", pa.string(), "sha256 of the setting's baseline program(s), ';'-joined"),
+)
+
+
+def fast_column(p: float) -> str:
+    """Column name of fast_p: ``fast_0``, ``fast_1``, ``fast_1_5``, ``fast_2``."""
+    return "fast_" + f"{float(p):g}".replace(".", "_").replace("-", "m")
+
+
+def leaderboard_columns(fast_p=DEFAULT_FAST_P) -> tuple[Column, ...]:
+    """One row per submission (and the GT, the reference): the leaderboard's columns for the thresholds
+    ``fast_p``. :data:`LEADERBOARD_COLUMNS` are those of :data:`DEFAULT_FAST_P`."""
+    fast = []
+    for p in fast_p:
+        name = fast_column(p)
+        fast += [Column(name, pa.float64(), f"fraction of all tasks that are correct with speedup > {p:g}"),
+                 Column(f"{name}_ci_low", pa.float64(), "95 % bootstrap CI over tasks; null from < 5 tasks"),
+                 Column(f"{name}_ci_high", pa.float64(), "")]
+    return _columns(
+        Column("submission", pa.string(), "submission name; 'gt' for the reference row"),
+        Column("variant", pa.string(), "gt | sub:<name>"),
+        Column("reference", pa.bool_(), "true for the GT row, the reference the others are compared with"),
+        Column("tasks", pa.int64(), "tasks on the leaderboard (every task of the datasets): the n of every "
+                                    "fraction's CI"),
+        Column("correct", pa.int64(), "tasks the submission solved correctly"),
+        *fast,
+        Column("gt_parity", pa.float64(), "fraction of all tasks that reach the GT (reaches_gt)"),
+        Column("gt_parity_ci_low", pa.float64(), ""),
+        Column("gt_parity_ci_high", pa.float64(), ""),
+        Column("geomean_speedup", pa.float64(), "geometric mean over the correct tasks of max(speedup, 0.1)"),
+        Column("geomean_speedup_ci_low", pa.float64(), "95 % bootstrap CI over those tasks; null from < 5"),
+        Column("geomean_speedup_ci_high", pa.float64(), ""),
+        Column("geomean_speedup_n", pa.int64(), "correct tasks with a speedup"),
+        Column("quality_loss", pa.float64(), "mean CLIP quality loss over the correct tasks where it is defined"),
+        Column("quality_loss_ci_low", pa.float64(), ""),
+        Column("quality_loss_ci_high", pa.float64(), ""),
+        Column("quality_loss_n", pa.int64(), "correct tasks with a defined quality loss"),
+        Column("psnr_gt", pa.float64(), "mean over the correct tasks of their mean PSNR (dB) to the GT's images, "
+                                        "tasks whose images are all identical to the GT's left out (inf when all are)"),
+        Column("psnr_gt_n", pa.int64(), "correct tasks with a finite PSNR to the GT"),
+        Column("ssim_gt", pa.float64(), "mean over the correct tasks of their mean SSIM to the GT's images"),
+        Column("identical_to_gt", pa.float64(), "fraction of the correct tasks' compared images identical to the GT's"),
+        Column("reasons", pa.string(), "why tasks are not correct: 'reason: count', ';'-joined"),
+        Column("flags", pa.string(), "flags of the correct tasks: 'flag: count', ';'-joined"),
+        Column("device_name", pa.string(), "hardware the timings come from"),
+        Column("weights", pa.string(), "pretrained | random | tiny"),
+        Column("datasets", pa.int64(), "datasets merged into the row"),
+    )
+
+
+LEADERBOARD_COLUMNS = leaderboard_columns()
+
+GATE_DIR = "gate"  # DIR/gate/verdicts-*.parquet: one row per (program, task) the gate judged
+GATE_COLUMNS = _columns(
+    Column("program_sha256", pa.string(), "the judged program (programs/<sha256>.py)"),
+    Column("task_id", pa.string(), "the task it was judged for"),
+    Column("variant", pa.string(), "gt | sub:<name>"),
+    Column("submission", pa.string(), "submission name; null for gt"),
+    Column("passed", pa.bool_(), "every check passed: the program is timed; else its rows are 'rejected'"),
+    Column("failed_checks", pa.string(), "';'-joined names of the failed checks"),
+    Column("reason", pa.string(), "one line: the first failed check and why (e.g. the first trace difference)"),
+    Column("checks", pa.string(), "JSON list of every check: name, passed, expected, observed, detail"),
+    Column("trace_digest", pa.string(), "digest of the program's execution trace on the gate's first call"),
+    Column("inputs", pa.string(), "JSON: the prompts and seeds the gate drew for this verdict"),
+    Column("model_path", pa.string(), "model the gate ran on (the family's tiny synthetic model by default)"),
+    Column("advisories", pa.string(), "';'-joined advisory findings (static scan), which do not fail a program"),
+    Column("checked_at", pa.timestamp("us", tz="UTC"), "when the verdict was made"),
 )
 
 
@@ -196,8 +401,15 @@ def empty_row(columns: tuple[Column, ...]) -> dict:
     return {column.name: None for column in columns}
 
 
-def dataset_manifest(suite: str, weights: str, dtype: str, device_type: str = "cpu") -> dict:
-    """Content of ``DIR/accelbench.json``: what every run that writes into DIR must agree on (timings from a CPU
-    and a GPU, or images from random and pretrained weights, never mix in one dataset)."""
+# What defines a dataset's rows: a run into an existing dataset must agree on every one of these.
+PINNED_FIELDS = ("suite", "weights", "dtype_policy", "device_type", "prompts_sha256", "seeds", "batch_sizes")
+
+
+def dataset_manifest(*, suite: str, weights: str, dtype_policy: str, device_type: str, prompts_sha256: str,
+                     seeds: list[int], batch_sizes: list[int], clip: dict[str, str]) -> dict:
+    """Content of ``DIR/accelbench.json``. The :data:`PINNED_FIELDS` are what every run that writes into DIR must
+    agree on (timings from a CPU and a GPU, images from two prompt lists, never mix in one dataset); ``clip`` is
+    the suite's default CLIP recipe (``{"model", "pretrained"}``), which the scorer uses unless told otherwise."""
     return {"kind": DATASET_KIND, "schema_version": SCHEMA_VERSION, "suite": suite, "weights": weights,
-            "dtype": dtype, "device_type": device_type}
+            "dtype_policy": dtype_policy, "device_type": device_type, "prompts_sha256": prompts_sha256,
+            "seeds": list(seeds), "batch_sizes": list(batch_sizes), "clip": dict(clip)}

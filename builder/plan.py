@@ -1,8 +1,10 @@
 """The work plan: (task, variant, seed, batch size, prompt batch) expanded deterministically into batches.
 
-A *unit* is one program loaded once: the shared baseline of a setting (model, scheduler, steps) or the GT
-program of one task. Each unit runs every (seed, batch size, prompt batch); every image gets a stable
-``record_id`` from its key, so a resumed or sharded run knows exactly what is already done. No torch here.
+A *unit* is what one program is for: the shared baseline of a setting (model, scheduler, steps), the GT program
+of a task, or a submission's program for a task. It carries its :class:`~accelbench.builder.programs.Program`
+(None when a submission has no program for the task). Each unit runs every (seed, batch size, prompt batch);
+every image gets a stable ``record_id`` from its key, so a resumed or sharded run knows exactly what is
+already done. :func:`build_units` is the one place that knows which variants exist. No torch here.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from accelbench import schema
+from accelbench.builder import programs
+from accelbench.builder.programs import Program
 from accelbench.builder.seeding import image_seed
 from accelbench.errors import UserInputError
-from accelbench.manifest import Catalog, PromptSource, Suite, Task
+from accelbench.manifest import Catalog, PromptSource, Suite, Task, did_you_mean
 
 
 class PlanError(UserInputError):
@@ -25,13 +30,24 @@ class PlanError(UserInputError):
 
 @dataclass(frozen=True)
 class Unit:
-    variant: str  # baseline | gt
-    unit_id: str  # setting id (baseline) or task id (gt)
+    variant: str  # baseline | gt | sub:<name>
+    unit_id: str  # setting id (baseline) or task id
     task: Task  # for a baseline: the first selected task of the setting (its model, scheduler and steps)
+    program: Program | None  # None: the submission has no program for this task (rows with status 'missing')
+    submission: str | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.variant == schema.BASELINE
 
     @property
     def task_id(self) -> str | None:
-        return None if self.variant == "baseline" else self.task.id
+        return None if self.is_baseline else self.task.id
+
+    @property
+    def label(self) -> str:
+        """``variant:unit_id``, e.g. ``gt:sd15-ddim-25-deepcache``: names the unit in messages and log files."""
+        return f"{self.variant}:{self.unit_id}"
 
 
 @dataclass(frozen=True)
@@ -56,17 +72,23 @@ class Batch:
         return [image.prompt for image in self.images]
 
 
-def record_id(suite: str, variant: str, unit_id: str, seed: int, batch_size: int, prompt_index: int,
-              prompt: str) -> str:
-    """Stable id of one image; the prompt text is part of the key so a changed prompt list never aliases."""
-    key = json.dumps([suite, variant, unit_id, seed, batch_size, prompt_index, prompt], ensure_ascii=False)
+def record_id(suite: str, variant: str, unit_id: str, program_sha256: str, seed: int, batch_size: int,
+              prompt_index: int, prompt: str) -> str:
+    """Stable id of one image. The prompt text and the program's hash are part of the key, so neither a changed
+    prompt list nor a changed program ever aliases old rows ('' for a missing program)."""
+    key = json.dumps([suite, variant, unit_id, program_sha256, seed, batch_size, prompt_index, prompt],
+                     ensure_ascii=False)
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def select_tasks(catalog: Catalog, suite: Suite, patterns: list[str] | None) -> list[Task]:
-    """The suite's tasks, optionally narrowed by ids or glob patterns (each must match a task of the suite)."""
-    if not patterns:
+    """The suite's tasks, optionally narrowed by ids or glob patterns (each must match a task of the suite).
+
+    ``None`` means every task of the suite; an empty list is an error (``--tasks ','`` selects nothing)."""
+    if patterns is None:
         return [catalog.tasks[task_id] for task_id in suite.tasks]
+    if not patterns:
+        raise PlanError("--tasks selects no task (give task ids or glob patterns, or leave it out for all)")
     chosen: list[str] = []
     for pattern in patterns:
         matches = [task_id for task_id in suite.tasks if fnmatch.fnmatchcase(task_id, pattern)]
@@ -77,34 +99,73 @@ def select_tasks(catalog: Catalog, suite: Suite, patterns: list[str] | None) -> 
     return [catalog.tasks[task_id] for task_id in suite.tasks if task_id in chosen]
 
 
-def build_units(tasks: list[Task], variants: tuple[str, ...]) -> list[Unit]:
-    """Units in a fixed order: per setting (first appearance), its shared baseline, then its tasks' GT programs."""
+def submission_variant(name: str) -> str:
+    return f"{schema.SUBMISSION_PREFIX}{name}"
+
+
+def available_variants(submission_names) -> list[str]:
+    return [schema.BASELINE, schema.GT, *map(submission_variant, submission_names)]
+
+
+def select_variants(requested: list[str] | None, submission_names: list[str]) -> tuple[str, ...]:
+    """``--variants``: None means baseline, gt and every submission; each named variant must exist."""
+    known = available_variants(submission_names)
+    if requested is None:
+        return tuple(known)
+    if not requested:
+        raise PlanError(f"--variants selects no variant; known: {', '.join(known)}")
+    for variant in requested:
+        if variant not in known:
+            raise PlanError(f"--variants: unknown variant {variant!r}{did_you_mean(variant, known)}; known: "
+                            f"{', '.join(known)}")
+    return tuple(variant for variant in known if variant in requested)
+
+
+def build_units(catalog: Catalog, tasks: list[Task], variants: tuple[str, ...],
+                submissions: dict[str, dict[str, Program]] | None = None) -> list[Unit]:
+    """Units in a fixed order: per setting (first appearance) its shared baseline, then per task its GT and each
+    selected submission's program. ``submissions``: name -> {task id -> program}."""
+    submissions = submissions or {}
     units: list[Unit] = []
     seen_settings: set[str] = set()
     for task in tasks:
         if task.setting_id in seen_settings:
             continue
         seen_settings.add(task.setting_id)
-        if "baseline" in variants:
-            units.append(Unit("baseline", task.setting_id, task))
-        if "gt" in variants:
-            units.extend(Unit("gt", other.id, other) for other in tasks if other.setting_id == task.setting_id)
+        if schema.BASELINE in variants:
+            units.append(Unit(schema.BASELINE, task.setting_id, task, programs.render(catalog, task, baseline=True)))
+        for other in (other for other in tasks if other.setting_id == task.setting_id):
+            if schema.GT in variants:
+                units.append(Unit(schema.GT, other.id, other, programs.render(catalog, other)))
+            for name, submitted in submissions.items():
+                if submission_variant(name) in variants:
+                    units.append(Unit(submission_variant(name), other.id, other, submitted.get(other.id), name))
     return units
 
 
 def build_batches(suite_id: str, unit: Unit, prompts: list[str], seeds, batch_sizes) -> list[Batch]:
+    sha256 = unit.program.sha256 if unit.program is not None else ""
     batches = []
     for seed in seeds:
         for batch_size in batch_sizes:
             for batch_index, start in enumerate(range(0, len(prompts), batch_size)):
                 indices = range(start, min(start + batch_size, len(prompts)))
                 images = tuple(
-                    Image(record_id(suite_id, unit.variant, unit.unit_id, seed, batch_size, index, prompts[index]),
+                    Image(record_id(suite_id, unit.variant, unit.unit_id, sha256, seed, batch_size, index,
+                                    prompts[index]),
                           index, prompts[index], image_seed(seed, index), position)
                     for position, index in enumerate(indices)
                 )
                 batches.append(Batch(unit, seed, batch_size, batch_index, images))
     return batches
+
+
+def group_by_setting(units: list[Unit]) -> list[list[Unit]]:
+    """The units of each setting, in plan order (baseline first): the programs that take turns on one device."""
+    settings: dict[str, list[Unit]] = {}
+    for unit in units:
+        settings.setdefault(unit.task.setting_id, []).append(unit)
+    return list(settings.values())
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -118,9 +179,28 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def shard_units(units: list[Unit], index: int, count: int) -> list[Unit]:
-    """This shard's units: every count-th unit starting at index (each unit's program loads on one shard only)."""
-    return units[index::count]
+def shard_settings(settings: list[list[Unit]], index: int, count: int) -> list[list[Unit]]:
+    """This shard's settings: every count-th one starting at index. A setting's units stay together, so its
+    programs take turns on one device and its speedups come from one GPU."""
+    return settings[index::count]
+
+
+def prompts_sha256(prompts: list[str]) -> str:
+    """Hash of the prompt list: a dataset holds the images of one prompt list."""
+    return hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,7`` -> [0, 1, 7]: non-negative, distinct."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise PlanError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise PlanError("--seeds selects no seed")
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise PlanError(f"--seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
 
 
 def load_prompts(source: PromptSource, override: Path | None = None, limit: int | None = None) -> list[str]:

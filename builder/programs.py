@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -34,7 +34,6 @@ from accelbench.errors import UserInputError
 from accelbench.manifest import Catalog, Task
 
 CONTRACT_VERSION = 1
-VARIANTS = ("baseline", "gt")
 REQUIRED_FUNCTIONS = ("load", "generate")
 
 _HEADER = '''"""accelbench pipeline program (contract v{contract}): {title}.
@@ -51,19 +50,15 @@ Run by hand: python {filename} "a prompt" --out image.png [--model PATH] [--devi
 
 @dataclass(frozen=True)
 class Program:
-    """A rendered program. ``unit_id`` is what it is the program of: a task id (gt) or a setting id (baseline)."""
+    """A program's source and where it came from: ``origin`` is ``template:<name>`` for a rendered baseline or
+    GT program, or the path of a submitted file."""
 
-    variant: str
-    unit_id: str
     source: str
+    origin: str
+    sha256: str = field(init=False)
 
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.source.encode()).hexdigest()
-
-    @property
-    def filename(self) -> str:
-        return f"{self.unit_id}.{self.variant}.py"
+    def __post_init__(self):
+        object.__setattr__(self, "sha256", hashlib.sha256(self.source.encode()).hexdigest())
 
 
 def _template(name: str) -> Template:
@@ -84,13 +79,11 @@ def _kwargs_lines(kwargs: dict, indent: str = " " * 8) -> str:
     return "".join(f"\n{indent}{name}={_literal(value)}," for name, value in kwargs.items())
 
 
-def render(catalog: Catalog, task: Task, variant: str) -> Program:
-    """The baseline or GT program of ``task``. The baseline depends only on (model, scheduler, steps)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+def render(catalog: Catalog, task: Task, baseline: bool = False) -> Program:
+    """The GT program of ``task``, or its baseline program, which depends only on (model, scheduler, steps)."""
     model = catalog.models[task.model]
     scheduler = catalog.schedulers[task.scheduler]
-    method = catalog.methods["none" if variant == "baseline" else task.method]
+    method = catalog.methods["none" if baseline else task.method]
     binding = model.methods[method.id]
     values = {
         "pipeline": model.pipeline,
@@ -105,22 +98,26 @@ def render(catalog: Catalog, task: Task, variant: str) -> Program:
         "load_kwargs": _kwargs_inline(model.load_kwargs),
         "call_kwargs": _kwargs_lines({**model.call_kwargs, **binding.call_kwargs}),
         "loader": binding.loader or "",
-        **({} if variant == "baseline" else {name: _literal(value) for name, value in task.params.items()}),
+        **({} if baseline else {name: _literal(value) for name, value in task.params.items()}),
     }
-    if variant == "baseline":
-        unit_id = task.setting_id
+    if baseline:
         title = f"baseline of {model.name}, {scheduler.name}, {task.steps} steps"
-        request = (f"Generate a {model.name} pipeline using the {scheduler.name} sampler with {task.steps} steps "
-                   f"and no acceleration.")
+        request, filename = baseline_request(catalog, task), f"{task.setting_id}.baseline.py"
     else:
-        unit_id, title, request = task.id, f"ground truth of task {task.id}", task.text
-    header = _HEADER.format(contract=CONTRACT_VERSION, title=title, request=request,
-                            filename=f"{unit_id}.{variant}.py")
+        title, request, filename = f"ground truth of task {task.id}", task.text, f"{task.id}.gt.py"
+    header = _HEADER.format(contract=CONTRACT_VERSION, title=title, request=request, filename=filename)
     body = _template(method.template).substitute(values)
-    return Program(variant=variant, unit_id=unit_id, source=header + body + _template("_main").template)
+    return Program(header + body + _template("_main").template, origin=f"template:{method.template}")
 
 
-def load_module(source: str, name: str = "accelbench_program") -> ModuleType:
+def baseline_request(catalog: Catalog, task: Task) -> str:
+    """What the baseline program of a task's setting does, in the words of a task."""
+    model, scheduler = catalog.models[task.model], catalog.schedulers[task.scheduler]
+    return (f"Generate a {model.name} pipeline using the {scheduler.name} sampler with {task.steps} steps and no "
+            f"acceleration.")
+
+
+def load_module(source: str, name: str) -> ModuleType:
     """Execute program ``source`` as a fresh module (never cached in ``sys.modules``) and check the contract."""
     spec = importlib.util.spec_from_loader(name, loader=None)
     module = importlib.util.module_from_spec(spec)

@@ -1,24 +1,33 @@
-"""The generate stage: run every planned batch of this rank's units and write the dataset.
+"""The generate stage: run every planned batch of this rank's settings in isolated workers and write the dataset.
 
-For each unit (a program loaded once):
+A *setting* (model, scheduler, steps) groups the units that are timed against each other: its baseline, the
+GT program of each of its tasks and each submission's program for those tasks. Per setting and batch size:
 
-1. render the program and store it under ``programs/<sha256>.py``;
-2. reset the global RNGs and ``load()`` it fresh: nothing a previous variant patched can leak in
-   (tgate, for one, patches every Attention module for good);
-3. per batch size, run the warm-up batches (untimed, discarded);
-4. per pending batch: reset the global RNGs, build one CPU generator per image, time the ``generate()``
-   call (:mod:`~accelbench.builder.timing`), and hand the images to the background writer;
-5. drop the pipeline, compact the unit's parts into a shard.
+1. start one worker process per unit (:mod:`~accelbench.builder.worker`): each ``load()``s its program once,
+   then runs untimed warm-up batches on prompts and seeds that no timed batch uses;
+2. **interleaved** timing (the default): round ``r`` sends batch ``r`` to the baseline's worker, then to every
+   other unit's worker, one at a time on one device, so host drift hits every unit of a round alike; each row
+   records the baseline's latency of its round (``baseline_latency_s``). ``--timing sequential`` runs one
+   unit's batches after another (GPUs too small to hold two pipelines);
+3. the harness times each batch (request sent -> pixels received) and hands the uint8 pixels to the writer,
+   whose encoding processes and Parquet thread stay off the worker's cores and out of its process;
+4. close the workers, compact the setting's parts into shards.
 
-A program that raises, returns NaN/inf or runs out of memory yields rows with that status; the run goes on.
+Batch sizes run in separate workers, so no worker sees the same (prompt, seed) twice. When a setting has more
+units than fit on the device (``--max-resident``), it runs in groups, each with a fresh baseline worker whose
+re-rendered baseline images must be bit-identical to the first rendering (a mismatch is a failure).
+
+A failing unit (load error, exception, NaN/inf, out of memory, crash, hang) yields rows with that status and
+the run goes on; the run fails (exit 1) only when baseline or GT rows fail.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import platform
+import re
+import statistics
 import sys
 import time
 import uuid
@@ -26,33 +35,45 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from accelbench import dataset, schema
-from accelbench.builder import plan, programs, synthetic
-from accelbench.builder.seeding import GENERATOR_DEVICE, make_generators, seed_global
-from accelbench.builder.timing import StageTimer
+from accelbench.builder import plan, submissions, synthetic
+from accelbench.builder.encode import pixel_sha256
+from accelbench.builder.seeding import GENERATOR_DEVICE
+from accelbench.builder.worker import (DEFAULT_CALL_TIMEOUT_S, DEFAULT_LOAD_TIMEOUT_S, ProgramWorker,
+                                       WorkerFailure, hide_from_workers)
 from accelbench.builder.writer import ShardWriter
-from accelbench.manifest import Catalog, Model, load_catalog
+from accelbench.manifest import Catalog, Model
 
-GLOBAL_SEED = 0  # global RNGs are reset to this before every load and every call
 WARMUP_SEED = 2**31 - 1  # warm-up images draw from generators no recorded image uses
+WARMUP_PROMPT = "accelbench warm-up {index}: a plain grey test card"  # a prompt no prompt list holds
+MIN_CALL_TIMEOUT_S = 60.0
+CALL_TIMEOUT_FACTOR = 10  # a call may take this many times the baseline's median batch latency
+MEMORY_HEADROOM = 0.85  # fraction of the free GPU memory the resident pipelines may fill
+TIMED_CORES = 2  # on a GPU host, workers get the first cores and encoders the rest
+SHARED_SWEEP_AGE_S = 600.0  # with several ranks, only temporaries this old are a killed run's leftovers
 
 
 @dataclass
 class GenerateOptions:
     suite: str
     out: Path
-    tasks: list[str] | None = None
-    variants: tuple[str, ...] = programs.VARIANTS
+    tasks: list[str] | None = None  # None: the suite's
+    variants: list[str] | None = None  # None: baseline, gt and every submission
     limit: int | None = None
     device: str | None = None  # None: cuda if available, else cpu
     weights: str | None = None  # None: the suite's
     shard: tuple[int, int] | None = None  # None: RANK/WORLD_SIZE from the launcher, else 0/1
     prompts_file: Path | None = None
+    seeds: list[int] | None = None  # None: the suite's
     warmup_batches: int | None = None  # None: the suite's
     model_paths: dict[str, str] = field(default_factory=dict)  # family -> local folder (pretrained weights)
-    manifests: Path | None = None
+    submissions: list[Path] = field(default_factory=list)
+    timing: str = "interleaved"
+    max_resident: int | None = None  # None: as many as fit (CUDA: from the baseline's footprint)
+    call_timeout: float | None = None  # None: max(60 s, 10 x the baseline's median batch latency)
+    load_timeout: float = DEFAULT_LOAD_TIMEOUT_S
+    sandbox: str = "none"
+    retry_failed: bool = False
     encode_workers: int | None = None
     progress: bool = True
 
@@ -66,15 +87,19 @@ class GenerateSummary:
     images_planned: int
     images_skipped: int
     rows_written: int
-    failed_rows: int
+    failed_rows: int  # every row whose status is not ok
+    reference_failed_rows: int  # baseline and GT rows among them: these fail the run
+    baseline_rerenders: int
     seconds: float
-    failures: dict[str, str] = field(default_factory=dict)  # "unit (variant)" -> first error message
+    failures: dict[str, str] = field(default_factory=dict)  # unit label -> first error message
 
     def format(self) -> str:
         lines = [f"generate: {self.rows_written} rows written to {self.out} in {self.seconds:.1f} s "
                  f"(rank {self.rank}/{self.world_size}, {self.units} programs, {self.images_planned} images planned, "
                  f"{self.images_skipped} already done)",
-                 f"failed rows: {self.failed_rows}"]
+                 f"failed rows: {self.failed_rows} ({self.reference_failed_rows} of baseline or GT programs)"]
+        if self.baseline_rerenders:
+            lines.append(f"baseline batches re-rendered for another group: {self.baseline_rerenders}")
         lines += [f"  {unit}: {message}" for unit, message in self.failures.items()]
         return "\n".join(lines)
 
@@ -105,12 +130,9 @@ def resolve_device(requested: str | None, local_rank: int | None) -> str:
     return device
 
 
-def resolve_dtype(policy: str, model: Model, device: str):
+def resolve_dtype(policy: str, model: Model, device: str) -> str:
     """``auto``: the model's dtype on CUDA, float32 on CPU (half precision on CPU is slow and inexact)."""
-    import torch
-
-    name = policy if policy != "auto" else (model.dtype if device.startswith("cuda") else "float32")
-    return getattr(torch, name)
+    return policy if policy != "auto" else (model.dtype if device.startswith("cuda") else "float32")
 
 
 class ModelSources:
@@ -150,11 +172,8 @@ def environment(device: str) -> tuple[str, dict[str, str]]:
     """(device name, versions) recorded in every row."""
     import torch
 
-    if device.startswith("cuda"):
-        name = torch.cuda.get_device_name(torch.device(device))
-    else:
-        name = _cpu_name()
-    # CPU float results depend on the thread count, so it is recorded with the versions.
+    name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else _cpu_name()
+    # CPU float results depend on the thread count (workers use the harness's), so it is recorded too.
     versions = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda or "",
                 "torch_num_threads": str(torch.get_num_threads()), "accelbench": _version("accelbench")}
     for package in ("diffusers", "transformers", "DeepCache", "tomesd", "tgate"):
@@ -185,180 +204,356 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def core_split(device: str) -> tuple[list[int] | None, list[int] | None]:
+    """(worker cores, encoder cores): on a GPU host with cores to spare, the timed workers launch GPU work
+    from cores that no encoder uses. On CPU (or a small host) nobody is pinned."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not device.startswith("cuda") or len(cores) < TIMED_CORES + 2:
+        return None, None
+    return cores[:TIMED_CORES], cores[TIMED_CORES:]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------------
+
+
 @dataclass
 class _Run:
-    """What every unit of one generate run shares."""
+    """What every setting of one generate run shares."""
 
+    options: GenerateOptions
     catalog: Catalog
+    suite_id: str
+    prompts: list[str]
+    seeds: list[int]
+    batch_sizes: list[int]
     sources: ModelSources
     device: str
     dtype_policy: str
     warmups: int
     context: dict  # columns that are the same on every row of the run
-    out: Path
+    done: set[str]  # record ids that need no work
+    stored: dict[str, dict]  # record_id -> {batch_latency_s, image_sha256} of stored ok rows
     writer: ShardWriter
     progress: object  # tqdm
+    threads: int
+    worker_cores: list[int] | None
+    baseline_rerenders: int = 0
+    baseline_mismatches: list[str] = field(default_factory=list)
 
 
-def run_generate(options: GenerateOptions) -> GenerateSummary:
+def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
     import torch
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    programs.quiet_library_output()
-    catalog = load_catalog(options.manifests)
+    # 1. What to run.
     suite = catalog.suite(options.suite)
-    unknown_variants = [variant for variant in options.variants if variant not in programs.VARIANTS]
-    if unknown_variants or not options.variants:
-        raise plan.PlanError(f"--variants: unknown {', '.join(unknown_variants) or 'empty'}; known: "
-                             f"{', '.join(programs.VARIANTS)}")
     tasks = plan.select_tasks(catalog, suite, options.tasks)
+    submitted = submissions.load_submissions(options.submissions, suite)
+    variants = plan.select_variants(options.variants, [submission.name for submission in submitted])
     prompts = plan.load_prompts(suite.prompts, options.prompts_file, options.limit)
+    seeds = list(options.seeds or suite.seeds)
     rank, world_size, local_rank = resolve_rank(options.shard)
     device = resolve_device(options.device, local_rank)
     weights = options.weights or suite.weights
     warmups = suite.warmup_batches if options.warmup_batches is None else options.warmup_batches
     sources = ModelSources(catalog, weights, device, options.model_paths)
+    units = plan.build_units(catalog, tasks, variants, {sub.name: sub.programs for sub in submitted})
 
-    # 1. The dataset folder and what it already holds.
+    # 2. The dataset folder: it must have been made with the same settings and programs.
     out = Path(options.out)
-    dataset.init_dataset(out, schema.dataset_manifest(suite.id, weights, suite.dtype, device.split(":")[0]))
-    done = set(dataset.read_columns(dataset.generation_files(out), []).column("record_id").to_pylist())
+    dataset.init_dataset(out, schema.dataset_manifest(
+        suite=suite.id, weights=weights, dtype_policy=suite.dtype, device_type=device.split(":")[0],
+        prompts_sha256=plan.prompts_sha256(prompts), seeds=seeds, batch_sizes=list(suite.batch_sizes),
+        clip={"model": suite.clip_model, "pretrained": suite.clip_pretrained}),
+        sweep_older_than_s=0.0 if world_size == 1 else SHARED_SWEEP_AGE_S)
+    existing = dataset.read_columns(dataset.generation_files(out), ["variant", "unit_id", "program_sha256", "status",
+                                                                   "batch_latency_s", "image_sha256"]).to_pylist()
+    _check_programs_unchanged(out, units, existing)
+    done = {row["record_id"] for row in existing if row["status"] == schema.STATUS_OK or not options.retry_failed}
+    stored = {row["record_id"]: row for row in existing if row["status"] == schema.STATUS_OK}
 
-    # 2. This rank's work: the batches not written yet.
-    units = plan.shard_units(plan.build_units(tasks, tuple(options.variants)), rank, world_size)
-    work, planned = [], 0
-    for unit in units:
-        batches = plan.build_batches(suite.id, unit, prompts, suite.seeds, suite.batch_sizes)
-        planned += sum(len(batch.images) for batch in batches)
-        pending = [batch for batch in batches if not all(image.record_id in done for image in batch.images)]
-        if pending:
-            work.append((unit, pending))
-    pending_images = sum(len(batch.images) for _, batches in work for batch in batches)
+    # 3. This rank's settings and the batches not written yet.
+    settings = plan.shard_settings(plan.group_by_setting(units), rank, world_size)
+    planned = pending_images = 0
+    for setting in settings:
+        for unit in setting:
+            for batch in plan.build_batches(suite.id, unit, prompts, seeds, suite.batch_sizes):
+                planned += len(batch.images)
+                pending_images += sum(1 for image in batch.images if image.record_id not in done)
 
-    # 3. Run the units, the writer encoding and writing behind.
+    # 4. Run the settings, the writer encoding and writing behind.
+    if options.sandbox != "none":
+        hide_from_workers(out)
     device_name, versions = environment(device)
+    worker_cores, encoder_cores = core_split(device)
     run_id = _utc_now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     context = {"suite": suite.id, "device": device, "device_name": device_name, "weights": weights,
                "generator_device": GENERATOR_DEVICE, "warmup_batches": warmups, "versions": json.dumps(versions),
-               "run_id": run_id, "rank": rank, "world_size": world_size}
-    writer = ShardWriter(out, run_id, rank, workers=options.encode_workers)
+               "run_id": run_id, "rank": rank, "world_size": world_size, "timing": options.timing}
+    writer = ShardWriter(out, run_id, rank, workers=options.encode_workers, cores=encoder_cores)
     progress = tqdm(total=pending_images, unit="img", desc=f"generate {suite.id}", disable=not options.progress,
                     dynamic_ncols=True)
-    run = _Run(catalog, sources, device, suite.dtype, warmups, context, out, writer, progress)
+    run = _Run(options, catalog, suite.id, prompts, seeds, list(suite.batch_sizes), sources, device, suite.dtype,
+               warmups, context, done, stored, writer, progress, torch.get_num_threads(), worker_cores)
     try:
-        for unit, batches in work:
-            progress.set_postfix_str(f"{unit.unit_id} ({unit.variant})")
-            _run_unit(run, unit, batches)
+        for setting in settings:
+            for batch_size in run.batch_sizes:
+                _run_setting(run, setting, batch_size)
             writer.end_unit()
-            gc.collect()
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
     finally:
         progress.close()
         writer.close()
 
-    summary = GenerateSummary(out, rank, world_size, len(units), planned, planned - pending_images,
-                              writer.rows_written, writer.failed_rows, time.perf_counter() - started,
-                              dict(writer.failures))
+    reference_failed = sum(count for label, count in writer.failed_by_label.items()
+                           if label.split(":", 1)[0] in (schema.BASELINE, schema.GT))
+    failures = dict(writer.failures)
+    for mismatch in run.baseline_mismatches:
+        failures.setdefault(f"{schema.BASELINE} re-render", mismatch)
+    summary = GenerateSummary(out, rank, world_size, sum(map(len, settings)), planned, planned - pending_images,
+                              writer.rows_written, writer.failed_rows,
+                              reference_failed + len(run.baseline_mismatches), run.baseline_rerenders,
+                              time.perf_counter() - started, failures)
     dataset.write_json_atomic(out / schema.RUNS_DIR / f"{run_id}-r{rank}.json", {
         **context, "versions": versions, "argv": sys.argv, "tasks": [task.id for task in tasks],
-        "variants": list(options.variants), "prompts": len(prompts), "seeds": list(suite.seeds),
-        "batch_sizes": list(suite.batch_sizes), "rows_written": summary.rows_written,
-        "failed_rows": summary.failed_rows, "seconds": round(summary.seconds, 3), "finished_at": _utc_now().isoformat(),
+        "variants": list(variants), "submissions": {sub.name: sub.info for sub in submitted},
+        "prompts": len(prompts), "seeds": seeds, "batch_sizes": run.batch_sizes, "rows_written": summary.rows_written,
+        "failed_rows": summary.failed_rows, "baseline_rerenders": run.baseline_rerenders,
+        "baseline_mismatches": run.baseline_mismatches, "seconds": round(summary.seconds, 3),
+        "finished_at": _utc_now().isoformat(),
     })
     return summary
 
 
-def _run_unit(run: _Run, unit: plan.Unit, batches: list[plan.Batch]) -> None:
-    import torch
+def _check_programs_unchanged(out: Path, units: list[plan.Unit], existing: list[dict]) -> None:
+    """A unit already in the dataset must be run with the same program (new units are how a dataset grows)."""
+    stored: dict[tuple[str, str], str] = {}
+    for row in existing:
+        stored.setdefault((row["variant"], row["unit_id"]), row["program_sha256"] or "")
+    for unit in units:
+        old = stored.get((unit.variant, unit.unit_id))
+        new = unit.program.sha256 if unit.program is not None else ""
+        if old is not None and old != new:
+            describe = lambda sha: f"program {sha[:12]}" if sha else "no program"  # noqa: E731
+            raise dataset.DatasetError(
+                f"{out} holds {unit.label} rows made with {describe(old)}, this run has {describe(new)}; "
+                f"{'the catalogue changed' if unit.submission is None else 'use another submission name'} "
+                f"or another --out")
 
-    task = unit.task
-    model = run.catalog.models[task.model]
-    program = programs.render(run.catalog, task, unit.variant)
-    program_path = run.out / schema.PROGRAMS_DIR / f"{program.sha256}.py"
-    if not program_path.exists():
-        dataset.write_bytes_atomic(program_path, program.source.encode())
-    dtype = resolve_dtype(run.dtype_policy, model, run.device)
-    resolution = run.sources.resolution(task.model)
-    baseline = unit.variant == "baseline"
-    base = {**run.context, "variant": unit.variant, "unit_id": unit.unit_id, "task_id": unit.task_id,
-            "setting_id": task.setting_id, "program_sha256": program.sha256, "model": task.model,
-            "scheduler": task.scheduler, "steps": task.steps, "method": "none" if baseline else task.method,
-            "method_params": json.dumps({} if baseline else task.params, sort_keys=True),
-            "dtype": str(dtype).removeprefix("torch."), "height": resolution, "width": resolution}
 
-    def record(batch, status, error=None, images=None, timing=None, started_at=None, finished_at=None):
-        rows = []
-        for image in batch.images:
-            row = schema.empty_row(schema.GENERATION_COLUMNS) | base | {
-                "record_id": image.record_id, "prompt_index": image.prompt_index, "prompt": image.prompt,
-                "seed": batch.seed, "image_seed": image.image_seed, "batch_size": batch.batch_size,
-                "batch_index": batch.batch_index, "position": image.position, "status": status, "error": error,
-                "started_at": started_at, "finished_at": finished_at,
-            }
-            if timing is not None:
-                row |= {"batch_latency_s": timing.batch_latency_s,
-                        "image_latency_s": timing.batch_latency_s / len(batch.images),
-                        "peak_memory_bytes": timing.peak_memory_bytes, "timer": timing.timer, **timing.stages}
-            rows.append(row)
-        run.writer.submit(f"{unit.unit_id} ({unit.variant})", rows, images)
-        run.progress.update(len(rows))
+# ---------------------------------------------------------------------------------------------------------
+# One setting at one batch size
+# ---------------------------------------------------------------------------------------------------------
 
-    # 1-2. Load the program fresh, global RNGs reset.
-    try:
-        base["model_source"] = run.sources.path(task.model)
-        module = programs.load_module(program.source, f"accelbench_{unit.variant}")
-        seed_global(GLOBAL_SEED)
-        pipe = module.load(base["model_source"], run.device, dtype)
-        timer = StageTimer(pipe, run.device)
-    except Exception as error:
-        message = f"load failed: {programs.describe_error(error)}"
-        for batch in batches:
-            record(batch, _status_of(error), message)
+
+@dataclass
+class _Lane:
+    """One unit's batches at one batch size, aligned by round with the other units of its setting."""
+
+    unit: plan.Unit
+    batches: list[plan.Batch]
+    pending: set[int]  # rounds with at least one image not written yet
+    base: dict  # the columns shared by every row of the unit
+    resolution: int
+    worker: ProgramWorker | None = None
+    failure: WorkerFailure | None = None  # set once the worker is gone: the rest of its rounds get this
+
+
+def _run_setting(run: _Run, setting: list[plan.Unit], batch_size: int) -> None:
+    lanes = [_lane(run, unit, batch_size) for unit in setting]
+    baseline = next((lane for lane in lanes if lane.unit.is_baseline), None)
+    others = [lane for lane in lanes if not lane.unit.is_baseline and lane.pending]
+    for lane in [lane for lane in others if lane.unit.program is None]:
+        for index in sorted(lane.pending):
+            _record(run, lane, index, schema.STATUS_MISSING,
+                    f"submission {lane.unit.submission!r} has no program for task {lane.unit.unit_id}")
+        others.remove(lane)
+    # The baseline runs every round that any unit needs, so every row has a same-round reference latency.
+    needed = set().union(*(lane.pending for lane in others), baseline.pending if baseline else set())
+    if not needed:
         return
+    reference: dict[int, float] = {}  # round -> the baseline's latency in that round (in the current group)
+    if run.options.timing == "sequential":
+        for lane in ([baseline] if baseline else []) + others:
+            _run_group(run, [lane], needed if lane is baseline else lane.pending, reference)
+        return
+    while True:
+        group = [baseline] if baseline else []
+        capacity = _load(run, group, reference)
+        take = max(1, (run.options.max_resident or capacity or len(lanes)) - len(group))
+        group, others = group + others[:take], others[take:]
+        _load(run, group, reference)
+        _run_group(run, group, set().union(*(lane.pending for lane in group)), reference)
+        if not others:
+            return
 
-    warmed: set[int] = set()
-    for batch in batches:
-        # 3. Warm-up batches at this batch size: same prompts, generators no recorded image uses.
-        if batch.batch_size not in warmed:
-            warmed.add(batch.batch_size)
-            for _ in range(run.warmups):
-                seed_global(GLOBAL_SEED)
-                try:
-                    module.generate(pipe, batch.prompts, make_generators([WARMUP_SEED] * len(batch.images)),
-                                    height=resolution, width=resolution)
-                except Exception:
-                    break  # the timed batch will fail the same way and record it
-        # 4. The timed call. NaN/inf pixels are found by the encoding workers, off this path.
-        seed_global(GLOBAL_SEED)
-        generators = make_generators([image.image_seed for image in batch.images])
-        started_at = _utc_now()
-        timer.begin()
+
+def _lane(run: _Run, unit: plan.Unit, batch_size: int) -> _Lane:
+    task, model = unit.task, run.catalog.models[unit.task.model]
+    batches = plan.build_batches(run.suite_id, unit, run.prompts, run.seeds, [batch_size])
+    pending = {index for index, batch in enumerate(batches)
+               if any(image.record_id not in run.done for image in batch.images)}
+    resolution = run.sources.resolution(task.model)
+    base = {**run.context, "variant": unit.variant, "submission": unit.submission, "unit_id": unit.unit_id,
+            "task_id": unit.task_id, "setting_id": task.setting_id,
+            "program_sha256": unit.program.sha256 if unit.program is not None else None, "model": task.model,
+            "scheduler": task.scheduler, "steps": task.steps, "method": "none" if unit.is_baseline else task.method,
+            "method_params": json.dumps({} if unit.is_baseline else task.params, sort_keys=True),
+            "dtype": resolve_dtype(run.dtype_policy, model, run.device), "height": resolution, "width": resolution}
+    return _Lane(unit, batches, pending, base, resolution)
+
+
+def _load(run: _Run, lanes: list[_Lane], reference: dict[int, float]) -> int | None:
+    """Start a worker for every lane that has none (and has not failed) and warm it up. Returns how many
+    pipelines like the first one fit on the device (CUDA), None when unknown."""
+    capacity = None
+    for lane in lanes:
+        if lane.worker is None and lane.failure is None:
+            _start(run, lane)
+            if lane.worker is not None:
+                fits = _warm_up(run, lane, reference)
+                capacity = fits if capacity is None else capacity
+    return capacity
+
+
+def _run_group(run: _Run, lanes: list[_Lane], rounds: set[int], reference: dict[int, float]) -> None:
+    """Run ``rounds`` round-robin over the loaded ``lanes`` (baseline first), then stop their workers. The
+    baseline renders every round; any other lane only its pending ones."""
+    _load(run, lanes, reference)
+    if lanes and lanes[0].unit.is_baseline:
+        reference.clear()  # a fresh baseline worker: references come from this group only
+    for index in sorted(rounds):
+        for lane in lanes:
+            if lane.unit.is_baseline or index in lane.pending:
+                _run_batch(run, lane, index, reference)
+    for lane in lanes:
+        if lane.worker is not None:
+            lane.worker.close()
+            lane.worker = None
+        if lane.unit.is_baseline:
+            lane.failure = None  # the next group starts a fresh baseline worker
+
+
+def _start(run: _Run, lane: _Lane) -> None:
+    unit = lane.unit
+    program_path = run.writer.directory / schema.PROGRAMS_DIR / f"{unit.program.sha256}.py"
+    if not program_path.exists():  # every program that produces rows is kept, by content hash
+        dataset.write_bytes_atomic(program_path, unit.program.source.encode())
+    lane.base["model_source"] = run.sources.path(unit.task.model)
+    log_name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{unit.variant}--{unit.unit_id}--bs{lane.batches[0].batch_size}")
+    lane.worker = ProgramWorker(unit.program.source, model_path=lane.base["model_source"], device=run.device,
+                                dtype=lane.base["dtype"], log_path=run.writer.directory / schema.LOGS_DIR /
+                                f"{log_name}.log", name=log_name, load_timeout=run.options.load_timeout,
+                                max_images=lane.batches[0].batch_size, max_resolution=lane.resolution,
+                                sandbox=run.options.sandbox, threads=run.threads, cores=run.worker_cores)
+    try:
+        lane.worker.start()
+    except WorkerFailure as failure:
+        _give_up(run, lane, failure, failure.reason)
+
+
+WARMUP_ROUND = -1  # reference key of the baseline's last warm-up batch: sets the first calls' time limit
+
+
+def _warm_up(run: _Run, lane: _Lane, reference: dict[int, float]) -> int | None:
+    """Untimed batches on prompts and seeds no timed batch uses; returns the device's capacity in pipelines
+    like this one (CUDA only), from the free memory and the peak memory of a warm-up batch."""
+    size = lane.batches[0].batch_size
+    prompts = [WARMUP_PROMPT.format(index=index) for index in range(size)]
+    capacity = None
+    for _ in range(run.warmups):
         try:
-            images = module.generate(pipe, batch.prompts, generators, height=resolution, width=resolution)
-            timing = timer.end()
-        except Exception as error:
-            timer.abort()
-            if run.device.startswith("cuda"):
-                torch.cuda.empty_cache()
-            record(batch, _status_of(error), programs.describe_error(error), started_at=started_at,
-                   finished_at=_utc_now())
+            reply = lane.worker.generate(prompts, [WARMUP_SEED] * size, lane.resolution, lane.resolution,
+                                         timeout=_call_timeout(run, reference))
+        except WorkerFailure as failure:
+            if lane.worker.alive:
+                continue  # the timed batch will fail the same way and record it
+            _give_up(run, lane, failure, f"warm-up: {failure.reason}")
+            return None
+        if lane.unit.is_baseline:
+            reference[WARMUP_ROUND] = reply.latency_s
+        if reply.peak_memory_bytes and reply.free_memory_bytes is not None:
+            capacity = 1 + int(reply.free_memory_bytes * MEMORY_HEADROOM // reply.peak_memory_bytes)
+    return capacity
+
+
+def _give_up(run: _Run, lane: _Lane, failure: WorkerFailure, reason: str) -> None:
+    """The lane's worker is gone before any timed batch: every pending row gets the failure now."""
+    lane.failure, lane.worker = failure, None
+    for index in sorted(lane.pending):
+        _record(run, lane, index, failure.status, reason)
+
+
+def _call_timeout(run: _Run, reference: dict[int, float]) -> float:
+    if run.options.call_timeout is not None:
+        return run.options.call_timeout
+    if not reference:
+        return DEFAULT_CALL_TIMEOUT_S
+    return max(MIN_CALL_TIMEOUT_S, CALL_TIMEOUT_FACTOR * statistics.median(reference.values()))
+
+
+def _run_batch(run: _Run, lane: _Lane, index: int, reference: dict[int, float]) -> None:
+    batch = lane.batches[index]
+    if lane.failure is not None:
+        if index in lane.pending:
+            _record(run, lane, index, lane.failure.status, f"not run: {lane.failure.reason}")
+        return
+    if lane.worker is None:
+        return
+    started_at = _utc_now()
+    try:
+        reply = lane.worker.generate(batch.prompts, [image.image_seed for image in batch.images], lane.resolution,
+                                     lane.resolution, timeout=_call_timeout(run, reference))
+    except WorkerFailure as failure:
+        if not lane.worker.alive:
+            lane.failure, lane.worker = failure, None
+        if index in lane.pending:
+            _record(run, lane, index, failure.status, failure.reason, started_at=started_at, finished_at=_utc_now())
+        return
+    finished_at = _utc_now()
+    if lane.unit.is_baseline:
+        reference[index] = reply.latency_s
+        if index not in lane.pending:  # already stored: a re-render for this group's rounds
+            _check_rerender(run, batch, reply.pixels, lane.unit.label)
+            return
+        for image, picture in zip(batch.images, reply.pixels):  # what a later group's re-render must match
+            run.stored[image.record_id] = {"image_sha256": pixel_sha256(picture)}
+    _record(run, lane, index, schema.STATUS_OK, reply=reply, reference=reference.get(index), started_at=started_at,
+            finished_at=finished_at)
+
+
+def _check_rerender(run: _Run, batch: plan.Batch, pixels, label: str) -> None:
+    run.baseline_rerenders += 1
+    for image, picture in zip(batch.images, pixels):
+        stored = run.stored.get(image.record_id)
+        if stored is not None and stored["image_sha256"] != pixel_sha256(picture):
+            run.baseline_mismatches.append(f"{label}: the re-rendered image {image.record_id} differs from "
+                                           f"the stored one (seed {batch.seed}, prompt {image.prompt_index})")
+
+
+def _record(run: _Run, lane: _Lane, index: int, status: str, error: str | None = None, *, reply=None,
+            reference: float | None = None, started_at=None, finished_at=None) -> None:
+    batch = lane.batches[index]
+    rows = []
+    for image in batch.images:
+        if image.record_id in run.done:
             continue
-        finished_at = _utc_now()
-        expected = (len(batch.images), resolution, resolution, 3)
-        shape, kind = getattr(images, "shape", None), getattr(getattr(images, "dtype", None), "kind", None)
-        if not isinstance(images, np.ndarray) or shape != expected or kind != "f":
-            record(batch, schema.STATUS_ERROR, f"generate() returned {type(images).__name__} {shape}, expected a "
-                                               f"float array {expected}", timing=timing, started_at=started_at,
-                   finished_at=finished_at)
-        else:
-            record(batch, schema.STATUS_OK, images=images, timing=timing, started_at=started_at,
-                   finished_at=finished_at)
-    del pipe, module, timer
-
-
-def _status_of(error: BaseException) -> str:
-    import torch
-
-    return schema.STATUS_OOM if isinstance(error, torch.OutOfMemoryError) else schema.STATUS_ERROR
+        row = schema.empty_row(schema.GENERATION_COLUMNS) | lane.base | {
+            "record_id": image.record_id, "prompt_index": image.prompt_index, "prompt": image.prompt,
+            "seed": batch.seed, "image_seed": image.image_seed, "batch_size": batch.batch_size,
+            "batch_index": batch.batch_index, "position": image.position, "round": index, "status": status,
+            "error": error, "started_at": started_at, "finished_at": finished_at,
+        }
+        if reply is not None:
+            row |= {"batch_latency_s": reply.latency_s, "image_latency_s": reply.latency_s / len(batch.images),
+                    "baseline_latency_s": reply.latency_s if lane.unit.is_baseline else reference,
+                    "peak_memory_bytes": reply.peak_memory_bytes, "timer": "harness", **reply.stages}
+        rows.append(row)
+    positions = [image.position for image in batch.images if image.record_id not in run.done]
+    pixels = reply.pixels[positions] if reply is not None else None
+    run.writer.submit(lane.unit.label, rows, pixels)
+    run.progress.update(len(rows))
+    run.done.update(row["record_id"] for row in rows)
+    lane.pending.discard(index)

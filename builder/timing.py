@@ -1,7 +1,9 @@
-"""Timing of one ``generate()`` call, end to end and per stage, without the program's cooperation.
+"""Advisory per-stage timing of one ``generate()`` call, measured inside the program's worker process.
 
-End to end: ``torch.cuda.synchronize()`` on both sides of the call and ``time.perf_counter`` (wall clock on
-CPU). Stages come from marks set by hooks on the pipeline: a forward pre-hook on the denoiser (``unet`` or
+The latency that counts is measured by the harness, in the parent process (:mod:`accelbench.builder.worker`);
+these stage times run in the same process as the program, which could tamper with them, so they are only
+advice (where the time goes). ``end()`` synchronises the device, so the worker answers only once the call's
+GPU work is done. Stages come from marks set by hooks on the pipeline: a forward pre-hook on the denoiser (``unet`` or
 ``transformer``; its first call ends text encoding and starts the denoising loop) and a wrapper around
 ``vae.decode``. On CUDA each mark is a CUDA event recorded on the current stream, so no hook synchronizes
 and the timed run is not slowed; on CPU a mark is a ``perf_counter`` reading.
@@ -15,17 +17,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-MARKS = ("start", "denoise", "decode", "decoded", "end")
 STAGES = (("text_encode_s", "start", "denoise"), ("denoise_s", "denoise", "decode"),
           ("vae_decode_s", "decode", "decoded"), ("postprocess_s", "decoded", "end"))
 
 
 @dataclass
 class Timing:
-    batch_latency_s: float
     stages: dict[str, float | None]
     peak_memory_bytes: int | None
-    timer: str
 
 
 class StageTimer:
@@ -71,14 +70,12 @@ class StageTimer:
             self.torch.cuda.synchronize()
             self.torch.cuda.reset_peak_memory_stats()
         self.marks = {}
-        self._started = time.perf_counter()
         self._mark("start")
 
     def end(self) -> Timing:
         self._mark("end")
         if self.cuda:
             self.torch.cuda.synchronize()
-        latency = time.perf_counter() - self._started
         marks, self.marks = self.marks, None
         stages: dict[str, float | None] = {}
         for name, first, last in STAGES:
@@ -88,8 +85,4 @@ class StageTimer:
             else:
                 stages[name] = None
         peak = int(self.torch.cuda.max_memory_allocated()) if self.cuda else None
-        return Timing(latency, stages, peak, "cuda-sync" if self.cuda else "wall")
-
-    def abort(self) -> None:
-        """Forget a call that raised."""
-        self.marks = None
+        return Timing(stages, peak)

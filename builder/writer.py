@@ -26,7 +26,8 @@ from accelbench import dataset, schema
 from accelbench.builder import encode
 from accelbench.builder.encode import PNG_COMPRESS_LEVEL, encode_png
 
-FAILPOINT_ENV = "ACCELBENCH_FAILPOINT"  # tests: "part:N" / "shard:N" kills the process after the N-th write
+FAILPOINT_ENV = "ACCELBENCH_FAILPOINT"  # tests: "part:N" / "shard:N" kills the process after the N-th write of
+# that kind, "shard-write:N" in the middle of it (the temporary file written, not yet renamed)
 MAX_QUEUED_BATCHES = 16  # back-pressure: bounds the float images held in memory while encoding catches up
 
 
@@ -45,7 +46,7 @@ def _failpoint(name: str, count: int) -> None:
 
 class ShardWriter:
     def __init__(self, directory: Path, run_id: str, rank: int, workers: int | None = None,
-                 compress_level: int = PNG_COMPRESS_LEVEL):
+                 compress_level: int = PNG_COMPRESS_LEVEL, cores: list[int] | None = None):
         self.directory = Path(directory)
         self.rank = rank
         self.run_id = run_id
@@ -54,12 +55,13 @@ class ShardWriter:
         self.table_schema = schema.arrow_schema(schema.GENERATION_COLUMNS)
         self.parts_written = self.shards_written = self.rows_written = self.failed_rows = 0
         self.failures: dict[str, str] = {}  # unit label -> its first error
+        self.failed_by_label: dict[str, int] = {}  # unit label -> failed rows
         self._error: BaseException | None = None
         self._compact_orphans()
         # spawn, not fork: the parent may hold CUDA state, which must never be forked.
         workers = workers or default_workers()
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=encode.init_worker, initargs=(os.getpid(),))
+                                         initializer=encode.init_worker, initargs=(os.getpid(), cores))
         # Start every worker now: spawning them during the first timed batches would slow those batches.
         list(self._pool.map(encode.ready, range(workers)))
         self._queue: queue.Queue = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
@@ -68,12 +70,12 @@ class ShardWriter:
 
     # -- called from the generate loop ------------------------------------------------------------------
 
-    def submit(self, label: str, rows: list[dict], images=None) -> None:
-        """Queue one batch of unit ``label``: ``rows`` without image fields, ``images`` a float array (None when
-        the batch failed). Images with NaN/inf values become rows with status ``nonfinite``."""
+    def submit(self, label: str, rows: list[dict], pixels=None) -> None:
+        """Queue one batch of unit ``label``: ``rows`` without image fields, ``pixels`` uint8 [N, H, W, 3] (None
+        when the batch failed)."""
         self._raise_if_failed()
-        futures = ([self._pool.submit(encode_png, image, self.compress_level) for image in images]
-                   if images is not None else None)
+        futures = ([self._pool.submit(encode_png, picture, self.compress_level) for picture in pixels]
+                   if pixels is not None else None)
         self._queue.put(("batch", (label, rows), futures))
 
     def end_unit(self) -> None:
@@ -112,13 +114,11 @@ class ShardWriter:
         label, rows = batch
         for row, future in zip(rows, futures or [None] * len(rows)):
             if future is not None:
-                png, pixel_hash, nonfinite = future.result()
-                if nonfinite:
-                    row.update(status=schema.STATUS_NONFINITE, error=f"{nonfinite} NaN/inf pixel values")
-                else:
-                    row.update(image={"bytes": png, "path": f"{row['record_id']}.png"}, image_sha256=pixel_hash)
+                png, pixel_hash = future.result()
+                row.update(image={"bytes": png, "path": f"{row['record_id']}.png"}, image_sha256=pixel_hash)
             if row["status"] != schema.STATUS_OK:
                 self.failed_rows += 1
+                self.failed_by_label[label] = self.failed_by_label.get(label, 0) + 1
                 self.failures.setdefault(label, row["error"])
         table = pa.Table.from_pylist(rows, schema=self.table_schema)
         self.parts_written += 1
@@ -129,13 +129,22 @@ class ShardWriter:
     def _compact(self, staging: Path) -> None:
         parts = dataset.part_files(self.directory, staging.name)
         if parts:
-            done = set(dataset.read_columns(dataset.shard_files(self.directory), []).column("record_id").to_pylist())
+            # A part row is new unless a shard already has it: the same row (a compaction interrupted after the
+            # shard was written), or an ok row for its record. A retried record's ok row replaces a failed one.
+            stored = dataset.read_columns(dataset.shard_files(self.directory), ["status"]).to_pylist()
+            stored_ok = {row["record_id"] for row in stored if row["status"] == schema.STATUS_OK}
+            stored_any = {row["record_id"] for row in stored}
             table = dataset.drop_duplicate_records(pa.concat_tables(pq.read_table(path) for path in parts))
-            table = table.filter(pa.array([record not in done for record in table.column("record_id").to_pylist()]))
+            keep = [record not in stored_ok and (record not in stored_any or status == schema.STATUS_OK)
+                    for record, status in zip(table.column("record_id").to_pylist(),
+                                              table.column("status").to_pylist())]
+            table = table.filter(pa.array(keep, type=pa.bool_()))
             if table.num_rows:
                 self.shards_written += 1
                 name = f"{dataset.SHARD_PREFIX}{self.run_id}-r{self.rank}-{self.shards_written:04d}.parquet"
-                dataset.write_table_atomic(table.cast(self.table_schema), self.directory / schema.GENERATIONS_DIR / name)
+                count = self.shards_written
+                dataset.write_table_atomic(table.cast(self.table_schema), self.directory / schema.GENERATIONS_DIR / name,
+                                           before_replace=lambda _: _failpoint("shard-write", count))
                 _failpoint("shard", self.shards_written)
         for path in staging.glob("*"):
             path.unlink()

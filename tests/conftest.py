@@ -1,13 +1,14 @@
-"""Shared test set-up: offline, quiet, and one synthetic-model cache for the whole session."""
+"""Shared test set-up: offline, one thread, one synthetic-model cache for the whole session."""
 
 import os
 import tempfile
-from pathlib import Path
 
-# Set before anything imports huggingface_hub: tests never touch the network.
+# Set before anything imports huggingface_hub or torch: tests never touch the network, and every process of a
+# test run (this one, program workers, CLI subprocesses, torchrun ranks) uses one thread. CPU float results
+# depend on the thread count, so runs compared bit for bit must agree on it; and tiny models are bound by
+# per-operator overhead, where OpenMP's spin-waiting made 2-thread runs ~100x slower while another torch
+# process shared the 2 cores.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("ACCELBENCH_CACHE", tempfile.mkdtemp(prefix="accelbench-test-cache-"))
-
-PARTI_PROMPTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "parti" / "PartiPrompts.tsv"
-

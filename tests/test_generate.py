@@ -1,4 +1,8 @@
-"""The generate stage on the smoke suite: determinism, isolation, resume after SIGKILL, failures, sharding."""
+"""The generate stage on the smoke suite: isolation, harness timing, interleaving, determinism, resume, sharding.
+
+Runs in this process share the warm forkserver of :mod:`accelbench.builder.worker`; only what needs a process
+of its own (a SIGKILL, torchrun, a sandbox) runs the CLI in a subprocess.
+"""
 
 import io
 import json
@@ -8,7 +12,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -18,6 +23,7 @@ from PIL import Image
 
 from accelbench import dataset, schema
 from accelbench.builder import plan, programs, runner
+from accelbench.builder.worker import PROGRAM_MODULE
 from accelbench.cli import main
 from accelbench.manifest import load_catalog
 
@@ -29,7 +35,7 @@ SLICE_ARGS = ["--suite", "smoke", "--tasks", ",".join(SLICE), "--limit", "2", "-
 
 
 def generate(out, **options):
-    return runner.run_generate(runner.GenerateOptions(suite="smoke", out=out, progress=False, **options))
+    return runner.run_generate(runner.GenerateOptions(suite="smoke", out=out, progress=False, **options), CATALOG)
 
 
 def rows(directory, columns=None):
@@ -46,6 +52,19 @@ def raw_record_ids(directory):
             for record in pq.read_table(path, columns=["record_id"]).column("record_id").to_pylist()]
 
 
+def submission(folder: Path, programs_by_task: dict[str, str], info: str | None = None) -> Path:
+    folder.mkdir(parents=True)
+    for task_id, source in programs_by_task.items():
+        (folder / f"{task_id}.py").write_text(source)
+    if info is not None:
+        (folder / "submission.yaml").write_text(info)
+    return folder
+
+
+def gt_source(task_id):
+    return programs.render(CATALOG, CATALOG.task(task_id)).source
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """The whole smoke suite, generated once, as `make demo` does."""
@@ -56,7 +75,7 @@ def smoke(tmp_path_factory):
 
 def test_smoke_suite_writes_every_planned_image(smoke):
     out, summary = smoke
-    units = plan.build_units([CATALOG.task(task_id) for task_id in SMOKE.tasks], programs.VARIANTS)
+    units = plan.build_units(CATALOG, [CATALOG.task(task_id) for task_id in SMOKE.tasks], (schema.BASELINE, schema.GT))
     prompts = len(SMOKE.prompts.inline)
     expected = len(units) * len(SMOKE.seeds) * prompts * len(SMOKE.batch_sizes)
     assert len(units) == len(SMOKE.tasks) + 4  # one shared baseline per family
@@ -66,31 +85,56 @@ def test_smoke_suite_writes_every_planned_image(smoke):
     assert len(set(raw_record_ids(out))) == len(raw_record_ids(out)) == expected
     assert Counter(row["status"] for row in table) == {"ok": expected}
     assert {row["variant"] for row in table} == {"baseline", "gt"}
-    assert all(row["task_id"] is None for row in table if row["variant"] == "baseline")
+    assert all(row["task_id"] is None and row["submission"] is None for row in table if row["variant"] == "baseline")
     assert {row["weights"] for row in table} == {"tiny"}
     assert not (out / dataset.STAGING_DIR).exists() or not any((out / dataset.STAGING_DIR).iterdir())
+    # One log per (unit, batch size): every program ran in a worker of its own.
+    assert len(list((out / schema.LOGS_DIR).glob("*.log"))) == len(units) * len(SMOKE.batch_sizes)
 
 
-def test_rows_carry_timing_programs_and_environment(smoke):
+def test_rows_carry_harness_timing_programs_and_environment(smoke):
     out, _ = smoke
-    for row in rows(out):
-        assert row["batch_latency_s"] > 0 and row["timer"] == "wall"
+    table = rows(out)
+    baseline_latency = {(row["setting_id"], row["seed"], row["batch_size"], row["batch_index"]): row["batch_latency_s"]
+                        for row in table if row["variant"] == "baseline"}
+    for row in table:
+        assert row["batch_latency_s"] > 0 and row["timer"] == "harness" and row["timing"] == "interleaved"
         assert row["image_latency_s"] == pytest.approx(row["batch_latency_s"] / row["batch_size"])
         stages = [row[name] for name in ("text_encode_s", "denoise_s", "vae_decode_s", "postprocess_s")]
         assert all(stage is not None and stage >= 0 for stage in stages)
-        assert sum(stages) <= row["batch_latency_s"] * 1.001
-        assert row["denoise_s"] > 0
+        assert sum(stages) <= row["batch_latency_s"]  # measured inside the harness's window
+        # Each row carries the latency of the baseline batch of the same prompts and seeds, same round.
+        key = (row["setting_id"], row["seed"], row["batch_size"], row["batch_index"])
+        assert row["baseline_latency_s"] == baseline_latency[key]
         assert row["peak_memory_bytes"] is None and row["device"] == "cpu"
         versions = json.loads(row["versions"])
         assert {"torch", "diffusers", "tgate", "tomesd", "DeepCache"} <= set(versions)
         program = (out / schema.PROGRAMS_DIR / f"{row['program_sha256']}.py").read_text()
         assert f"NUM_INFERENCE_STEPS = {row['steps']}" in program
     run_records = list((out / schema.RUNS_DIR).glob("*.json"))
-    assert len(run_records) == 1 and json.loads(run_records[0].read_text())["rows_written"] == len(rows(out))
+    assert len(run_records) == 1 and json.loads(run_records[0].read_text())["rows_written"] == len(table)
+    manifest = json.loads((out / schema.DATASET_MANIFEST).read_text())
+    assert manifest["clip"] == {"model": SMOKE.clip_model, "pretrained": SMOKE.clip_pretrained}
+    assert manifest["prompts_sha256"] == plan.prompts_sha256(list(SMOKE.prompts.inline))
+
+
+def test_rounds_run_round_robin_baseline_first(smoke):
+    """Batch k of the baseline, then batch k of every other unit of the setting, then batch k + 1."""
+    out, _ = smoke
+    batches = defaultdict(dict)
+    for row in rows(out, ["setting_id", "batch_size", "round", "variant", "unit_id", "started_at"]):
+        batches[(row["setting_id"], row["batch_size"])][(row["round"], row["variant"], row["unit_id"])] = row["started_at"]
+    for group in batches.values():
+        order = [key for key, _ in sorted(group.items(), key=lambda item: item[1])]
+        assert [key[0] for key in order] == sorted(key[0] for key in order)  # rounds never overlap
+        for index in {key[0] for key in order}:
+            assert [key for key in order if key[0] == index][0][1] == "baseline"
 
 
 def test_dataset_loads_with_datasets_and_decodes_images(smoke):
     import datasets
+
+    from accelbench.builder.encode import pixel_sha256
 
     out, _ = smoke
     loaded = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
@@ -98,10 +142,7 @@ def test_dataset_loads_with_datasets_and_decodes_images(smoke):
     assert isinstance(loaded.features["image"], datasets.Image)
     first = loaded[0]
     assert isinstance(first["image"], Image.Image) and first["image"].size == (first["width"], first["height"])
-    pixels = np.asarray(first["image"].convert("RGB"))
-    from accelbench.builder.encode import pixel_sha256
-
-    assert pixel_sha256(pixels) == first["image_sha256"]
+    assert pixel_sha256(np.asarray(first["image"].convert("RGB"))) == first["image_sha256"]
 
 
 def test_same_seed_and_prompt_give_the_same_image_at_batch_sizes_1_and_2(smoke):
@@ -128,8 +169,7 @@ def test_float_images_match_across_batch_sizes_within_1e_5():
     from accelbench.builder.seeding import image_seed, make_generators
     from accelbench.builder.synthetic import materialize, tiny_resolution
 
-    task = CATALOG.task("smoke-sdxl-euler-8-deepcache-tgate")
-    module = programs.load_module(programs.render(CATALOG, task, "gt").source)
+    module = programs.load_module(gt_source("smoke-sdxl-euler-8-deepcache-tgate"), PROGRAM_MODULE)
     pipe = module.load(str(materialize("sdxl")), "cpu", None)
     prompts = list(SMOKE.prompts.inline[:2])
     seeds = [image_seed(0, index) for index in range(2)]
@@ -140,72 +180,323 @@ def test_float_images_match_across_batch_sizes_within_1e_5():
     assert np.abs(pair - np.stack(singles)).max() <= 1e-5
 
 
-def test_rerun_with_other_warmups_gives_bit_identical_images(smoke, tmp_path):
+def test_rerun_with_other_warmups_and_alone_gives_bit_identical_images(smoke, tmp_path):
+    """Neither the warm-ups nor the other programs of a setting change a program's images: a T-GATE GT run
+    alone, and its baseline alone without warm-ups, reproduce the interleaved smoke run bit for bit."""
     out, _ = smoke
-    generate(tmp_path / "again", tasks=SLICE, warmup_batches=0)
-    again = hashes(tmp_path / "again")
-    assert again and all(again[record] == hashes(out)[record] for record in again)
-
-
-def test_baseline_is_bit_identical_after_a_tgate_variant_ran_in_the_same_process(smoke, tmp_path):
-    out, _ = smoke
-    generate(tmp_path / "tgate", tasks=["smoke-sd15-ddim-8-tgate"], variants=("gt",))
-    generate(tmp_path / "baseline", tasks=["smoke-sd15-ddim-8-tgate"], variants=("baseline",))
-    baseline = hashes(tmp_path / "baseline")
+    generate(tmp_path / "tgate", tasks=["smoke-sd15-ddim-8-tgate"], variants=["gt"])
+    generate(tmp_path / "baseline", tasks=["smoke-sd15-ddim-8-tgate"], variants=["baseline"], warmup_batches=0)
     reference = hashes(out)
-    assert len(baseline) == 2 * 4 * 2
-    assert all(baseline[record] == reference[record] for record in baseline)
+    for folder in ("tgate", "baseline"):
+        again = hashes(tmp_path / folder)
+        assert len(again) == 2 * 4 * 2 and all(again[record] == reference[record] for record in again)
+
+
+def test_max_resident_splits_a_setting_and_rerenders_its_baseline_bit_identically(smoke, tmp_path):
+    tasks = ["smoke-sd15-ddim-8-deepcache", "smoke-sd15-ddim-8-tome", "smoke-sd15-ddim-8-tgate"]
+    summary = generate(tmp_path, tasks=tasks, limit=2, max_resident=2)
+    assert summary.failed_rows == 0 and summary.reference_failed_rows == 0
+    # Three groups (baseline + one GT each): the baseline renders 2 seeds x 2 batch sizes x 1-2 batches once
+    # for the dataset and twice more as a same-round reference.
+    assert summary.baseline_rerenders == 2 * (2 + 1) * 2
+    reference = hashes(smoke[0])
+    assert all(reference[record] == sha for record, sha in hashes(tmp_path).items() if record in reference)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Resume and atomicity
+# Submissions: every program in a worker of its own; failures and cheats are rows
+# ---------------------------------------------------------------------------------------------------------
+
+FAKE = '''
+import os, sys, time
+import numpy as np
+import torch
+
+MODEL_ID = "fake"
+
+
+def load(model_id=MODEL_ID, device="cpu", dtype=None):
+    {load}
+    return {{"calls": 0}}
+
+
+def generate(pipe, prompts, generators, height=64, width=64):
+    {generate}
+    return np.stack([np.full((height, width, 3), g.initial_seed() % 251 / 255, np.float32) for g in generators])
+'''
+
+TIMER_PATCH = """
+    import time as clock
+    real_sleep = clock.sleep
+    clock.perf_counter = lambda: 0.0
+    clock.monotonic = lambda: 0.0
+    clock.time = lambda: 0.0
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.Event = type("Event", (), {"__init__": lambda self, **k: None, "record": lambda self: None,
+                                          "elapsed_time": lambda self, other: 0.0})
+    real_sleep(0.5)"""
+
+CACHING = """
+    previous = pipe.get("previous")
+    if previous is not None and len(previous) == len(prompts):
+        pipe["previous"] = np.stack([np.full((height, width, 3), g.initial_seed() % 251 / 255, np.float32) for g in generators])
+        return previous
+    pipe["previous"] = np.stack([np.full((height, width, 3), g.initial_seed() % 251 / 255, np.float32) for g in generators])"""
+
+MISBEHAVING = {  # task -> (load body, generate body)
+    "smoke-sd15-ddim-8-deepcache": ("pass", "raise RuntimeError('kernel exploded')"),
+    "smoke-sd15-ddim-8-tome": ("pass", "return np.full((len(prompts), height, width, 3), np.nan, np.float32)"),
+    "smoke-sd15-ddim-8-tgate": ("pass", "raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2 GiB')"),
+    "smoke-sd15-ddim-8-deepcache-tgate": ("raise ImportError('No module named tgate')", "pass"),
+    "smoke-sdxl-euler-8-deepcache": ("pass", "print('bye'); os._exit(0)"),
+    "smoke-sdxl-euler-8-tome": ("pass", "raise SystemExit(0)"),
+    "smoke-sdxl-euler-8-tgate": ("pass", "time.sleep(3600)"),
+    "smoke-sdxl-euler-8-deepcache-tgate": ("pass", TIMER_PATCH),
+    "smoke-pixart-alpha-dpmpp_2m-8-tgate": ("pass", CACHING),
+}
+
+
+@pytest.fixture(scope="module")
+def misbehaving(tmp_path_factory):
+    """One submission whose programs raise, return NaN, run out of memory, fail to load, exit, hang, patch the
+    timers and return the previous call's images; pixart-sigma has no program."""
+    root = tmp_path_factory.mktemp("misbehaving")
+    folder = submission(root / "cheats", {task: FAKE.format(load=load, generate=body)
+                                          for task, (load, body) in MISBEHAVING.items()},
+                        info="name: cheats\nauthor: a test\nmodel: none\n")
+    summary = generate(root / "out", submissions=[folder], variants=["baseline", "sub:cheats"], limit=2,
+                       call_timeout=2.0, warmup_batches=0)
+    return root / "out", summary
+
+
+def test_failing_submission_programs_become_rows_and_the_run_goes_on(misbehaving):
+    out, summary = misbehaving
+    table = rows(out)
+    subs = [row for row in table if row["variant"] == "sub:cheats"]
+    assert {row["submission"] for row in subs} == {"cheats"}
+    status = {(row["unit_id"], row["status"]) for row in subs}
+    assert status == {("smoke-sd15-ddim-8-deepcache", "error"), ("smoke-sd15-ddim-8-tome", "nonfinite"),
+                      ("smoke-sd15-ddim-8-tgate", "oom"), ("smoke-sd15-ddim-8-deepcache-tgate", "error"),
+                      ("smoke-sdxl-euler-8-deepcache", "crashed"), ("smoke-sdxl-euler-8-tome", "error"),
+                      ("smoke-sdxl-euler-8-tgate", "timeout"), ("smoke-sdxl-euler-8-deepcache-tgate", "ok"),
+                      ("smoke-pixart-alpha-dpmpp_2m-8-tgate", "ok"), ("smoke-pixart-sigma-dpmpp_2m-8-tgate", "missing")}
+    errors = {row["unit_id"]: row["error"] for row in subs if row["status"] != "ok"}
+    assert errors["smoke-sd15-ddim-8-deepcache"] == "RuntimeError: kernel exploded"
+    assert errors["smoke-sd15-ddim-8-tome"] == f"{2 * 64 * 64 * 3} NaN/inf pixel values"
+    assert errors["smoke-sd15-ddim-8-tgate"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert errors["smoke-sd15-ddim-8-deepcache-tgate"] == "load failed: ImportError: No module named tgate"
+    assert errors["smoke-sdxl-euler-8-deepcache"].endswith("the worker exited with code 0 before answering")
+    assert errors["smoke-sdxl-euler-8-tome"] == "SystemExit: 0"
+    assert errors["smoke-sdxl-euler-8-tgate"].endswith("generate did not answer within 2 s")
+    assert errors["smoke-pixart-sigma-dpmpp_2m-8-tgate"] == (
+        "submission 'cheats' has no program for task smoke-pixart-sigma-dpmpp_2m-8-tgate")
+    assert all(row["image"] is None for row in rows(out, ["status", "image"]) if row["status"] != "ok")
+    # A submission's failures are its results: the baseline is fine, so the run is not failed.
+    assert summary.reference_failed_rows == 0 and summary.failed_rows == 7 * 8 + 8
+    assert all(row["status"] == "ok" for row in table if row["variant"] == "baseline")
+    assert "bye" in (out / schema.LOGS_DIR / "sub-cheats--smoke-sdxl-euler-8-deepcache--bs1.log").read_text()
+
+
+def test_a_hanging_program_costs_one_time_limit_per_worker(misbehaving):
+    """After a timeout the worker's process group is killed and its remaining batches are not attempted."""
+    out, _ = misbehaving
+    hung = [row for row in rows(out, ["unit_id", "variant", "batch_size", "error", "started_at", "finished_at"])
+            if row["unit_id"] == "smoke-sdxl-euler-8-tgate"]
+    timed_out = [row for row in hung if not row["error"].startswith("not run:")]
+    # The first batch of each worker: 1 image at batch size 1, 2 at batch size 2; the other 5 rows never ran.
+    assert sorted(row["batch_size"] for row in timed_out) == [1, 2, 2] and len(hung) == 8
+    for row in timed_out:
+        assert 2.0 <= (row["finished_at"] - row["started_at"]).total_seconds() < 10.0
+
+
+def test_patched_timers_cannot_shorten_the_recorded_latency(misbehaving):
+    out, _ = misbehaving
+    patched = [row for row in rows(out) if row["unit_id"] == "smoke-sdxl-euler-8-deepcache-tgate"
+               and row["variant"] == "sub:cheats"]
+    assert patched and all(row["batch_latency_s"] >= 0.5 for row in patched)
+
+
+def test_returning_the_previous_calls_images_records_wrong_images(misbehaving):
+    """Inputs never repeat within a worker, so a program that serves its previous call's images records images
+    that belong to other seeds (the gate's comparison with the GT rejects such a program)."""
+    out, _ = misbehaving
+    cached = [row for row in rows(out, ["unit_id", "variant", "seed", "batch_size", "batch_index", "image_seed",
+                                        "image"]) if row["unit_id"] == "smoke-pixart-alpha-dpmpp_2m-8-tgate"]
+    wrong = sum(int(np.asarray(Image.open(io.BytesIO(row["image"]["bytes"])))[0, 0, 0]) != row["image_seed"] % 251
+                for row in cached)
+    # Only each worker's first call is honest: 1 image at batch size 1, 2 at batch size 2.
+    assert len(cached) == 8 and wrong == 8 - 3
+
+
+def test_submission_with_correct_programs_and_a_missing_task(tmp_path):
+    folder = submission(tmp_path / "honest", {task: gt_source(task) for task in SLICE[:1]})
+    summary = generate(tmp_path / "out", submissions=[folder], tasks=["smoke-sd15-ddim-8-deepcache",
+                                                                      "smoke-sd15-ddim-8-tome"], limit=2)
+    assert summary.reference_failed_rows == 0
+    table = rows(tmp_path / "out")
+    sub = {row["unit_id"]: row["status"] for row in table if row["variant"] == "sub:honest"}
+    assert sub == {"smoke-sd15-ddim-8-deepcache": "ok", "smoke-sd15-ddim-8-tome": "missing"}
+    # The submitted copy of the GT program renders the GT's images: same program, same inputs.
+    by_key = defaultdict(dict)
+    for row in table:
+        if row["unit_id"] == "smoke-sd15-ddim-8-deepcache":
+            by_key[(row["seed"], row["batch_size"], row["prompt_index"])][row["variant"]] = row["image_sha256"]
+    assert all(images["gt"] == images["sub:honest"] for images in by_key.values())
+    assert (tmp_path / "out" / schema.PROGRAMS_DIR / f"{programs.Program(gt_source(SLICE[0]), '').sha256}.py").exists()
+
+
+def test_retry_failed_replaces_failed_rows(tmp_path):
+    flag = tmp_path / "flag"
+    flaky = FAKE.format(load="pass", generate=f"if not os.path.exists({str(flag)!r}): raise RuntimeError('flaky')")
+    folder = submission(tmp_path / "flaky", {"smoke-sd15-ddim-8-deepcache": flaky})
+    options = dict(submissions=[folder], tasks=["smoke-sd15-ddim-8-deepcache"], variants=["sub:flaky"], limit=2,
+                   warmup_batches=0)
+    assert generate(tmp_path / "out", **options).failed_rows == 8
+    flag.write_text("now it works")
+    assert generate(tmp_path / "out", **options).rows_written == 0  # without --retry-failed: already done
+    summary = generate(tmp_path / "out", retry_failed=True, **options)
+    assert summary.rows_written == 8 and summary.failed_rows == 0
+    assert Counter(row["status"] for row in rows(tmp_path / "out")) == {"ok": 8}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: root / "nope", "no such folder"),
+    (lambda root: submission(root / "empty", {}), "no programs (<task_id>.py files)"),
+    (lambda root: submission(root / "typo", {"smoke-sd15-ddim-8-deepcach": "x"}),
+     "'smoke-sd15-ddim-8-deepcach' is not a task of suite 'smoke' (did you mean 'smoke-sd15-ddim-8-deepcache'?)"),
+    (lambda root: submission(root / "baseline", {SLICE[0]: "x"}), "submission name 'baseline' must match"),
+    (lambda root: submission(root / "x", {SLICE[0]: "x"}, "name: a b\n"), "submission name 'a b' must match"),
+    (lambda root: submission(root / "x", {SLICE[0]: "x"}, "name: [1\n"), "not readable YAML"),
+    (lambda root: submission(root / "x", {SLICE[0]: "x"}, "nmae: x\n"), "unknown key 'nmae' (did you mean 'name'?)"),
+])
+def test_bad_submissions_give_one_line_and_exit_2(tmp_path, make, message):
+    folder = make(tmp_path)
+    result = CliRunner().invoke(main, ["generate", "--out", str(tmp_path / "out"), "--submission", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_submissions_with_one_name_are_refused(tmp_path):
+    first = submission(tmp_path / "a", {SLICE[0]: "x"}, "name: same\n")
+    second = submission(tmp_path / "b", {SLICE[0]: "x"}, "name: same\n")
+    result = CliRunner().invoke(main, ["generate", "--out", str(tmp_path / "out"), "--submission", str(first),
+                                       "--submission", str(second)])
+    assert result.exit_code == 2 and "two submissions are named 'same'" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One dataset, one set of arguments
 # ---------------------------------------------------------------------------------------------------------
 
 
-# One thread per process everywhere below: CPU float results depend on the thread count, and torchrun runs
-# each rank with OMP_NUM_THREADS=1, so the runs compared bit for bit must all use one.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+def test_generate_refuses_a_dataset_made_with_other_settings(smoke, tmp_path):
+    out, _ = smoke
+    prompts = tmp_path / "other.txt"
+    prompts.write_text("a completely different prompt\n")
+    for args, message in ((["--weights", "random"], "weights 'tiny' (this run: 'random')"),
+                          (["--prompts", str(prompts)], "prompts_sha256"),
+                          (["--seeds", "5"], "seeds [0, 1] (this run: [5])")):
+        result = CliRunner().invoke(main, ["generate", "--suite", "smoke", "--out", str(out), *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr and "use another --out" in result.stderr
+
+
+def test_generate_refuses_a_changed_program_for_a_unit_it_holds(tmp_path):
+    folder = submission(tmp_path / "sub", {SLICE[0]: FAKE.format(load="pass", generate="pass")})
+    generate(tmp_path / "out", submissions=[folder], tasks=SLICE[:1], variants=["sub:sub"], limit=1)
+    (folder / f"{SLICE[0]}.py").write_text(FAKE.format(load="pass", generate="x = 1"))
+    result = CliRunner().invoke(main, ["generate", "--out", str(tmp_path / "out"), "--submission", str(folder),
+                                       "--tasks", SLICE[0], "--variants", "sub:sub", "--limit", "1"])
+    assert result.exit_code == 2
+    assert "holds sub:sub:smoke-sd15-ddim-8-deepcache rows made with program" in result.stderr
+    assert "use another submission name" in result.stderr
+
+
+def test_generate_refuses_a_foreign_non_empty_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["generate", "--suite", "smoke", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "is not empty and not an accelbench dataset" in result.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", "smoke-sd15-nope"], "--tasks: 'smoke-sd15-nope' matches no task of suite 'smoke'"),
+    (["--tasks", "sd15-ddim-25-deepcache"], "exists but is not in this suite"),
+    (["--tasks", ","], "--tasks selects no task"),
+    (["--variants", ","], "--variants selects no variant"),
+    (["--variants", "gt,candidate"], "--variants: unknown variant 'candidate'"),
+    (["--variants", "sub:nobody"], "--variants: unknown variant 'sub:nobody'"),
+    (["--seeds", "1,x"], "--seeds takes comma-separated integers"),
+    (["--seeds", "1,1"], "--seeds must be distinct non-negative integers"),
+    (["--shard", "2/2"], "--shard 2/2: need 0 <= I < N"),
+    (["--shard", "x"], "--shard must look like I/N"),
+    (["--model", "sd15"], "--model takes FAMILY=PATH"),
+    (["--model", "sd15=/models/sd15"], "--model points at pretrained weights; it does not apply to --weights tiny"),
+    (["--prompts", "/nonexistent/prompts.txt"], "prompt file not found: /nonexistent/prompts.txt"),
+])
+def test_bad_generate_options_give_one_line_and_exit_2(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["generate", "--suite", "smoke", "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resume and atomicity (a SIGKILL needs a process of its own; the runs compared run in this one)
+# ---------------------------------------------------------------------------------------------------------
 
 
 def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "accelbench", *args], env={**os.environ, **ONE_THREAD, **(env or {})},
+    return subprocess.run([sys.executable, "-m", "accelbench", *args], env={**os.environ, **(env or {})},
                           capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
-def clean_slice(tmp_path_factory):
+def honest(tmp_path_factory):
+    """A submission with a copy of one GT program, part of the runs that are killed and resumed."""
+    return submission(tmp_path_factory.mktemp("honest") / "honest", {SLICE[1]: gt_source(SLICE[1])})
+
+
+@pytest.fixture(scope="module")
+def clean_slice(tmp_path_factory, honest):
     out = tmp_path_factory.mktemp("clean")
-    result = cli("generate", "--out", str(out), *SLICE_ARGS)
-    assert result.returncode == 0, result.stderr
+    generate(out, tasks=SLICE, limit=2, submissions=[honest])
     return hashes(out)
 
 
-@pytest.mark.parametrize("failpoint", ["part:3", "part:13", "shard:1", "shard:3"])
-def test_resume_after_sigkill_equals_a_clean_run(clean_slice, tmp_path, failpoint):
-    killed = cli("generate", "--out", str(tmp_path), *SLICE_ARGS, env={"ACCELBENCH_FAILPOINT": failpoint})
+def resume_equals_clean(out, clean_slice, honest):
+    partial = hashes(out)
+    assert 0 < len(partial) < len(clean_slice)  # the kill happened mid-run
+    summary = generate(out, tasks=SLICE, limit=2, submissions=[honest])
+    assert summary.images_skipped == len(partial)
+    assert hashes(out) == clean_slice
+    assert sorted(raw_record_ids(out)) == sorted(clean_slice)  # no duplicates left in any file
+    assert not list(out.rglob("*.tmp"))  # a killed write's temporary file is removed at start-up
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failpoint", ["part:3", "shard-write:1", "shard:1"])
+def test_resume_after_sigkill_equals_a_clean_run(clean_slice, honest, tmp_path, failpoint):
+    killed = cli("generate", "--out", str(tmp_path), *SLICE_ARGS, "--submission", str(honest),
+                 env={"ACCELBENCH_FAILPOINT": failpoint})
     assert killed.returncode == -signal.SIGKILL
-    partial = hashes(tmp_path)
-    assert 0 < len(partial) < len(clean_slice)
-    resumed = cli("generate", "--out", str(tmp_path), *SLICE_ARGS)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"{len(partial)} already done" in resumed.stdout
-    assert hashes(tmp_path) == clean_slice
-    assert sorted(raw_record_ids(tmp_path)) == sorted(clean_slice)  # no duplicates left in any file
+    if failpoint.startswith("shard-write"):
+        assert list((tmp_path / schema.GENERATIONS_DIR).glob(".*.tmp"))  # killed mid-write: a leftover
+    resume_equals_clean(tmp_path, clean_slice, honest)
 
 
-def test_resume_after_an_external_sigkill_mid_run(clean_slice, tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", "accelbench", "generate", "--out", str(tmp_path),
-                                *SLICE_ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, **ONE_THREAD})
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / dataset.STAGING_DIR).glob("*/part-*.parquet")) and time.monotonic() < deadline:
+@pytest.mark.slow
+def test_resume_after_an_external_sigkill_mid_run(clean_slice, honest, tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "accelbench", "generate", "--out", str(tmp_path), *SLICE_ARGS,
+                                "--submission", str(honest)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(list((tmp_path / dataset.STAGING_DIR).glob("*/part-*.parquet"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # workers (own groups) and encoders exit once their parent is gone
     process.wait()
-    resumed = cli("generate", "--out", str(tmp_path), *SLICE_ARGS)
-    assert resumed.returncode == 0, resumed.stderr
-    assert hashes(tmp_path) == clean_slice
-    assert sorted(raw_record_ids(tmp_path)) == sorted(clean_slice)
+    resume_equals_clean(tmp_path, clean_slice, honest)
 
 
 def test_unreadable_and_temporary_files_are_ignored_with_a_warning(smoke, tmp_path, caplog):
@@ -219,113 +510,51 @@ def test_unreadable_and_temporary_files_are_ignored_with_a_warning(smoke, tmp_pa
     assert "ignoring unreadable file" in caplog.text and "generations-truncated.parquet" in caplog.text
 
 
-def test_generate_refuses_a_dataset_made_with_other_settings(smoke):
-    out, _ = smoke
-    result = CliRunner().invoke(main, ["generate", "--suite", "smoke", "--out", str(out), "--weights", "random"])
-    assert result.exit_code == 2
-    assert "holds a dataset made with weights 'tiny' (asked: 'random'); use another --out" in result.stderr
-
-
-def test_generate_refuses_a_foreign_non_empty_folder(tmp_path):
-    (tmp_path / "notes.txt").write_text("mine")
-    result = CliRunner().invoke(main, ["generate", "--suite", "smoke", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "is not empty and not an accelbench dataset" in result.stderr
-    assert (tmp_path / "notes.txt").read_text() == "mine"
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--tasks", "smoke-sd15-nope"], "--tasks: 'smoke-sd15-nope' matches no task of suite 'smoke'"),
-    (["--tasks", "sd15-ddim-25-deepcache"], "exists but is not in this suite"),
-    (["--shard", "2/2"], "--shard 2/2: need 0 <= I < N"),
-    (["--shard", "x"], "--shard must look like I/N"),
-    (["--variants", "gt,candidate"], "--variants: unknown candidate"),
-    (["--model", "sd15"], "--model takes FAMILY=PATH"),
-    (["--model", "sd15=/models/sd15"], "--model points at pretrained weights; it does not apply to --weights tiny"),
-    (["--prompts", "/nonexistent/prompts.txt"], "prompt file not found: /nonexistent/prompts.txt"),
-])
-def test_bad_generate_options_give_one_line_and_exit_2(tmp_path, args, message):
-    result = CliRunner().invoke(main, ["generate", "--suite", "smoke", "--out", str(tmp_path / "out"), *args])
-    assert result.exit_code == 2, result.output
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
-
-
 # ---------------------------------------------------------------------------------------------------------
-# Failures are data
-# ---------------------------------------------------------------------------------------------------------
-
-FAKE_PROGRAM = '''
-import numpy as np
-import torch
-
-MODEL_ID = "fake"
-
-
-def load(model_id=MODEL_ID, device="cpu", dtype=None):
-    {load}
-    return object()
-
-
-def generate(pipe, prompts, generators, height=64, width=64):
-    {generate}
-    return np.full((len(prompts), height, width, 3), 0.5, dtype=np.float32)
-'''
-
-FAILURES = {
-    "smoke-sd15-ddim-8-deepcache": ("pass", "raise RuntimeError('kernel exploded')"),
-    "smoke-sd15-ddim-8-tome": ("pass", "return np.full((len(prompts), height, width, 3), np.nan, np.float32)"),
-    "smoke-sd15-ddim-8-tgate": ("pass", "raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2 GiB')"),
-    "smoke-sd15-ddim-8-deepcache-tgate": ("raise ImportError('No module named tgate')", "pass"),
-}
-
-
-def test_failing_programs_become_error_rows_and_the_run_goes_on(tmp_path, monkeypatch):
-    render = programs.render
-
-    def render_with_failures(catalog, task, variant):
-        if variant == "gt" and task.id in FAILURES:
-            load, generate_body = FAILURES[task.id]
-            return programs.Program(variant, task.id, FAKE_PROGRAM.format(load=load, generate=generate_body))
-        return render(catalog, task, variant)
-
-    monkeypatch.setattr(programs, "render", render_with_failures)
-    summary = generate(tmp_path, tasks=["smoke-sd15-*"], limit=2)
-    table = rows(tmp_path)
-    status = {(row["unit_id"], row["status"]) for row in table}
-    assert status == {("sd15-ddim-8", "ok"), ("smoke-sd15-ddim-8-deepcache", "error"),
-                      ("smoke-sd15-ddim-8-tome", "nonfinite"), ("smoke-sd15-ddim-8-tgate", "oom"),
-                      ("smoke-sd15-ddim-8-deepcache-tgate", "error")}
-    errors = {row["unit_id"]: row["error"] for row in table if row["status"] != "ok"}
-    assert errors["smoke-sd15-ddim-8-deepcache"] == "RuntimeError: kernel exploded"
-    assert errors["smoke-sd15-ddim-8-tome"] == f"{64 * 64 * 3} NaN/inf pixel values"  # per image
-    assert errors["smoke-sd15-ddim-8-tgate"].startswith("OutOfMemoryError: CUDA out of memory")
-    assert errors["smoke-sd15-ddim-8-deepcache-tgate"] == "load failed: ImportError: No module named tgate"
-    failed = [row for row in rows(tmp_path, ["status", "image"]) if row["status"] != "ok"]
-    assert all(row["image"] is None for row in failed)
-    assert summary.failed_rows == len(failed) == 4 * 8  # 4 programs x (2 seeds x 2 prompts x 2 batch sizes)
-    assert len(summary.failures) == 4 and "failed rows: 32" in summary.format()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Sharding
+# Sharding and the sandbox
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_two_torchrun_processes_write_the_same_dataset_as_one(clean_slice, tmp_path):
+@pytest.mark.slow
+def test_two_torchrun_processes_write_the_same_dataset_as_one(clean_slice, honest, tmp_path):
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                              "--no-python", shutil.which("accelbench", path=os.path.dirname(sys.executable)),
-                             "generate", "--out", str(tmp_path), *SLICE_ARGS], capture_output=True, text=True,
-                            env={**os.environ, **ONE_THREAD})
+                             "generate", "--out", str(tmp_path), *SLICE_ARGS, "--submission", str(honest)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert hashes(tmp_path) == clean_slice
-    ranks = {row["rank"] for row in rows(tmp_path, ["rank", "world_size"])}
-    assert ranks == {0, 1}
+    by_rank = defaultdict(set)
+    for row in rows(tmp_path, ["rank", "setting_id"]):
+        by_rank[row["rank"]].add(row["setting_id"])
+    assert set(by_rank) == {0, 1} and not by_rank[0] & by_rank[1]  # settings, not units, are split
     assert len(list((tmp_path / schema.RUNS_DIR).glob("*.json"))) == 2
 
 
 def test_shards_by_hand_cover_the_work_list_exactly_once():
     tasks = [CATALOG.task(task_id) for task_id in CATALOG.suite("standard").tasks]
-    units = plan.build_units(tasks, programs.VARIANTS)
-    shards = [plan.shard_units(units, index, 3) for index in range(3)]
-    assert sorted((u.variant, u.unit_id) for shard in shards for u in shard) == sorted(
-        (u.variant, u.unit_id) for u in units)
-    assert len({u.unit_id for u in units if u.variant == "baseline"}) == len({t.setting_id for t in tasks})
+    settings = plan.group_by_setting(plan.build_units(CATALOG, tasks, (schema.BASELINE, schema.GT)))
+    shards = [plan.shard_settings(settings, index, 3) for index in range(3)]
+    assert sorted(u.label for shard in shards for setting in shard for u in setting) == sorted(
+        u.label for setting in settings for u in setting)
+    assert len(settings) == len({task.setting_id for task in tasks})
+    assert all(setting[0].is_baseline for setting in settings)
+
+
+SNOOP = """
+    import socket
+    print("dataset visible:", os.path.exists(DATASET) and bool(os.listdir(DATASET)))
+    print("interfaces:", sorted(name for _, name in socket.if_nameindex()))"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (apt-get install bubblewrap)")
+def test_sandbox_bwrap_hides_the_dataset_folder_and_the_network(tmp_path):
+    out = tmp_path / "out"
+    program = f"DATASET = {str(out)!r}\n" + FAKE.format(load="pass", generate=SNOOP)
+    folder = submission(tmp_path / "snoop", {SLICE[0]: program})
+    result = cli("generate", "--out", str(out), "--tasks", SLICE[0], "--variants", "sub:snoop", "--limit", "1",
+                 "--warmup", "0", "--submission", str(folder), "--sandbox", "bwrap", "--no-progress")
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (out / schema.LOGS_DIR / f"sub-snoop--{SLICE[0]}--bs1.log").read_text()
+    assert "dataset visible: False" in log and "interfaces: ['lo']" in log
+    assert Counter(row["status"] for row in rows(out)) == {"ok": 4}  # 2 seeds x 2 batch sizes

@@ -1,10 +1,5 @@
 """Tests for accelbench.builder.synthetic: tiny pipelines on CPU, full-size configs on the meta device, offline."""
 
-import os
-
-# Loading must never reach the Hub; huggingface_hub reads this when it is first imported.
-os.environ["HF_HUB_OFFLINE"] = "1"
-
 import subprocess
 import sys
 from pathlib import Path
@@ -26,16 +21,6 @@ PIPELINE_CLASSES = {
     "pixart-alpha": diffusers.PixArtAlphaPipeline,
     "pixart-sigma": diffusers.PixArtSigmaPipeline,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models are bound by per-operator overhead: one thread is as fast as two, and it avoids OpenMP's
-    # spin-waiting, which made 2-thread runs ~100x slower while another torch process shared the 2 cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
