@@ -137,15 +137,23 @@ class ClipSummary:
     folder: Path
 
 
-def suite_recipe(suite_id: str | None, manifests: Path | None = None) -> tuple[str, str]:
-    """(model, pretrained) the suite asks for; the benchmark default when the suite is not in the catalogue
-    (a dataset generated from other manifests can still be scored)."""
-    from accelbench.manifest import load_catalog
+def default_recipe(manifest: dict) -> tuple[str, str]:
+    """(model, pretrained) of a dataset's default CLIP recipe, from its manifest (``accelbench.json``).
 
-    suites = load_catalog(manifests).suites
-    if suite_id in suites:
-        return suites[suite_id].clip_model, suites[suite_id].clip_pretrained
-    return DEFAULT_MODEL, DEFAULT_PRETRAINED
+    ``generate`` records the suite's recipe there as ``"clip": {"model": ..., "pretrained": ...}``; a dataset
+    made before that key existed gets :data:`DEFAULT_MODEL` / :data:`DEFAULT_PRETRAINED`.
+
+    Example:
+        >>> default_recipe({"clip": {"model": "accelbench-tiny-clip", "pretrained": "random"}})
+        ('accelbench-tiny-clip', 'random')
+        >>> default_recipe({})
+        ('ViT-B-32', 'laion2b_s34b_b79k')
+    """
+    recorded = manifest.get("clip", {})
+    if not isinstance(recorded, dict):
+        raise dataset.DatasetError(f"{schema.DATASET_MANIFEST}: 'clip' must map model and pretrained to names, "
+                                   f"got {recorded!r}")
+    return recorded.get("model", DEFAULT_MODEL), recorded.get("pretrained", DEFAULT_PRETRAINED)
 
 
 def register_configs() -> None:
@@ -246,7 +254,9 @@ def score_clip(directory: Path, model: str = DEFAULT_MODEL, pretrained: str = DE
     if not todo:
         return ClipSummary(rid, 0, len(ok), 0, time.perf_counter() - start, 0.0, folder)
 
-    # 2. The model, and the recipe it really is (preprocessing included), recorded next to the scores.
+    # 2. Where each image is (a file without images fails here, before anything is written), the model, and
+    #    the recipe it really is (preprocessing included), recorded next to the scores.
+    locations = images.locate(files)
     clip = load_clip(model, pretrained, device)
     _check_recorded_recipe(directory, clip.recipe)
 
@@ -257,7 +267,6 @@ def score_clip(directory: Path, model: str = DEFAULT_MODEL, pretrained: str = DE
     prompt_of = {row["record_id"]: prompt_index[row["prompt"]] for row in todo}
 
     # 4. Stream the images through DataLoader workers (decode + preprocess) into the model, writing as we go.
-    locations = images.locate(files)
     groups = images.group_by_row_group([(locations[row["record_id"]], row["record_id"]) for row in todo])
     workers = min((os.cpu_count() or 1) if num_workers is None else num_workers, len(groups))
     loader = DataLoader(PngStream(groups, clip.preprocess), batch_size=batch_size, num_workers=workers,

@@ -1,9 +1,11 @@
 """Fidelity scores: how close each image is to its reference image, in PSNR and SSIM.
 
-Two kinds (FIDELITY_COLUMNS ``kind``):
+Three kinds (``schema.FIDELITY_KINDS``), matched by :mod:`accelbench.scorer.pairing`:
 
 * ``baseline``: an accelerated image vs the baseline image of the same prompt, seed and batch size;
-* ``batch-drift``: an image generated at batch size > 1 vs the same image at batch size 1.
+* ``batch-drift``: an image generated at batch size > 1 vs the same image at batch size 1;
+* ``gt``: a submission's image vs the GT image of the same task, prompt, seed and batch size (the leaderboard's
+  ``deviates`` check: an honest program that is the GT's own code gives identical images, PSNR inf).
 
 Pairs whose stored pixel hashes (``image_sha256``) agree are identical and need no decoding (PSNR inf,
 SSIM 1). The others are decoded and compared in worker processes, one subject row group per task, so SSIM on
@@ -21,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from accelbench import dataset, schema
+from accelbench.schema import KIND_BASELINE, KIND_DRIFT, KIND_GT
 from accelbench.scorer import functional, images, pairing, store
 
-KIND_BASELINE = "baseline"
-KIND_DRIFT = "batch-drift"
 WRITE_EVERY = 4096  # rows per part file: an interrupted run keeps all but the last few thousand comparisons
 
-_COLUMNS = ["record_id", "variant", "unit_id", "setting_id", "prompt_index", "seed", "batch_size", "status",
-            "image_sha256"]
+_COLUMNS = ["record_id", "variant", "unit_id", "task_id", "setting_id", "prompt_index", "seed", "batch_size",
+            "status", "image_sha256"]
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,13 @@ def score_fidelity(directory: Path, num_workers: int | None = None, progress: bo
     folder = store.fidelity_dir(directory)
     files = dataset.generation_files(directory)
     rows = dataset.read_columns(files, _COLUMNS).to_pylist()
-    done = set(zip(*(store.read_scores(folder, schema.FIDELITY_COLUMNS, key=("record_id", "kind"))
-                     .column(name).to_pylist() for name in ("record_id", "kind"))))
+    stored = store.read_fidelity(directory)
+    done = set(zip(*(stored.column(name).to_pylist() for name in store.FIDELITY_KEY)))
 
     # 1. The pairs still to compare.
     candidates = [(KIND_BASELINE, pair) for pair in pairing.baseline_references(rows)]
     candidates += [(KIND_DRIFT, pair) for pair in pairing.drift_references(rows)]
+    candidates += [(KIND_GT, pair) for pair in pairing.gt_references(rows)]
     todo = [(kind, subject, reference) for kind, (subject, reference) in candidates
             if (subject["record_id"], kind) not in done]
     skipped = len(candidates) - len(todo)

@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from accelbench.dataset import DatasetError
+
 
 @dataclass(frozen=True)
 class Location:
@@ -24,10 +26,13 @@ class Location:
 
 def locate(files: list[Path]) -> dict[str, Location]:
     """Where each record's row is. The first file holding a record wins, the rule of
-    :func:`accelbench.dataset.read_columns` (shards before the parts of interrupted runs)."""
+    :func:`accelbench.dataset.read_columns` (shards before the parts of interrupted runs). Raises
+    :class:`DatasetError` for a file without an image column."""
     locations: dict[str, Location] = {}
     for path in files:
         parquet = pq.ParquetFile(path)
+        if "image" not in parquet.schema_arrow.names:
+            raise DatasetError(f"{path}: missing column image")
         for row_group in range(parquet.num_row_groups):
             records = parquet.read_row_group(row_group, columns=["record_id"]).column(0).to_pylist()
             for row, record in enumerate(records):

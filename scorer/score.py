@@ -2,6 +2,10 @@
 
 Every step is incremental (stored scores are never recomputed), so running it again after more images were
 generated scores only the new ones, and running it on a fully scored dataset only rebuilds the report.
+
+What cannot be read is skipped, never fatal: a generation file whose Parquet footer is unreadable, an image
+that does not decode. The rest is scored, the report names what is missing, and :attr:`ScoreSummary.complete`
+is False (``accelbench score`` then exits 1).
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ class ScoreSummary:
     report: report.Report
     seconds: float
 
+    @property
+    def complete(self) -> bool:
+        """Every generation file and every ok image could be read."""
+        return not self.report.unreadable_files and not self.clip.unreadable
+
     def format(self) -> str:
         c, f = self.clip, self.fidelity
         lines = [
@@ -45,43 +54,55 @@ class ScoreSummary:
                 lines.append(f"{label:<44} {speedup:>8} {loss:>13} {psnr:>7}  {row['flags'].replace(';', ', ')}")
             if len(accelerated) > MAX_TASK_LINES:
                 lines.append(f"... {len(accelerated) - MAX_TASK_LINES} more in {report.REPORT_MD}")
+        board = self.report.leaderboard
+        if board is not None:
+            rank = schema.fast_column(1.0 if 1.0 in board.fast_p else board.fast_p[0])
+            lines += ["", f"leaderboard: {self.report.folder / 'leaderboard.csv'}",
+                      f"  {'submission':<30} {'correct':>8} {rank:>8} {'GT parity':>10}"]
+            for row in board.rows:
+                name = row["submission"] + (" (reference)" if row["reference"] else "")
+                lines.append(f"  {name:<30} {str(row['correct']) + '/' + str(row['tasks']):>8} "
+                             f"{row[rank]:>8.2f} {row['gt_parity']:>10.2f}")
         lines += [""] + [f"note: {note}" for note in self.report.notes] if self.report.notes else []
         return "\n".join(lines)
 
 
 def score_dataset(directory: Path, clip_model: str | None = None, clip_pretrained: str | None = None,
                   device: str = "cpu", batch_size: int = clip.DEFAULT_BATCH_SIZE, num_workers: int | None = None,
-                  progress: bool = True, manifests: Path | None = None) -> ScoreSummary:
+                  progress: bool = True, catalog=None, fast_p=schema.DEFAULT_FAST_P) -> ScoreSummary:
     """Score a dataset folder and rebuild its report.
 
     ``clip_model`` / ``clip_pretrained``: the open_clip recipe; what is not given comes from the dataset's
-    suite (``manifests``: catalogue root, default the packaged one), ViT-B-32 / laion2b_s34b_b79k for a suite
-    the catalogue does not know. ``num_workers``: decoding processes for CLIP and fidelity (default: CPU
-    count). Raises a :class:`accelbench.errors.UserInputError` for a missing folder, a folder that is not a
-    dataset or has another schema version, an unknown CLIP model, or a dataset without any ok image."""
+    default recipe (:func:`accelbench.scorer.clip.default_recipe`). ``num_workers``: decoding processes for
+    CLIP and fidelity (default: CPU count). Raises a :class:`accelbench.errors.UserInputError`, before writing
+    anything, for a missing folder, a folder that is not a dataset or has another schema version, a
+    generation file that lacks a column, an unknown CLIP model, or a dataset without any ok image.
+    ``catalog`` and ``fast_p``: for the leaderboard of a dataset with submissions (:func:`report.build_report`)."""
     start = time.perf_counter()
     directory = Path(directory)
 
-    # 1. A dataset with something to score.
+    # 1. A dataset with something to score; every column but the images read once, so a file that lacks one
+    #    fails here rather than half-way.
     manifest = dataset.read_manifest(directory)
-    statuses = dataset.read_generations(directory, ["status"]).column("status").to_pylist()
+    statuses = dataset.read_generations(directory).column("status").to_pylist()
     if schema.STATUS_OK not in statuses:
         raise NoImagesError(f"{directory}: no image to score ({len(statuses)} generation row(s), none with "
                             f"status 'ok')")
 
-    # 2. The CLIP recipe: as asked, the rest from the suite; checked before any work.
-    suite_model, suite_pretrained = clip.suite_recipe(manifest.get("suite"), manifests)
-    clip_model = clip_model or suite_model
-    clip_pretrained = clip_pretrained or suite_pretrained
+    # 2. The CLIP recipe: as asked, the rest from the dataset's default; checked before any work.
+    default_model, default_pretrained = clip.default_recipe(manifest)
+    clip_model = clip_model or default_model
+    clip_pretrained = clip_pretrained or default_pretrained
     clip.check_recipe(clip_model, clip_pretrained)
 
     # 3. CLIP scores of the images not scored under this recipe yet.
     clip_summary = clip.score_clip(directory, clip_model, clip_pretrained, device=device, batch_size=batch_size,
                                    num_workers=num_workers, progress=progress)
 
-    # 4. PSNR / SSIM against the baseline and the batch-size-1 image, for the pairs not stored yet.
+    # 4. PSNR / SSIM against the baseline, the GT (submissions) and the batch-size-1 image, for the pairs not
+    #    stored yet.
     fidelity_summary = fidelity.score_fidelity(directory, num_workers=num_workers, progress=progress)
 
     # 5. The report, from the stored scores of this recipe.
-    built = report.build_report(directory, recipe_id=clip_summary.recipe_id, manifests=manifests)
+    built = report.build_report(directory, recipe_id=clip_summary.recipe_id, catalog=catalog, fast_p=fast_p)
     return ScoreSummary(directory, clip_summary, fidelity_summary, built, time.perf_counter() - start)

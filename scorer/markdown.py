@@ -1,0 +1,129 @@
+"""Markdown shared by the report (``report.md``) and the dataset card: tables, numbers with their confidence
+intervals, and the texts both print (library versions, what random weights mean for the numbers).
+
+Pure Python: numbers are the typed values of SUMMARY_COLUMNS rows (None for null).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+WEIGHTS_TITLES = {"tiny": "tiny random-weight models", "random": "random weights: images meaningless"}
+WEIGHTS_CAVEATS = {  # weights mode (manifest.WEIGHTS_MODES) -> what it means for the numbers; pretrained: nothing
+    "tiny": "Weights: tiny synthetic models (random weights, a few layers). Timings measure pipeline overhead, not "
+            "real model compute; images, CLIP scores and fidelity numbers mean nothing.",
+    "random": "Weights: full-size architectures with random weights. Timings reflect real model compute, but the "
+              "images are noise: CLIP scores, quality loss, PSNR and SSIM say nothing about image quality.",
+}
+
+
+def cell(value) -> str:
+    """A table cell: None is empty; pipes and newlines cannot break the row."""
+    return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table.
+
+    Example:
+        >>> print(table(["a", "b"], [[1, "x|y"]]))
+        | a | b |
+        |---|---|
+        | 1 | x\\|y |
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def number(value: float | None, digits: int = 2, suffix: str = "", scale: float = 1.0) -> str:
+    """``value * scale`` with ``digits`` decimals and ``suffix``; '–' for null, '∞' for infinity.
+
+    Example:
+        >>> number(2.3333, suffix="×"), number(0.0123, suffix=" %", scale=100.0), number(None), number(math.inf)
+        ('2.33×', '1.23 %', '–', '∞')
+    """
+    if value is None:
+        return "–"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value * scale:.{digits}f}{suffix}"
+
+
+def with_ci(row: dict, column: str, digits: int = 2, suffix: str = "", scale: float = 1.0, n: int | None = None,
+            undefined: str = "–") -> str:
+    """A value with its 95 % CI (``column_ci_low`` / ``_ci_high``) and the number of resampling units it comes
+    from (``n``, else the row's ``column_n`` when it has one). A value without a CI (fewer than 5 units) shows
+    ``n/a (n=...)`` in its place; ``undefined`` is what a null value shows.
+
+    Example:
+        >>> row = {"speedup": 2.5, "speedup_ci_low": 2.1, "speedup_ci_high": 2.9, "speedup_n": 8}
+        >>> with_ci(row, "speedup", suffix="×"), with_ci({**row, "speedup_ci_low": None, "speedup_n": 2}, "speedup")
+        ('2.50× [2.10, 2.90] (n=8)', '2.50 n/a (n=2)')
+        >>> with_ci({"psnr": 31.0, "psnr_ci_low": 30.0, "psnr_ci_high": 32.0}, "psnr", 1)
+        '31.0 [30.0, 32.0]'
+    """
+    value, low, high = row[column], row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
+    n = row.get(f"{column}_n") if n is None else n
+    if value is None:
+        return undefined
+    text = number(value, digits, suffix, scale)
+    if math.isinf(value):
+        return text
+    if low is None or high is None:
+        return text if n is None else f"{text} n/a (n={n})"
+    return (f"{text} [{number(low, digits, scale=scale)}, {number(high, digits, scale=scale)}]"
+            + ("" if n is None else f" (n={n})"))
+
+
+def short_ids(ids) -> dict[str, str]:
+    """Task id -> a short label for plots: the ids without the dash-separated prefix they all share.
+
+    Example:
+        >>> short_ids(["smoke-sd15-ddim-8-tome", "smoke-sd15-ddim-8-tgate"])
+        {'smoke-sd15-ddim-8-tome': 'tome', 'smoke-sd15-ddim-8-tgate': 'tgate'}
+        >>> short_ids(["sd15-ddim-25-tome"])
+        {'sd15-ddim-25-tome': 'sd15-ddim-25-tome'}
+    """
+    ids = list(dict.fromkeys(ids))
+    if len(ids) < 2:
+        return {task: task for task in ids}
+    parts = [task.split("-") for task in ids]
+    common = 0
+    while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return {task: "-".join(p[common:]) for task, p in zip(ids, parts)}
+
+
+def counts(text: str | None) -> dict[str, int]:
+    """``'a: 2;b: 1'`` (the leaderboard's reasons and flags) -> ``{'a': 2, 'b': 1}``."""
+    found = {}
+    for item in filter(None, (text or "").split(";")):
+        name, _, count = item.rpartition(":")
+        found[name.strip()] = int(count)
+    return found
+
+
+def versions(rows: list[dict]) -> dict[str, list[str]]:
+    """package -> the distinct versions in the generation rows' ``versions`` JSON, sorted by package."""
+    found: dict[str, set[str]] = {}
+    for text in {row["versions"] for row in rows if row["versions"]}:
+        for package, version in json.loads(text).items():
+            found.setdefault(package, set()).add(str(version))
+    return {package: sorted(found[package]) for package in sorted(found)}
+
+
+def versions_table(rows: list[dict]) -> str:
+    return table(["Package", "Version"], [[package, ", ".join(found)] for package, found in versions(rows).items()])
+
+
+def weights_caveats(modes) -> list[str]:
+    """What the weights modes of a dataset mean for its numbers (nothing for pretrained weights)."""
+    return [WEIGHTS_CAVEATS[mode] for mode in sorted(set(modes)) if mode in WEIGHTS_CAVEATS]
+
+
+def clip_caveats(recipes: list[dict]) -> list[str]:
+    """What CLIP recipes (``recipe.json``) with random weights mean for their scores."""
+    return [f"The CLIP model {recipe.get('clip_model')} of recipe `{recipe.get('recipe_id')}` has random weights: "
+            f"its CLIP scores and quality losses mean nothing." for recipe in recipes if recipe.get("random_weights")]
