@@ -7,6 +7,7 @@ warning, never read as data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from accelbench import schema
-from accelbench.errors import UserInputError
+from accelbench.errors import RunError, UserInputError
 
 log = logging.getLogger("accelbench")
 
@@ -46,9 +47,20 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(data))
 
 
+class WriteError(RunError):
+    """A dataset file could not be written (disk full, read-only or failing storage): names the path and cause."""
+
+
 def _atomic_write(path: Path, write, before_replace=None) -> None:
     """``before_replace``: called with the written temporary file's path just before the rename (tests kill
-    the process there)."""
+    the process there). A failed write leaves nothing behind and raises :class:`WriteError`."""
+    try:
+        _write_replace(path, write, before_replace)
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def _write_replace(path: Path, write, before_replace) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
@@ -105,7 +117,14 @@ def init_dataset(directory: Path, manifest: dict, sweep_older_than_s: float = 0.
         if foreign:
             raise DatasetError(f"{directory} is not empty and not an accelbench dataset (holds {foreign[0]!r}); "
                                f"use another --out")
-        write_json_atomic(path, manifest)
+        created = not directory.exists()
+        try:
+            write_json_atomic(path, manifest)
+        except WriteError:
+            if created:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # leave no empty folder behind
+            raise
     existing = read_manifest(directory)
     different = [key for key in schema.PINNED_FIELDS if existing.get(key) != manifest.get(key)]
     if different:

@@ -24,9 +24,11 @@ the run goes on; the run fails (exit 1) only when baseline or GT rows fail.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -44,12 +46,15 @@ from accelbench.builder.worker import (DEFAULT_CALL_TIMEOUT_S, DEFAULT_LOAD_TIME
 from accelbench.builder.writer import ShardWriter
 from accelbench.manifest import Catalog, Model
 
+log = logging.getLogger("accelbench")
+
 WARMUP_SEED = 2**31 - 1  # warm-up images draw from generators no recorded image uses
 WARMUP_PROMPT = "accelbench warm-up {index}: a plain grey test card"  # a prompt no prompt list holds
 MIN_CALL_TIMEOUT_S = 60.0
 CALL_TIMEOUT_FACTOR = 10  # a call may take this many times the baseline's median batch latency
 MEMORY_HEADROOM = 0.85  # fraction of the free GPU memory the resident pipelines may fill
 TIMED_CORES = 2  # on a GPU host, workers get the first cores and encoders the rest
+PNG_SIZE_RATIO = 0.8  # a level-1 PNG of a generated image: about 0.6-0.8 of its raw pixels (bench notes)
 SHARED_SWEEP_AGE_S = 600.0  # with several ranks, only temporaries this old are a killed run's leftovers
 
 
@@ -168,14 +173,14 @@ class ModelSources:
         return synthetic.tiny_resolution(family) if self.weights == "tiny" else self.catalog.models[family].resolution
 
 
-def environment(device: str) -> tuple[str, dict[str, str]]:
-    """(device name, versions) recorded in every row."""
+def environment(device: str, threads: int | None = None) -> tuple[str, dict[str, str]]:
+    """(device name, versions) recorded in every row; ``threads``: the workers' torch thread count."""
     import torch
 
     name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else _cpu_name()
-    # CPU float results depend on the thread count (workers use the harness's), so it is recorded too.
+    # CPU float results depend on the thread count, so it is recorded too.
     versions = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda or "",
-                "torch_num_threads": str(torch.get_num_threads()), "accelbench": _version("accelbench")}
+                "torch_num_threads": str(threads or torch.get_num_threads()), "accelbench": _version("accelbench")}
     for package in ("diffusers", "transformers", "DeepCache", "tomesd", "tgate"):
         versions[package] = _version(package)
     return name, versions
@@ -277,18 +282,26 @@ def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
 
     # 3. This rank's settings and the batches not written yet.
     settings = plan.shard_settings(plan.group_by_setting(units), rank, world_size)
-    planned = pending_images = 0
+    planned = pending_images = pending_bytes = 0
     for setting in settings:
         for unit in setting:
+            pixels = 3 * sources.resolution(unit.task.model) ** 2
             for batch in plan.build_batches(suite.id, unit, prompts, seeds, suite.batch_sizes):
                 planned += len(batch.images)
-                pending_images += sum(1 for image in batch.images if image.record_id not in done)
+                pending = sum(1 for image in batch.images if image.record_id not in done)
+                pending_images += pending
+                pending_bytes += pending * pixels * PNG_SIZE_RATIO
+    free = shutil.disk_usage(out).free
+    if pending_bytes > free:
+        log.warning("this run needs about %.1f GiB for its images and %s has %.1f GiB free: it will stop with an "
+                    "error when the disk is full (a rerun resumes)", pending_bytes / 2**30, out, free / 2**30)
 
     # 4. Run the settings, the writer encoding and writing behind.
     if options.sandbox != "none":
         hide_from_workers(out)
-    device_name, versions = environment(device)
     worker_cores, encoder_cores = core_split(device)
+    threads = len(worker_cores) if worker_cores else torch.get_num_threads()  # no more threads than cores
+    device_name, versions = environment(device, threads)
     run_id = _utc_now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     context = {"suite": suite.id, "device": device, "device_name": device_name, "weights": weights,
                "generator_device": GENERATOR_DEVICE, "warmup_batches": warmups, "versions": json.dumps(versions),
@@ -297,7 +310,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
     progress = tqdm(total=pending_images, unit="img", desc=f"generate {suite.id}", disable=not options.progress,
                     dynamic_ncols=True)
     run = _Run(options, catalog, suite.id, prompts, seeds, list(suite.batch_sizes), sources, device, suite.dtype,
-               warmups, context, done, stored, writer, progress, torch.get_num_threads(), worker_cores)
+               warmups, context, done, stored, writer, progress, threads, worker_cores)
     try:
         for setting in settings:
             for batch_size in run.batch_sizes:
@@ -363,6 +376,15 @@ class _Lane:
 
 def _run_setting(run: _Run, setting: list[plan.Unit], batch_size: int) -> None:
     lanes = [_lane(run, unit, batch_size) for unit in setting]
+    try:
+        _run_lanes(run, lanes)
+    finally:  # a run stopped by an error (a failed write) leaves no worker behind
+        for lane in lanes:
+            if lane.worker is not None:
+                lane.worker.close()
+
+
+def _run_lanes(run: _Run, lanes: list[_Lane]) -> None:
     baseline = next((lane for lane in lanes if lane.unit.is_baseline), None)
     others = [lane for lane in lanes if not lane.unit.is_baseline and lane.pending]
     for lane in [lane for lane in others if lane.unit.program is None]:

@@ -92,6 +92,9 @@ class ShardWriter:
         self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
+        """Stop the run at the first failed write: the writer thread's error, raised in the generate loop."""
+        if isinstance(self._error, dataset.WriteError):
+            raise self._error
         if self._error is not None:
             raise RuntimeError(f"writing the dataset failed: {self._error}") from self._error
 

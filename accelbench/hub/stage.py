@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from accelbench import dataset, schema
-from accelbench.errors import UserInputError
+from accelbench.errors import RunError, UserInputError
 from accelbench.hub import card
 from accelbench.manifest import Catalog
 from accelbench.scorer import leaderboard, report, store
@@ -66,7 +66,7 @@ class PublishError(UserInputError):
     """Why a dataset cannot be published (yet), as one line for the user."""
 
 
-class HubUnreachableError(ConnectionError):
+class HubUnreachableError(RunError):
     """The Hugging Face Hub could not be reached, as one line for the user (not bad input: exit code 1)."""
 
 
