@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from accelbench.errors import UserInputError
+from accelbench.errors import RunError, UserInputError
 from accelbench.manifest import WEIGHTS_MODES, load_catalog
 from accelbench.schema import TIMING_MODES
 from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, SANDBOXES  # no torch at import
@@ -27,16 +27,29 @@ class UserError(UserInputError):
 
 
 class Group(click.Group):
-    """Known errors become one ``error: ...`` line and exit code 2, never a traceback."""
+    """Known errors become one ``error: ...`` line, never a traceback or a usage block: bad input (click's own
+    argument errors included) exits 2, a run stopped by its environment exits 1."""
+
+    def main(self, *args, **kwargs):
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as error:
+            click.echo(f"error: {error.format_message()}", err=True)
+            sys.exit(EXIT_BAD_INPUT if isinstance(error, click.UsageError) else error.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(EXIT_FAILED)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except Exception as error:
-            if isinstance(error, UserInputError):
-                click.echo(f"error: {error}", err=True)
-                ctx.exit(EXIT_BAD_INPUT)
-            raise
+        except UserInputError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except RunError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(EXIT_FAILED)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -132,25 +145,45 @@ def task_pack(ctx, suite_id, out, task_patterns):
 @click.option("--task", "task_id", required=True, help="Task the program claims to solve.")
 @click.option("--model", "model_path", help="Model folder or Hub id (default: the family's tiny synthetic model).")
 @click.option("--variant", type=click.Choice(["gt", "baseline"]), default="gt", show_default=True,
-              help="baseline: a program without acceleration (skips the not-a-no-op check).")
+              help="baseline: judge a baseline program of the task's setting (no not-a-no-op check).")
 @click.option("--resolution", type=int, help="Image size to ask for (default: tiny model's, else the model's).")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@click.option("--seed", type=int, help="Seed of the gate's random inputs (default: drawn at random; the verdict "
+                                       "records it).")
+@click.option("--json", "as_json", is_flag=True, help="Print only the verdict, as JSON, on stdout.")
+@click.option("--trace", "show_trace", is_flag=True,
+              help="Also print the program's execution trace (its first call) as JSON (inside the verdict with --json).")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the program's own output to this file (default: copied to stderr).")
 @click.pass_context
-def check_program(ctx, file, task_id, model_path, variant, resolution, device, as_json):
-    """Run the correctness gate on a pipeline program; exit 0 only if it passes."""
-    from accelbench.builder import gate, programs, synthetic
+def check_program(ctx, file, task_id, model_path, variant, resolution, device, seed, as_json, show_trace, log_path):
+    """Run the correctness gate on a pipeline program (in a worker process); exit 0 only if it passes.
+
+    The task's GT program runs on the same random inputs and model: the program passes if its execution trace
+    matches the GT's (a failure names the first difference) and its images are as close to the GT's as the GT's
+    own numerics allow. See "What the gate checks" in the README."""
+    import tempfile
+
+    from accelbench.builder import gate, programs
 
     catalog = _catalog(ctx)
     task = catalog.task(task_id)
     source = programs.read_program(file)
-    if model_path is None:
-        model_path = synthetic.materialize(task.model, "tiny")
-        resolution = resolution or synthetic.tiny_resolution(task.model)
-    resolution = resolution or catalog.models[task.model].resolution
-    verdict = gate.check_program(source, task, catalog, model_path, height=resolution, width=resolution,
-                                 variant=variant, device=device)
-    click.echo(json.dumps(verdict.to_dict(), indent=2, default=str) if as_json else verdict.format())
+    with tempfile.TemporaryDirectory(prefix="accelbench-check-") as scratch:
+        log = log_path or Path(scratch) / "program.log"
+        verdict = gate.check_program(source, task, catalog, model_path, variant=variant, device=device,
+                                     resolution=resolution, seed=seed, log_path=log)
+        if log_path is None and log.exists() and log.stat().st_size:
+            click.echo(log.read_text(errors="replace"), err=True, nl=False)
+    if as_json:
+        data = verdict.to_dict()
+        if show_trace:
+            data["trace"] = verdict.trace
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(verdict.format())
+        if show_trace:
+            click.echo(json.dumps(verdict.trace, indent=1))
     ctx.exit(0 if verdict.passed else EXIT_FAILED)
 
 
@@ -342,10 +375,5 @@ def publish(ctx, directory, repo_id, private, revision, staging_dir, allow_unsco
     if staging_dir is not None:
         click.echo(hub.stage(directory, staging_dir, repo_id, catalog, allow_unscored=allow_unscored).format())
         return
-    try:
-        url = hub.publish(directory, repo_id, catalog, private=private, revision=revision,
-                          allow_unscored=allow_unscored)
-    except hub.HubUnreachableError as error:
-        click.echo(f"error: {error}", err=True)
-        ctx.exit(EXIT_FAILED)
+    url = hub.publish(directory, repo_id, catalog, private=private, revision=revision, allow_unscored=allow_unscored)
     click.echo(f"published {url}")

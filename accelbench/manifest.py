@@ -4,7 +4,8 @@ A manifest root holds ``models.yaml``, ``methods.yaml``, ``schedulers.yaml``, ``
 ``suites/*.yaml``. Every problem is reported as one :class:`ManifestError` line naming the file, the key and
 what is wrong (with a did-you-mean for unknown keys and names); nothing is silently corrected.
 
-Pure Python + PyYAML: the scorer and ``accelbench --help`` import this module, so no torch here.
+No torch here: ``accelbench --help`` imports this module. The suites' default CLIP recipe comes from
+:mod:`accelbench.scorer.clip`, which imports torch only inside its functions.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 import yaml
 
 from accelbench.errors import UserInputError
+from accelbench.scorer.clip import DEFAULT_MODEL as DEFAULT_CLIP_MODEL
+from accelbench.scorer.clip import DEFAULT_PRETRAINED as DEFAULT_CLIP_PRETRAINED
 
 WEIGHTS_MODES = ("pretrained", "random", "tiny")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
@@ -73,6 +76,8 @@ class Method:
     denoisers: tuple[str, ...]
     params: dict[str, ParamSpec]
     library: str | None = None
+    # Leaderboard: a submission whose images are further from the GT's than this (mean PSNR, dB) `deviates`.
+    deviation_psnr_db: float | None = None
 
 
 @dataclass(frozen=True)
@@ -345,7 +350,8 @@ def parse_methods(data, source) -> dict[str, Method]:
     methods = {}
     for method_id, entry in entries.items():
         key = f"methods.{method_id}"
-        check.mapping(entry, key, required=("name", "template", "denoisers", "params"), optional=("library",))
+        check.mapping(entry, key, required=("name", "template", "denoisers", "params"),
+                      optional=("library", "deviation_psnr_db"))
         denoisers = check.sequence(entry["denoisers"], f"{key}.denoisers")
         for index, denoiser in enumerate(denoisers):
             check.choice(denoiser, f"{key}.denoisers[{index}]", DENOISERS, "denoiser")
@@ -360,10 +366,16 @@ def parse_methods(data, source) -> dict[str, Method]:
                     check.fail(f"{key}.params.{name}.{bound}",
                                f"bound {ref!r} is neither a number, 'steps' nor a parameter{did_you_mean(ref, params)}")
         library = entry.get("library")
+        deviation = entry.get("deviation_psnr_db")
+        if deviation is not None:
+            deviation = check.number(deviation, f"{key}.deviation_psnr_db")
+            if not 0 < deviation < 100:
+                check.fail(f"{key}.deviation_psnr_db", f"must be a PSNR in dB between 0 and 100, got {deviation:g}")
         methods[method_id] = Method(
             id=method_id, name=check.string(entry["name"], f"{key}.name"),
             template=check.string(entry["template"], f"{key}.template"), denoisers=tuple(denoisers),
             params=params, library=check.string(library, f"{key}.library") if library is not None else None,
+            deviation_psnr_db=deviation,
         )
     if "none" not in methods:
         check.fail("methods", "the method 'none' (the baseline) must be defined")
@@ -566,8 +578,8 @@ def parse_suite(data, source, tasks: dict[str, Task]) -> Suite:
         warmup_batches=check.integer(entry.get("warmup_batches", 2), "suite.warmup_batches", minimum=0),
         weights=check.choice(entry.get("weights", "pretrained"), "suite.weights", WEIGHTS_MODES, "weights mode"),
         dtype=check.choice(entry.get("dtype", "auto"), "suite.dtype", DTYPES, "dtype"),
-        clip_model=check.string(clip.get("model", "ViT-B-32"), "suite.clip.model"),
-        clip_pretrained=check.string(clip.get("pretrained", "laion2b_s34b_b79k"), "suite.clip.pretrained"),
+        clip_model=check.string(clip.get("model", DEFAULT_CLIP_MODEL), "suite.clip.model"),
+        clip_pretrained=check.string(clip.get("pretrained", DEFAULT_CLIP_PRETRAINED), "suite.clip.pretrained"),
         source=str(source),
     )
 

@@ -2,23 +2,31 @@
 per batch size (the breakdown). Inputs are stored numbers only: generation rows without images, the CLIP
 scores of one recipe and the fidelity scores; no model runs here.
 
-For a task, variant 'gt' (or any accelerated variant) is the task's own rows and variant 'baseline' the
+For a task, variant 'gt' (or a submission's 'sub:<name>') is the task's own rows and variant 'baseline' the
 baseline rows of its setting, repeated for every task of that setting (speedup 1 and quality loss 0 by
 definition). Definitions (matching rules in :mod:`accelbench.scorer.pairing`):
 
-* speedup = sum of matched baseline batch latencies / sum of matched variant batch latencies, one latency per
-  batch (seed, batch size, batch index), with a paired bootstrap CI over batches; denoise_speedup the same
-  with ``denoise_s``;
+* speedup = sum of baseline batch latencies / sum of variant batch latencies over the variant's ok batches,
+  each paired with the baseline latency of its own round (``baseline_latency_s``; batch-key matching where it
+  is null); bootstrap CI over batches (the interleaving rounds: every batch is one round at one batch size).
+  denoise_speedup the same with ``denoise_s`` (matched by batch key);
 * clip_score = mean CLIP score of the variant's images; quality_loss = (mean baseline CLIP - mean variant
-  CLIP) / mean baseline CLIP over matched images (both scored), paired bootstrap CI over images;
+  CLIP) / mean baseline CLIP over matched images (both scored); undefined (null, listed in ``undefined``) when
+  the baseline scores sum to 0;
 * psnr = mean PSNR to the matched baseline image over the images that are not identical to it (identical ones
   are counted in identical_to_baseline, which comes from the stored pixel hashes and needs no scores); inf
   when every compared image is identical. ssim = mean SSIM over all compared images. drift_psnr: the same PSNR
-  rule for batch size > 1 vs batch size 1;
+  rule for batch size > 1 vs batch size 1, with the pairs and identical pairs counted; psnr_gt / ssim_gt the
+  same against the task's GT images (submissions);
+* image metrics resample (prompt, seed) clusters: the same prompt and seed at batch sizes 1 and 4 are one
+  sample, not two (:func:`accelbench.scorer.functional.cluster_sums`). Every CI has its ``_n`` (resampling
+  units); fewer than ``functional.MIN_CI_UNITS`` units give no CI;
 * flags: no-op (every ok accelerated image with a baseline is bit-identical to it), failed-rows, nonfinite,
-  slowdown (speedup < 1), suspicious-speedup (speedup > 10).
+  slowdown (the whole speedup CI below 1x), no-clear-speedup (speedup < 1x but the CI reaches 1x, or there is
+  no CI), suspicious-speedup (> 10x; or a submission faster than 1.5x the GT's speedup on the same task and
+  than the denoiser-work bound ``speedup_bound``, or 1.5x the GT's alone when there is no bound).
 
-Values that cannot be computed (no scores, no matched batch, a CI from fewer than 2 samples) are null.
+Values that cannot be computed (no scores, no matched batch) are null.
 """
 
 from __future__ import annotations
@@ -33,17 +41,20 @@ import pyarrow as pa
 
 from accelbench import dataset, schema
 from accelbench.scorer import functional, pairing, store
-from accelbench.scorer.fidelity import KIND_BASELINE, KIND_DRIFT
+from accelbench.scorer.fidelity import KIND_BASELINE, KIND_DRIFT, KIND_GT
 
 ALL_BATCH_SIZES = "all"
-SUSPICIOUS_SPEEDUP = 10.0
+SUSPICIOUS_SPEEDUP = 10.0  # any variant
+SUSPICIOUS_VS_GT = 1.5  # a submission faster than this multiple of the GT's speedup (and than speedup_bound)
 FLAG_NO_OP, FLAG_FAILED, FLAG_NONFINITE = "no-op", "failed-rows", "nonfinite"
-FLAG_SLOWDOWN, FLAG_SUSPICIOUS = "slowdown", "suspicious-speedup"
+FLAG_SLOWDOWN, FLAG_NO_CLEAR_SPEEDUP, FLAG_SUSPICIOUS = "slowdown", "no-clear-speedup", "suspicious-speedup"
+UNDEFINED_QUALITY_LOSS = "quality_loss"
 
-GENERATION_FIELDS = ["variant", "unit_id", "task_id", "setting_id", "model", "scheduler", "steps", "method",
-                     "method_params", "prompt_index", "seed", "batch_size", "batch_index", "image_sha256",
-                     "batch_latency_s", "image_latency_s", "denoise_s", "peak_memory_bytes", "timer", "status",
-                     "device", "device_name", "dtype", "weights", "versions"]
+GENERATION_FIELDS = ["variant", "submission", "unit_id", "task_id", "setting_id", "program_sha256", "model",
+                     "scheduler", "steps", "method", "method_params", "prompt_index", "seed", "batch_size",
+                     "batch_index", "image_sha256", "batch_latency_s", "image_latency_s", "baseline_latency_s",
+                     "round", "denoise_s", "peak_memory_bytes", "timer", "status", "error", "device",
+                     "device_name", "dtype", "weights", "versions"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -111,6 +122,8 @@ def summarize(rows: list[dict], clip_scores: dict[str, float] | None = None,
             baselines.setdefault(row["setting_id"], []).append(row)
         else:
             accelerated.setdefault((row["task_id"], row["variant"]), []).append(row)
+    context.gt_rows = {task_id: task_rows for (task_id, variant), task_rows in accelerated.items()
+                       if variant == schema.GT}
     groups = [_Group(task_id, variant, task_rows, baselines.get(task_rows[0]["setting_id"], []))
               for (task_id, variant), task_rows in accelerated.items()]
     covered = {group.first["setting_id"] for group in groups}
@@ -129,9 +142,26 @@ def summarize(rows: list[dict], clip_scores: dict[str, float] | None = None,
             out = pooled if batch_size == ALL_BATCH_SIZES else by_batch_size
             out.append({**baseline_cache[key], "task_id": group.task_id, "batch_size": str(batch_size)})
             if group.rows:
-                out.append({**_variant_summary(subset(group.rows), subset(group.baseline_rows), context),
+                out.append({**_variant_summary(subset(group.rows), subset(group.baseline_rows), context,
+                                               subset(context.gt_rows.get(group.task_id, []))),
                             "task_id": group.task_id, "variant": group.variant, "batch_size": str(batch_size)})
+    for summaries in (pooled, by_batch_size):
+        _flag_relative_to_gt(summaries)
     return pooled, by_batch_size
+
+
+def _flag_relative_to_gt(summaries: list[dict]) -> None:
+    """suspicious-speedup for a submission much faster than the GT on the same task and batch size(s)."""
+    gts = {(row["task_id"], row["batch_size"]): row for row in summaries if row["variant"] == schema.GT}
+    for row in summaries:
+        gt = gts.get((row["task_id"], row["batch_size"]))
+        if not pairing.is_submission(row["variant"]) or gt is None or row["speedup"] is None or not gt["speedup"]:
+            continue
+        flags = row["flags"].split(";") if row["flags"] else []
+        bound = row["speedup_bound"]
+        if (FLAG_SUSPICIOUS not in flags and row["speedup"] > SUSPICIOUS_VS_GT * gt["speedup"]
+                and (bound is None or row["speedup"] > bound)):
+            row["flags"] = ";".join(flags + [FLAG_SUSPICIOUS])
 
 
 class _Context:
@@ -140,26 +170,44 @@ class _Context:
         self.fidelity = fidelity
         self.recipe_id = recipe_id
         self.n_resamples = n_resamples
+        self.gt_rows: dict[str, list[dict]] = {}  # task id -> the task's GT rows
 
-    def estimate(self, statistic, *samples) -> tuple[float | None, float | None, float | None]:
-        """(value, CI low, CI high) of ``statistic`` on the samples; nulls where it cannot be computed."""
-        if not len(samples[0]):
-            return None, None, None
+    def estimate(self, statistic, *samples) -> tuple[float | None, float | None, float | None, int]:
+        """(value, CI low, CI high, n) of ``statistic`` on paired samples, one per resampling unit; nulls where
+        it cannot be computed, and no CI from fewer than ``functional.MIN_CI_UNITS`` units."""
+        n = len(samples[0])
+        if not n:
+            return None, None, None, 0
         arrays = [np.asarray(sample, dtype=np.float64) for sample in samples]
         # 0/0 happens (a random-weight CLIP clamps every baseline image to 0): the value is then undefined.
         with np.errstate(divide="ignore", invalid="ignore"):
             value = float(statistic(*arrays))
             if not math.isfinite(value):
-                return None, None, None
+                return None, None, None, n
+            if n < functional.MIN_CI_UNITS:
+                return value, None, None, n
             low, high = functional.bootstrap_ci(statistic, *arrays, n_resamples=self.n_resamples)
-        return value, _finite_or_none(low), _finite_or_none(high)
+        return value, _finite_or_none(low), _finite_or_none(high), n
 
-    def scores(self, rows: list[dict]) -> list[float]:
-        return [self.clip_scores[row["record_id"]] for row in rows
-                if pairing.is_ok(row) and _is_number(self.clip_scores.get(row["record_id"]))]
+    def mean(self, values: list[float], clusters: list[tuple]) -> tuple[float | None, float | None, float | None, int]:
+        """Mean of per-image values with a cluster bootstrap CI over (prompt, seed) clusters."""
+        sums, counts = functional.cluster_sums(values, clusters)
+        return self.estimate(functional.ratio_of_sums, sums, counts)
 
-    def fidelity_of(self, rows: list[dict], kind: str) -> list[dict]:
-        return [self.fidelity[(row["record_id"], kind)] for row in rows
+    def relative_loss(self, reference: list[float], values: list[float], clusters: list[tuple]):
+        """Quality loss of paired images, CI resampling (prompt, seed) clusters of pairs."""
+        reference_sums, _ = functional.cluster_sums(reference, clusters)
+        value_sums, _ = functional.cluster_sums(values, clusters)
+        return self.estimate(functional.relative_loss, reference_sums, value_sums)
+
+    def scores(self, rows: list[dict]) -> tuple[list[float], list[tuple]]:
+        """(CLIP scores, their clusters) of the ok, scored rows."""
+        scored = [row for row in rows if pairing.is_ok(row) and _is_number(self.clip_scores.get(row["record_id"]))]
+        return [self.clip_scores[row["record_id"]] for row in scored], [pairing.cluster_key(row) for row in scored]
+
+    def fidelity_of(self, rows: list[dict], kind: str) -> list[tuple[dict, tuple]]:
+        """(fidelity row, cluster) of the ok rows that have a fidelity row of ``kind``."""
+        return [(self.fidelity[(row["record_id"], kind)], pairing.cluster_key(row)) for row in rows
                 if pairing.is_ok(row) and (row["record_id"], kind) in self.fidelity]
 
 
@@ -196,52 +244,93 @@ def _distinct(rows: list[dict], column: str) -> str | None:
     return "; ".join(values) if values else None
 
 
-def _psnr_mean(scores: list[dict]) -> tuple[list[float], float | None]:
-    """(PSNRs of the non-identical images, inf when every compared image was identical, else None)."""
-    values = [score["psnr"] for score in scores if not score["identical"] and _is_number(score["psnr"])]
-    return values, math.inf if scores and all(score["identical"] for score in scores) else None
+def _psnr_samples(scores: list[tuple[dict, tuple]]) -> tuple[list[float], list[tuple], float | None]:
+    """(PSNRs of the non-identical images, their clusters, inf when every compared image was identical else
+    None)."""
+    kept = [(score["psnr"], cluster) for score, cluster in scores
+            if not score["identical"] and _is_number(score["psnr"])]
+    all_identical = math.inf if scores and all(score["identical"] for score, _ in scores) else None
+    return [value for value, _ in kept], [cluster for _, cluster in kept], all_identical
+
+
+def _psnr_estimate(context: _Context, scores: list[tuple[dict, tuple]]) -> tuple:
+    """(mean PSNR, CI low, CI high, n): inf without a CI when every image is identical."""
+    values, clusters, all_identical = _psnr_samples(scores)
+    if values:
+        return context.mean(values, clusters)
+    return all_identical, all_identical, all_identical, 0
+
+
+def _drift(context: _Context, rows: list[dict]) -> dict:
+    scores = context.fidelity_of(rows, KIND_DRIFT)
+    values, _, all_identical = _psnr_samples(scores)
+    return {"drift_psnr": float(functional.mean(values)) if values else all_identical,
+            "drift_pairs": len(scores), "drift_identical": sum(1 for score, _ in scores if score["identical"])}
+
+
+def speedup_bound(base_rows: list[dict]) -> float | None:
+    """The denoiser-work bound of a setting: summed baseline latency / summed latency outside the denoising
+    loop over the baseline's batches with both numbers: the speedup of a program whose denoising loop took no
+    time (Amdahl). None without stage timings."""
+    latency = pairing.batch_values(base_rows, "batch_latency_s")
+    denoise = pairing.batch_values(base_rows, "denoise_s")
+    keys = [key for key in latency if key in denoise]
+    outside = sum(latency[key] - denoise[key] for key in keys)
+    if not keys or outside <= 0:
+        return None
+    return sum(latency[key] for key in keys) / outside
+
+
+def _exact(value: float, n: int) -> tuple:
+    """A value that holds by definition: its CI is the value itself, given enough units."""
+    if not n:
+        return None, None, None, 0
+    bound = value if n >= functional.MIN_CI_UNITS else None
+    return value, bound, bound, n
+
+
+def _with_n(prefix: str, estimate: tuple) -> dict:
+    value, low, high, n = estimate
+    return {prefix: value, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high, f"{prefix}_n": n}
 
 
 def _baseline_summary(rows: list[dict], first: dict, context: _Context) -> dict:
     summary = _common(rows, first, context)
     timed = pairing.batch_values(rows, "batch_latency_s")
     denoise_timed = pairing.batch_values(rows, "denoise_s")
-    clip = context.scores(rows)
-    clip_score, clip_low, clip_high = context.estimate(functional.mean, clip)
-    drift, all_identical = _psnr_mean(context.fidelity_of(rows, KIND_DRIFT))
+    clip, clusters = context.scores(rows)
+    clip_estimate = context.mean(clip, clusters) if clip else (None, None, None, 0)
     method_params = rows[0]["method_params"] if rows else None
+    # By definition: the baseline against itself, exactly (a CI of one point, given enough units).
     summary.update({
         "variant": pairing.BASELINE, "method": "none", "method_params": method_params,
-        # By definition: the baseline against itself.
-        "speedup": 1.0 if timed else None, "speedup_ci_low": 1.0 if timed else None,
-        "speedup_ci_high": 1.0 if timed else None,
-        "denoise_speedup": 1.0 if denoise_timed else None, "denoise_speedup_ci_low": 1.0 if denoise_timed else None,
-        "denoise_speedup_ci_high": 1.0 if denoise_timed else None,
-        "clip_score": clip_score, "clip_score_ci_low": clip_low, "clip_score_ci_high": clip_high,
-        "baseline_clip_score": clip_score,
-        "quality_loss": 0.0 if clip else None, "quality_loss_ci_low": 0.0 if clip else None,
-        "quality_loss_ci_high": 0.0 if clip else None,
-        "drift_psnr": float(functional.mean(drift)) if drift else all_identical,
+        **_with_n("speedup", _exact(1.0, len(timed))),
+        **_with_n("denoise_speedup", _exact(1.0, len(denoise_timed))),
+        "speedup_bound": speedup_bound(rows),
+        **_with_n("clip_score", clip_estimate), "baseline_clip_score": clip_estimate[0],
+        **_with_n("quality_loss", _exact(0.0, clip_estimate[3])),
+        **_drift(context, rows),
     })
     summary["flags"] = ";".join(summary["flags"])
     return summary
 
 
-def _variant_summary(rows: list[dict], base_rows: list[dict], context: _Context) -> dict:
+def _variant_summary(rows: list[dict], base_rows: list[dict], context: _Context, gt_rows: list[dict]) -> dict:
     summary = _common(rows, rows[0], context)
     flags = summary["flags"]
-    summary.update({"method": rows[0]["method"], "method_params": rows[0]["method_params"]})
+    undefined = []
+    summary.update({"method": rows[0]["method"], "method_params": rows[0]["method_params"],
+                    "speedup_bound": speedup_bound(base_rows)})
 
-    # Time: matched batches, one latency each.
+    # Time: the variant's ok batches, each paired with its baseline batch (same round where recorded).
     for column, prefix in (("batch_latency_s", "speedup"), ("denoise_s", "denoise_speedup")):
-        variant_batches, base_batches = pairing.batch_values(rows, column), pairing.batch_values(base_rows, column)
-        matched = sorted(set(variant_batches) & set(base_batches))
-        summary[prefix], summary[f"{prefix}_ci_low"], summary[f"{prefix}_ci_high"] = context.estimate(
-            functional.ratio_of_sums, [base_batches[key] for key in matched], [variant_batches[key] for key in matched])
+        pairs = pairing.paired_latencies(rows, base_rows, column)
+        summary.update(_with_n(prefix, context.estimate(
+            functional.ratio_of_sums, [base for base, _ in pairs], [value for _, value in pairs])))
 
     # Quality: CLIP of the variant's images, and its loss against the matched baseline images.
-    summary["clip_score"], summary["clip_score_ci_low"], summary["clip_score_ci_high"] = context.estimate(
-        functional.mean, context.scores(rows))
+    clip, clusters = context.scores(rows)
+    summary.update(_with_n("clip_score", context.mean(clip, clusters) if clip else (None, None, None, 0)))
     pairs = pairing.baseline_references(base_rows + rows)
     scored = [(base, row) for row, base in pairs
               if _is_number(context.clip_scores.get(base["record_id"]))
@@ -249,28 +338,43 @@ def _variant_summary(rows: list[dict], base_rows: list[dict], context: _Context)
     base_clip = [context.clip_scores[base["record_id"]] for base, _ in scored]
     variant_clip = [context.clip_scores[row["record_id"]] for _, row in scored]
     summary["baseline_clip_score"] = float(functional.mean(base_clip)) if scored else None
-    summary["quality_loss"], summary["quality_loss_ci_low"], summary["quality_loss_ci_high"] = context.estimate(
-        functional.relative_loss, base_clip, variant_clip)
+    loss = (context.relative_loss(base_clip, variant_clip, [pairing.cluster_key(row) for _, row in scored])
+            if scored else (None, None, None, 0))
+    summary.update(_with_n("quality_loss", loss))
+    if scored and loss[0] is None:
+        undefined.append(UNDEFINED_QUALITY_LOSS)
 
-    # Fidelity to the baseline images, and to the same image at batch size 1.
+    # Fidelity to the baseline images, to the GT's (submissions) and to the same image at batch size 1.
     fidelity = context.fidelity_of(rows, KIND_BASELINE)
-    psnrs, all_identical = _psnr_mean(fidelity)
-    summary["psnr"], summary["psnr_ci_low"], summary["psnr_ci_high"] = (
-        context.estimate(functional.mean, psnrs) if psnrs else (all_identical,) * 3)
-    summary["ssim"], summary["ssim_ci_low"], summary["ssim_ci_high"] = context.estimate(
-        functional.mean, [score["ssim"] for score in fidelity if _is_number(score["ssim"])])
+    summary.update(_with_n("psnr", _psnr_estimate(context, fidelity)))
+    ssims = [(score["ssim"], cluster) for score, cluster in fidelity if _is_number(score["ssim"])]
+    summary.update(_with_n("ssim", context.mean([value for value, _ in ssims], [cluster for _, cluster in ssims])
+                           if ssims else (None, None, None, 0)))
     identical = sum(1 for row, base in pairs if row["image_sha256"] and row["image_sha256"] == base["image_sha256"])
     summary["identical_to_baseline"] = identical
-    drift, drift_identical = _psnr_mean(context.fidelity_of(rows, KIND_DRIFT))
-    summary["drift_psnr"] = float(functional.mean(drift)) if drift else drift_identical
+    if pairing.is_submission(rows[0]["variant"]):
+        gt_pairs = pairing.gt_references(gt_rows + rows)
+        to_gt = context.fidelity_of(rows, KIND_GT)
+        values, _, all_identical = _psnr_samples(to_gt)
+        ssim_gt = [score["ssim"] for score, _ in to_gt if _is_number(score["ssim"])]
+        summary.update({
+            "psnr_gt": float(functional.mean(values)) if values else all_identical,
+            "ssim_gt": float(functional.mean(ssim_gt)) if ssim_gt else None,
+            "identical_to_gt": sum(1 for row, gt in gt_pairs if row["image_sha256"] == gt["image_sha256"]),
+            "gt_pairs": len(gt_pairs)})
+    summary.update(_drift(context, rows))
 
     if pairs and identical == len(pairs):
         flags.insert(0, FLAG_NO_OP)
-    if summary["speedup"] is not None and summary["speedup"] < 1:
+    speedup, high = summary["speedup"], summary["speedup_ci_high"]
+    if speedup is not None and high is not None and high < 1:
         flags.append(FLAG_SLOWDOWN)
-    if summary["speedup"] is not None and summary["speedup"] > SUSPICIOUS_SPEEDUP:
+    elif speedup is not None and speedup < 1:
+        flags.append(FLAG_NO_CLEAR_SPEEDUP)
+    if speedup is not None and speedup > SUSPICIOUS_SPEEDUP:
         flags.append(FLAG_SUSPICIOUS)
     summary["flags"] = ";".join(flags)
+    summary["undefined"] = ";".join(undefined) or None
     return summary
 
 

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 CONFIDENCE_LEVEL = 0.95
+MIN_CI_UNITS = 5  # no confidence interval from fewer resampling units: the report shows "n/a (n=...)" instead
 BOOTSTRAP_RESAMPLES = 2000  # percentile bounds settle to ~0.01 of their width; 9999 costs 5x for no visible change
 BOOTSTRAP_SEED = 0  # fixed: rebuilding a report from the same scores gives the same intervals
 
@@ -100,6 +101,64 @@ def mean(values: np.ndarray, axis: int = -1) -> np.ndarray | float:
         3.0
     """
     return np.mean(values, axis=axis)
+
+
+def cluster_sums(values: np.ndarray, clusters) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster sums of ``values`` and the number of values in each cluster, clusters in sorted order.
+
+    A cluster bootstrap resamples clusters, not values: the same (prompt, seed) rendered at batch sizes 1 and 4
+    is one sample twice over, not two independent samples. Resampling the clusters' ``(sum, count)`` pairs and
+    taking ``ratio_of_sums(sums, counts)`` is the mean over every value of the resampled clusters, exactly; a
+    paired ratio (quality loss) resamples two such sums with the same indices. ``clusters`` are any hashable
+    labels (tuples included), one per value.
+
+    Example:
+        >>> sums, counts = cluster_sums(np.array([1.0, 3.0, 10.0]), [("p0", 0), ("p0", 0), ("p1", 0)])
+        >>> sums.tolist(), counts.tolist(), float(ratio_of_sums(sums, counts))
+        ([4.0, 10.0], [2.0, 1.0], 4.666666666666667)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    labels = {label: index for index, label in enumerate(sorted(set(clusters)))}
+    codes = np.fromiter((labels[label] for label in clusters), dtype=np.int64, count=len(values))
+    return (np.bincount(codes, weights=values, minlength=len(labels)),
+            np.bincount(codes, minlength=len(labels)).astype(np.float64))
+
+
+def fast_p(correct: np.ndarray, speedup: np.ndarray, p=1.0, axis: int = -1) -> np.ndarray | float:
+    """KernelBench's fast_p: the fraction of ALL tasks that are correct AND faster than ``p`` x the baseline.
+
+    Failures stay in the denominator: an incorrect task, or a correct one without a measured speedup (NaN),
+    is never fast. The comparison is strict (a speedup of exactly ``p`` is not fast), so fast_0 is the fraction
+    of correct tasks with a speedup. ``p`` may be an array: one fraction per threshold (the fast_p curve).
+
+    Example:
+        >>> correct = np.array([True, True, True, False])
+        >>> speedup = np.array([2.0, 1.0, np.nan, 3.0])  # the last is fast but incorrect; NaN: not timed
+        >>> float(fast_p(correct, speedup, 0.0)), float(fast_p(correct, speedup, 1.0))
+        (0.5, 0.25)
+        >>> fast_p(correct, speedup, np.array([0.5, 1.5, 2.0])).tolist()
+        [0.5, 0.25, 0.0]
+    """
+    correct = np.asarray(correct, dtype=bool)
+    speedup = np.asarray(speedup, dtype=np.float64)
+    thresholds = np.asarray(p, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        fast = correct[..., None, :] & (speedup[..., None, :] > thresholds[..., None])  # [..., thresholds, tasks]
+    result = np.mean(fast, axis=axis)
+    return result if thresholds.ndim else result[..., 0] if np.ndim(result) > 1 else float(result[0])
+
+
+def geometric_mean(values: np.ndarray, floor: float = 0.0, axis: int = -1) -> np.ndarray | float:
+    """``exp(mean(log(max(values, floor))))``: the geometric mean of speedups, each at least ``floor`` so
+    that one degenerate value cannot pull the mean to zero.
+
+    Example:
+        >>> round(float(geometric_mean(np.array([2.0, 8.0]))), 6)
+        4.0
+        >>> round(float(geometric_mean(np.array([4.0, 1e-9]), floor=0.25)), 6)  # 1e-9 counts as 0.25
+        1.0
+    """
+    return np.exp(np.mean(np.log(np.maximum(np.asarray(values, dtype=np.float64), floor)), axis=axis))
 
 
 def bootstrap_ci(statistic: Callable[..., np.ndarray], *samples: np.ndarray,

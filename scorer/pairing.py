@@ -2,8 +2,10 @@
 
 * An accelerated image (any variant but 'baseline') is compared with the baseline image of its setting that
   has the same prompt, seed and batch size: same initial noise, same batch neighbours.
-* A batch is timed once; an accelerated batch is compared with the baseline batch of its setting with the
-  same (seed, batch size, batch index), i.e. the same prompts.
+* A batch is timed once; an accelerated batch is compared with the baseline's latency recorded on its own rows
+  (``baseline_latency_s``: the baseline batch of the same prompts in the same interleaving round), else with
+  the baseline batch of its setting with the same (seed, batch size, batch index), i.e. the same prompts.
+* A submission's image is also compared with the GT image of the same task, prompt, seed and batch size.
 * Batch-size drift compares an image generated at batch size > 1 with the same program's image (same unit,
   variant, prompt and seed) at batch size 1.
 
@@ -31,6 +33,25 @@ def batch_key(row: dict) -> tuple:
     return row["seed"], row["batch_size"], row["batch_index"]
 
 
+def cluster_key(row: dict) -> tuple:
+    """The bootstrap's resampling unit of image metrics: one (prompt, seed), whatever the batch size."""
+    return row["prompt_index"], row["seed"]
+
+
+def is_submission(variant: str | None) -> bool:
+    return bool(variant) and variant.startswith(schema.SUBMISSION_PREFIX)
+
+
+def gt_references(rows: list[dict]) -> list[tuple[dict, dict]]:
+    """``(submission row, the GT row of its task)`` with the same prompt, seed and batch size, both ok."""
+    def key(row):
+        return row["task_id"], row["prompt_index"], row["seed"], row["batch_size"]
+
+    gts = {key(row): row for row in rows if row["variant"] == schema.GT and is_ok(row)}
+    return [(row, gts[key(row)]) for row in rows
+            if is_submission(row["variant"]) and is_ok(row) and key(row) in gts]
+
+
 def baseline_references(rows: list[dict]) -> list[tuple[dict, dict]]:
     """``(accelerated row, its baseline row)`` for every ok accelerated row whose baseline image is ok."""
     baselines = {image_key(row): row for row in rows if row["variant"] == BASELINE and is_ok(row)}
@@ -46,6 +67,25 @@ def drift_references(rows: list[dict]) -> list[tuple[dict, dict]]:
     singles = {key(row): row for row in rows if row["batch_size"] == 1 and is_ok(row)}
     return [(row, singles[key(row)]) for row in rows
             if row["batch_size"] > 1 and is_ok(row) and key(row) in singles]
+
+
+def paired_latencies(rows: list[dict], base_rows: list[dict], column: str = "batch_latency_s"
+                     ) -> list[tuple[float, float]]:
+    """``(baseline value, variant value)`` per ok variant batch, the speedup's paired samples.
+
+    For ``batch_latency_s`` the baseline value is the row's own ``baseline_latency_s`` (the baseline batch of
+    the same prompts in the same round) where it is recorded, else the baseline batch with the same
+    :func:`batch_key` among ``base_rows``. ``denoise_s`` has no per-row reference: always matched by batch key.
+    Batches without a finite value on either side are left out."""
+    variant = batch_values(rows, column)
+    base = batch_values(base_rows, column)
+    recorded = batch_values(rows, "baseline_latency_s") if column == "batch_latency_s" else {}
+    pairs = []
+    for key in sorted(variant):
+        reference = recorded.get(key, base.get(key))
+        if reference is not None:
+            pairs.append((reference, variant[key]))
+    return pairs
 
 
 def batch_values(rows: list[dict], column: str) -> dict[tuple, float]:

@@ -118,7 +118,9 @@ def row(unit: str, prompt_index: int, batch_size: int, status: str = schema.STAT
         image, sha = png(unit_pixels(unit, prompt_index, batch_size) if pixels is None else pixels)
         record.update(image={"bytes": image, "path": f"{record['record_id']}.png"}, image_sha256=sha)
     else:
-        default = {schema.STATUS_ERROR: "boom", schema.STATUS_NONFINITE: "NaN pixels"}.get(status, status)
+        default = {schema.STATUS_ERROR: "boom", schema.STATUS_NONFINITE: "NaN pixels",
+                   schema.STATUS_MISSING: f"submission {submission!r} has no program for task {unit}"}
+        default = default.get(status, status)
         record.update(error=error or default, batch_latency_s=None, image_latency_s=None, baseline_latency_s=None,
                       denoise_s=None)
     return record

@@ -5,13 +5,13 @@ import doctest
 import numpy as np
 import pytest
 
-from accelbench.scorer import clip, functional
+from accelbench.scorer import clip, functional, markdown
 
 
 def test_docstring_examples():
     failures, tried = doctest.testmod(functional)
     assert tried >= 8 and failures == 0
-    assert doctest.testmod(clip).failed == 0
+    assert doctest.testmod(clip).failed == 0 and doctest.testmod(markdown).failed == 0
 
 
 def test_clip_score_is_clamped_cosine_per_image():
