@@ -81,7 +81,8 @@ def run_bare(family, methods, catalog, model_path, size, device, dtype, prompt_l
     return results
 
 
-def run_harness(family, methods, catalog, out, prompt_file, weights, device, image_count, warmup, timing):
+def run_harness(family, methods, catalog, out, prompt_file, weights, device, image_count, warmup, timing,
+                max_resident):
     from accelbench import dataset
     from accelbench.builder import runner
 
@@ -89,13 +90,16 @@ def run_harness(family, methods, catalog, out, prompt_file, weights, device, ima
     started = time.perf_counter()
     runner.run_generate(runner.GenerateOptions(suite="timing", out=out, tasks=tasks, device=device, weights=weights,
                                                prompts_file=prompt_file, limit=image_count, warmup_batches=warmup,
-                                               timing=timing, progress=False), catalog)
+                                               timing=timing, max_resident=max_resident, progress=False), catalog)
     wall = time.perf_counter() - started
     rows = dataset.read_generations(out, ["method", "batch_index", "batch_latency_s", "baseline_latency_s",
-                                          "denoise_s", "status"]).to_pylist()
+                                          "denoise_s", "status", "error"]).to_pylist()
+    for row in rows:
+        if row["status"] != "ok":
+            print(f"  {timing}: {row['method']} batch {row['batch_index']}: {row['status']}: {row['error']}")
     results = {}
     for method in methods:
-        batches = {row["batch_index"]: row for row in rows if row["method"] == method}
+        batches = {row["batch_index"]: row for row in rows if row["method"] == method and row["status"] == "ok"}
         ordered = [batches[index] for index in sorted(batches)]
         results[method] = {
             "latencies": [row["batch_latency_s"] for row in ordered],
@@ -166,6 +170,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--weights", choices=["random", "tiny"], default="random")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--max-resident", type=int, help="passed to generate (default: as many as fit)")
     parser.add_argument("--work", type=Path, help="folder for the harness datasets (default: a temp folder)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -201,7 +206,8 @@ def main():
                                    batch_size, args.warmup, seeds)
         for mode in modes[1:] if modes[0] == "bare" else modes:
             results[mode], walls[mode] = run_harness(family, methods, catalog, work / f"{family}-{mode}", prompt_file,
-                                                     args.weights, device, args.images, args.warmup, mode)
+                                                     args.weights, device, args.images, args.warmup, mode,
+                                                     args.max_resident)
         rows = [summarize(method, mode, results[mode][method], results["bare"][method], args.images)
                 for mode in results for method in methods]
         overhead = harness_overhead(device, size, batch_size)

@@ -53,7 +53,7 @@ WARMUP_PROMPT = "accelbench warm-up {index}: a plain grey test card"  # a prompt
 MIN_CALL_TIMEOUT_S = 60.0
 CALL_TIMEOUT_FACTOR = 10  # a call may take this many times the baseline's median batch latency
 MEMORY_HEADROOM = 0.85  # fraction of the free GPU memory the resident pipelines may fill
-TIMED_CORES = 2  # on a GPU host, workers get the first cores and encoders the rest
+TIMED_CORES = 2  # on a GPU host, encoders stay off the first cores: the timed worker finds them free
 PNG_SIZE_RATIO = 0.8  # a level-1 PNG of a generated image: about 0.6-0.8 of its raw pixels (bench notes)
 SHARED_SWEEP_AGE_S = 600.0  # with several ranks, only temporaries this old are a killed run's leftovers
 
@@ -209,13 +209,22 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def core_split(device: str) -> tuple[list[int] | None, list[int] | None]:
-    """(worker cores, encoder cores): on a GPU host with cores to spare, the timed workers launch GPU work
-    from cores that no encoder uses. On CPU (or a small host) nobody is pinned."""
+def core_split(device: str) -> list[int] | None:
+    """The cores PNG encoders may use: on a GPU host with cores to spare, all but the first ``TIMED_CORES``, so
+    the timed worker's host thread (which launches the GPU work) always finds a core no encoder competes for.
+    On CPU (or a small host) nobody is pinned."""
     cores = sorted(os.sched_getaffinity(0))
     if not device.startswith("cuda") or len(cores) < TIMED_CORES + 2:
-        return None, None
-    return cores[:TIMED_CORES], cores[TIMED_CORES:]
+        return None
+    return cores[TIMED_CORES:]
+
+
+def worker_threads(device: str) -> int:
+    """torch's CPU threads per worker: one on a GPU (the host code of a GPU pipeline is one thread, and idle
+    OpenMP threads spinning beside it slow its kernel launches), else what the harness uses."""
+    import torch
+
+    return 1 if device.startswith("cuda") else torch.get_num_threads()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -243,7 +252,6 @@ class _Run:
     writer: ShardWriter
     progress: object  # tqdm
     threads: int
-    worker_cores: list[int] | None
     baseline_rerenders: int = 0
     baseline_mismatches: list[str] = field(default_factory=list)
 
@@ -299,8 +307,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
     # 4. Run the settings, the writer encoding and writing behind.
     if options.sandbox != "none":
         hide_from_workers(out)
-    worker_cores, encoder_cores = core_split(device)
-    threads = len(worker_cores) if worker_cores else torch.get_num_threads()  # no more threads than cores
+    encoder_cores, threads = core_split(device), worker_threads(device)
     device_name, versions = environment(device, threads)
     run_id = _utc_now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     context = {"suite": suite.id, "device": device, "device_name": device_name, "weights": weights,
@@ -310,7 +317,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
     progress = tqdm(total=pending_images, unit="img", desc=f"generate {suite.id}", disable=not options.progress,
                     dynamic_ncols=True)
     run = _Run(options, catalog, suite.id, prompts, seeds, list(suite.batch_sizes), sources, device, suite.dtype,
-               warmups, context, done, stored, writer, progress, threads, worker_cores)
+               warmups, context, done, stored, writer, progress, threads)
     try:
         for setting in settings:
             for batch_size in run.batch_sizes:
@@ -469,7 +476,7 @@ def _start(run: _Run, lane: _Lane) -> None:
                                 dtype=lane.base["dtype"], log_path=run.writer.directory / schema.LOGS_DIR /
                                 f"{log_name}.log", name=log_name, load_timeout=run.options.load_timeout,
                                 max_images=lane.batches[0].batch_size, max_resolution=lane.resolution,
-                                sandbox=run.options.sandbox, threads=run.threads, cores=run.worker_cores)
+                                sandbox=run.options.sandbox, threads=run.threads)
     try:
         lane.worker.start()
     except WorkerFailure as failure:
@@ -496,8 +503,10 @@ def _warm_up(run: _Run, lane: _Lane, reference: dict[int, float]) -> int | None:
             return None
         if lane.unit.is_baseline:
             reference[WARMUP_ROUND] = reply.latency_s
-        if reply.peak_memory_bytes and reply.free_memory_bytes is not None:
-            capacity = 1 + int(reply.free_memory_bytes * MEMORY_HEADROOM // reply.peak_memory_bytes)
+        if reply.footprint_bytes and reply.free_memory_bytes is not None:
+            # Each worker keeps what its allocator reserved at its peak: that, not the allocated peak, is what
+            # another pipeline like this one needs.
+            capacity = 1 + int(reply.free_memory_bytes * MEMORY_HEADROOM // reply.footprint_bytes)
     return capacity
 
 
