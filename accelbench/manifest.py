@@ -4,8 +4,7 @@ A manifest root holds ``models.yaml``, ``methods.yaml``, ``schedulers.yaml``, ``
 ``suites/*.yaml``. Every problem is reported as one :class:`ManifestError` line naming the file, the key and
 what is wrong (with a did-you-mean for unknown keys and names); nothing is silently corrected.
 
-No torch here: ``accelbench --help`` imports this module. The suites' default CLIP recipe comes from
-:mod:`accelbench.scorer.clip`, which imports torch only inside its functions.
+Pure Python + PyYAML: ``accelbench --help`` and the scorer import this module, so no torch here.
 """
 
 from __future__ import annotations
@@ -21,14 +20,15 @@ from typing import Any
 import yaml
 
 from accelbench.errors import UserInputError
-from accelbench.scorer.clip import DEFAULT_MODEL as DEFAULT_CLIP_MODEL
-from accelbench.scorer.clip import DEFAULT_PRETRAINED as DEFAULT_CLIP_PRETRAINED
 
 WEIGHTS_MODES = ("pretrained", "random", "tiny")
+DEFAULT_CLIP_MODEL = "ViT-B-32"  # the CLIP recipe a suite gets unless it names one (open_clip model, pretrained tag)
+DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 DENOISERS = ("unet", "transformer")
 PARAM_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 TASK_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_]+")  # builder/templates/<name>.py.tmpl
 
 
 class ManifestError(UserInputError):
@@ -76,6 +76,7 @@ class Method:
     denoisers: tuple[str, ...]
     params: dict[str, ParamSpec]
     library: str | None = None
+    needs_loader: bool = False  # every model binding must name the pipeline class that applies it (tgate)
     # Leaderboard: a submission whose images are further from the GT's than this (mean PSNR, dB) `deviates`.
     deviation_psnr_db: float | None = None
 
@@ -344,6 +345,12 @@ def read_yaml(path: Path) -> Any:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _template_exists(name: str) -> bool:
+    from importlib import resources
+
+    return resources.files("accelbench.builder.templates").joinpath(f"{name}.py.tmpl").is_file()
+
+
 def parse_methods(data, source) -> dict[str, Method]:
     check = _Checker(source)
     entries = check.section(data, "methods")
@@ -351,7 +358,11 @@ def parse_methods(data, source) -> dict[str, Method]:
     for method_id, entry in entries.items():
         key = f"methods.{method_id}"
         check.mapping(entry, key, required=("name", "template", "denoisers", "params"),
-                      optional=("library", "deviation_psnr_db"))
+                      optional=("library", "needs_loader", "deviation_psnr_db"))
+        template = check.string(entry["template"], f"{key}.template")
+        if not TEMPLATE_NAME.fullmatch(template) or not _template_exists(template):
+            check.fail(f"{key}.template", f"{template!r} is not a template in builder/templates (a name such as "
+                                          f"'deepcache' for deepcache.py.tmpl; no paths)")
         denoisers = check.sequence(entry["denoisers"], f"{key}.denoisers")
         for index, denoiser in enumerate(denoisers):
             check.choice(denoiser, f"{key}.denoisers[{index}]", DENOISERS, "denoiser")
@@ -373,8 +384,9 @@ def parse_methods(data, source) -> dict[str, Method]:
                 check.fail(f"{key}.deviation_psnr_db", f"must be a PSNR in dB between 0 and 100, got {deviation:g}")
         methods[method_id] = Method(
             id=method_id, name=check.string(entry["name"], f"{key}.name"),
-            template=check.string(entry["template"], f"{key}.template"), denoisers=tuple(denoisers),
+            template=template, denoisers=tuple(denoisers),
             params=params, library=check.string(library, f"{key}.library") if library is not None else None,
+            needs_loader=check.boolean(entry.get("needs_loader", False), f"{key}.needs_loader"),
             deviation_psnr_db=deviation,
         )
     if "none" not in methods:
@@ -462,8 +474,9 @@ def parse_models(data, source, methods: dict[str, Method]) -> dict[str, Model]:
                                  f"model {model_id!r} has a {denoiser}")
             binding = check.mapping(binding or {}, bkey, optional=("loader", "call_kwargs"))
             loader = binding.get("loader")
-            if method.template in ("tgate", "deepcache_tgate") and loader is None:
-                check.fail(f"{bkey}.loader", "missing required key (the tgate loader class for this pipeline)")
+            if method.needs_loader and loader is None:
+                check.fail(f"{bkey}.loader", f"missing required key (the {method.name} loader class for this "
+                                             f"pipeline)")
             bindings[method_id] = MethodBinding(
                 loader=check.string(loader, f"{bkey}.loader") if loader is not None else None,
                 call_kwargs=dict(check.mapping(binding.get("call_kwargs") or {}, f"{bkey}.call_kwargs", any_keys=True)),

@@ -13,6 +13,7 @@ Tokenizers are built offline too: the real OpenAI CLIP vocabulary (rebuilt from 
 torch, diffusers and transformers are imported inside functions: importing this module stays cheap.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -22,29 +23,38 @@ import tempfile
 from pathlib import Path
 
 
-FAMILIES = ("sd15", "sdxl", "pixart-alpha", "pixart-sigma")
 SIZES = ("tiny", "full")
 
 # Bump whenever the way pipelines are built or saved changes, so that cached folders are rebuilt.
 FORMAT_VERSION = 1
 
-# Pixel height=width each pipeline is meant to run at. Denoisers get sample size resolution // 8 (the VAE
-# downsamples 8x), which also makes it the pipeline's default height and width.
-_RESOLUTION = {
-    "tiny": {"sd15": 64, "sdxl": 64, "pixart-alpha": 64, "pixart-sigma": 64},
-    "full": {"sd15": 512, "sdxl": 1024, "pixart-alpha": 1024, "pixart-sigma": 1024},
-}
+TINY_RESOLUTION = 64  # pixel height = width of every tiny pipeline
 
-# Pipeline class and the constructor arguments that are not components.
-_PIPELINES = {
-    "sd15": (
-        "StableDiffusionPipeline",
-        {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False},
-    ),
-    "sdxl": ("StableDiffusionXLPipeline", {"force_zeros_for_empty_prompt": True}),
-    "pixart-alpha": ("PixArtAlphaPipeline", {}),
-    "pixart-sigma": ("PixArtSigmaPipeline", {}),
+# What the catalogue (manifests/models.yaml) does not say about a family: the pipeline constructor's arguments
+# that are not components. The pipeline class and the full-size resolution come from the catalogue, so a new
+# family is its models.yaml entry plus one entry here and its component configs in _component_specs.
+_PIPELINE_ARGS = {
+    "sd15": {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False},
+    "sdxl": {"force_zeros_for_empty_prompt": True},
+    "pixart-alpha": {},
+    "pixart-sigma": {},
 }
+FAMILIES = tuple(_PIPELINE_ARGS)
+
+
+@functools.lru_cache(maxsize=None)
+def _model(family: str):
+    """The family's catalogue entry (packaged manifests): pipeline class and full-size resolution."""
+    from accelbench.manifest import load_catalog
+
+    return load_catalog().models[family]
+
+
+def _resolution(family: str, size: str) -> int:
+    """Pixel height = width the pipeline is meant to run at. Denoisers get sample size resolution // 8 (the VAE
+    downsamples 8x), which also makes it the pipeline's default height and width."""
+    return TINY_RESOLUTION if size == "tiny" else _model(family).resolution
+
 
 # Words the tiny T5 vocabulary holds whole; any other word is spelled out letter by letter.
 _T5_WORDS = """
@@ -73,7 +83,7 @@ def tiny_resolution(family: str) -> int:
     sizes (32/64/128).
     """
     _check(family, "tiny")
-    return _RESOLUTION["tiny"][family]
+    return _resolution(family, "tiny")
 
 
 def build_pipeline(family: str, size: str = "tiny", *, seed: int = 0, device="cpu", dtype=None):
@@ -87,7 +97,7 @@ def build_pipeline(family: str, size: str = "tiny", *, seed: int = 0, device="cp
     import torch
 
     specs = _component_specs(family, size)
-    pipeline_name, pipeline_kwargs = _PIPELINES[family]
+    pipeline_name, pipeline_kwargs = _model(family).pipeline, _PIPELINE_ARGS[family]
     device = torch.device(device)
     # Weight initialization draws from torch's global RNG: fork it (CPU and the target GPU) before seeding.
     cuda_devices = []
@@ -122,7 +132,7 @@ def materialize(family: str, size: str = "tiny", cache_dir=None, *, seed: int = 
     key = {
         "format_version": FORMAT_VERSION,
         "components": _component_specs(family, size),
-        "pipeline": _PIPELINES[family],
+        "pipeline": [_model(family).pipeline, _PIPELINE_ARGS[family]],
         "seed": seed,
         "dtype": str(dtype or torch.float32),
         "device_type": torch.device(device).type,
@@ -157,7 +167,7 @@ def _check(family, size):
 def _component_specs(family, size):
     """Pipeline component name -> (class name, config), as JSON-serializable data."""
     _check(family, size)
-    resolution = _RESOLUTION[size][family]
+    resolution = _resolution(family, size)
     if family == "sd15":
         clip_l = _clip_l_config(size)
         return {
@@ -225,6 +235,8 @@ _SD15_SCHEDULER = {
     "set_alpha_to_one": False,
     "clip_sample": False,
 }
+# stabilityai/stable-diffusion-xl-base-1.0's scheduler_config.json: its DDIM/PNDM-only entries matter when a
+# program switches the sampler (without them DDIM clips x0 to [-1, 1] and PNDM adds Runge-Kutta steps).
 _SDXL_SCHEDULER = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -235,6 +247,10 @@ _SDXL_SCHEDULER = {
     "use_karras_sigmas": False,
     "timestep_spacing": "leading",
     "steps_offset": 1,
+    "clip_sample": False,
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
 }
 # PixArt's conversion scripts save `DPMSolverMultistepScheduler()`, i.e. these defaults.
 _PIXART_SCHEDULER = {

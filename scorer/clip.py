@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from accelbench import dataset, schema
+from accelbench.manifest import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
 from accelbench.scorer import functional, images, store
 from accelbench.scorer.errors import ScoreError, UnknownClipModelError
 
@@ -43,8 +44,7 @@ log = logging.getLogger("accelbench")
 
 TINY_MODEL = "accelbench-tiny-clip"
 RANDOM_WEIGHTS = "random"
-DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+DEFAULT_MODEL, DEFAULT_PRETRAINED = DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED  # a suite's default recipe
 RANDOM_SEED = 0
 CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
 SCORE_FORMULA = "100 * max(cos(image embedding, prompt embedding), 0), clamped per image"
