@@ -17,6 +17,7 @@ from accelbench.errors import RunError, UserInputError
 from accelbench.manifest import WEIGHTS_MODES, load_catalog
 from accelbench.schema import TIMING_MODES
 from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, SANDBOXES  # no torch at import
+from accelbench.builder.runner import GATE_MODES
 
 EXIT_FAILED = 1  # the command ran and found failures (failed rows, a program that fails the gate)
 EXIT_BAD_INPUT = 2  # bad input: nothing was run, nothing written
@@ -224,6 +225,9 @@ def _split(value: str | None) -> list[str] | None:
               show_default=True, help="Seconds a program's load() may take.")
 @click.option("--sandbox", type=click.Choice(SANDBOXES), default=SANDBOXES[0], show_default=True,
               help="bwrap: run the workers under bubblewrap (read-only root, no network, dataset hidden).")
+@click.option("--gate", "gate_mode", type=click.Choice(GATE_MODES), default=GATE_MODES[0], show_default=True,
+              help="Programs that must pass the correctness gate (tiny model, CPU) before they are timed; "
+                   "a failing one gets 'rejected' rows. all: GT programs too.")
 @click.option("--retry-failed", is_flag=True, help="Re-run the rows whose status is not ok and replace them.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Warm-up batches per worker (default: the suite's).")
 @click.option("--shard", help="I/N: run shard I of N by hand (default: RANK/WORLD_SIZE from torchrun/accelerate).")
@@ -232,8 +236,8 @@ def _split(value: str | None) -> list[str] | None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit, prompts_file, seeds, device,
-             weights, model_paths, timing, max_resident, call_timeout, load_timeout, sandbox, retry_failed, warmup,
-             shard, encode_workers, no_progress):
+             weights, model_paths, timing, max_resident, call_timeout, load_timeout, sandbox, gate_mode, retry_failed,
+             warmup, shard, encode_workers, no_progress):
     """Render every (task, variant, seed, batch size) of a suite into a resumable Parquet dataset.
 
     Every program runs in a worker process of its own; the harness times each batch. Exit 1 when baseline or GT
@@ -251,7 +255,8 @@ def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit
         device=device, weights=weights, shard=plan.parse_shard(shard) if shard else None, prompts_file=prompts_file,
         seeds=plan.parse_seeds(seeds) if seeds is not None else None, warmup_batches=warmup, model_paths=overrides,
         submissions=list(submission_dirs), timing=timing, max_resident=max_resident, call_timeout=call_timeout,
-        load_timeout=load_timeout, sandbox=sandbox, retry_failed=retry_failed, encode_workers=encode_workers,
+        load_timeout=load_timeout, sandbox=sandbox, gate=gate_mode, retry_failed=retry_failed,
+        encode_workers=encode_workers,
         progress=not no_progress,
     )
     summary = runner.run_generate(options, _catalog(ctx))

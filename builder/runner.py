@@ -55,7 +55,8 @@ CALL_TIMEOUT_FACTOR = 10  # a call may take this many times the baseline's media
 MEMORY_HEADROOM = 0.85  # fraction of the free GPU memory the resident pipelines may fill
 TIMED_CORES = 2  # on a GPU host, encoders stay off the first cores: the timed worker finds them free
 PNG_SIZE_RATIO = 0.8  # a level-1 PNG of a generated image: about 0.6-0.8 of its raw pixels (bench notes)
-SHARED_SWEEP_AGE_S = 600.0  # with several ranks, only temporaries this old are a killed run's leftovers
+SHARED_SWEEP_AGE_S = 600.0
+GATE_MODES = ("submissions", "all", "none")  # --gate: what is judged before timing (the baseline never is)  # with several ranks, only temporaries this old are a killed run's leftovers
 
 
 @dataclass
@@ -78,6 +79,7 @@ class GenerateOptions:
     call_timeout: float | None = None  # None: max(60 s, 10 x the baseline's median batch latency)
     load_timeout: float = DEFAULT_LOAD_TIMEOUT_S
     sandbox: str = "none"
+    gate: str = "submissions"  # which programs must pass the correctness gate before they are timed
     retry_failed: bool = False
     encode_workers: int | None = None
     progress: bool = True
@@ -252,6 +254,7 @@ class _Run:
     writer: ShardWriter
     progress: object  # tqdm
     threads: int
+    rejected: dict[str, str] = field(default_factory=dict)  # unit label -> the gate's one-line reason
     baseline_rerenders: int = 0
     baseline_mismatches: list[str] = field(default_factory=list)
 
@@ -320,6 +323,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
                warmups, context, done, stored, writer, progress, threads)
     try:
         for setting in settings:
+            _gate_setting(run, setting)
             for batch_size in run.batch_sizes:
                 _run_setting(run, setting, batch_size)
             writer.end_unit()
@@ -368,6 +372,46 @@ def _check_programs_unchanged(out: Path, units: list[plan.Unit], existing: list[
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _gate_setting(run: _Run, setting: list[plan.Unit]) -> None:
+    """Judge the setting's programs that must pass the gate before they are timed (``--gate``), on the family's
+    tiny model on the CPU; store every verdict in ``DIR/gate/`` and remember the rejected units."""
+    from accelbench.builder import gate
+
+    judged = {schema.GT, schema.BASELINE} if run.options.gate == "all" else set()
+    units = [unit for unit in setting if unit.program is not None and not unit.is_baseline
+             and (unit.submission is not None and run.options.gate != "none" or unit.variant in judged)
+             and _has_pending(run, unit)]
+    verdicts = []
+    for unit in units:
+        log = run.writer.directory / schema.LOGS_DIR / f"gate--{_file_name(unit.label)}.log"
+        with gate.Gate(run.catalog, unit.task) as judge:
+            verdict = judge.check(unit.program.source, log_path=log, stop_early=True)
+        if not verdict.passed:
+            run.rejected[unit.label] = verdict.reason
+        verdicts.append(schema.empty_row(schema.GATE_COLUMNS) | {
+            "program_sha256": unit.program.sha256, "task_id": unit.task.id, "variant": unit.variant,
+            "submission": unit.submission, "passed": verdict.passed, "failed_checks": ";".join(verdict.failed_checks()),
+            "reason": verdict.reason, "checks": json.dumps(verdict.to_dict()["checks"]),
+            "trace_digest": verdict.trace_digest, "inputs": json.dumps(verdict.inputs),
+            "model_path": verdict.model_path, "advisories": ";".join(verdict.advisories), "checked_at": _utc_now()})
+    if verdicts:
+        import pyarrow as pa
+
+        table = pa.Table.from_pylist(verdicts, schema=schema.arrow_schema(schema.GATE_COLUMNS))
+        name = f"verdicts-{run.context['run_id']}-r{run.context['rank']}-{setting[0].task.setting_id}.parquet"
+        dataset.write_table_atomic(table, run.writer.directory / schema.GATE_DIR / name)
+
+
+def _has_pending(run: _Run, unit: plan.Unit) -> bool:
+    return any(image.record_id not in run.done
+               for batch in plan.build_batches(run.suite_id, unit, run.prompts, run.seeds, run.batch_sizes)
+               for image in batch.images)
+
+
+def _file_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label)
+
+
 @dataclass
 class _Lane:
     """One unit's batches at one batch size, aligned by round with the other units of its setting."""
@@ -394,10 +438,12 @@ def _run_setting(run: _Run, setting: list[plan.Unit], batch_size: int) -> None:
 def _run_lanes(run: _Run, lanes: list[_Lane]) -> None:
     baseline = next((lane for lane in lanes if lane.unit.is_baseline), None)
     others = [lane for lane in lanes if not lane.unit.is_baseline and lane.pending]
-    for lane in [lane for lane in others if lane.unit.program is None]:
+    for lane in [lane for lane in others if lane.unit.program is None or lane.unit.label in run.rejected]:
+        status, reason = ((schema.STATUS_MISSING, f"submission {lane.unit.submission!r} has no program for task "
+                                                  f"{lane.unit.unit_id}") if lane.unit.program is None else
+                          (schema.STATUS_REJECTED, f"gate: {run.rejected[lane.unit.label]}"))
         for index in sorted(lane.pending):
-            _record(run, lane, index, schema.STATUS_MISSING,
-                    f"submission {lane.unit.submission!r} has no program for task {lane.unit.unit_id}")
+            _record(run, lane, index, status, reason)
         others.remove(lane)
     # The baseline runs every round that any unit needs, so every row has a same-round reference latency.
     needed = set().union(*(lane.pending for lane in others), baseline.pending if baseline else set())
@@ -471,7 +517,7 @@ def _start(run: _Run, lane: _Lane) -> None:
     if not program_path.exists():  # every program that produces rows is kept, by content hash
         dataset.write_bytes_atomic(program_path, unit.program.source.encode())
     lane.base["model_source"] = run.sources.path(unit.task.model)
-    log_name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{unit.variant}--{unit.unit_id}--bs{lane.batches[0].batch_size}")
+    log_name = _file_name(f"{unit.variant}--{unit.unit_id}--bs{lane.batches[0].batch_size}")
     lane.worker = ProgramWorker(unit.program.source, model_path=lane.base["model_source"], device=run.device,
                                 dtype=lane.base["dtype"], log_path=run.writer.directory / schema.LOGS_DIR /
                                 f"{log_name}.log", name=log_name, load_timeout=run.options.load_timeout,

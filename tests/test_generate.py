@@ -265,7 +265,7 @@ def misbehaving(tmp_path_factory):
                                           for task, (load, body) in MISBEHAVING.items()},
                         info="name: cheats\nauthor: a test\nmodel: none\n")
     summary = generate(root / "out", submissions=[folder], variants=["baseline", "sub:cheats"], limit=2,
-                       call_timeout=2.0, warmup_batches=0)
+                       call_timeout=2.0, warmup_batches=0, gate="none")  # timed as they are: the gate is off
     return root / "out", summary
 
 
@@ -345,12 +345,32 @@ def test_submission_with_correct_programs_and_a_missing_task(tmp_path):
     assert (tmp_path / "out" / schema.PROGRAMS_DIR / f"{programs.Program(gt_source(SLICE[0]), '').sha256}.py").exists()
 
 
+def test_the_gate_rejects_a_submission_before_timing_and_stores_its_verdicts(tmp_path):
+    """A DeepCache program handed in for the DeepCache+T-GATE task computes something else: its rows are
+    'rejected' with the gate's first trace difference and it is never timed; the honest copy passes."""
+    honest = gt_source("smoke-sd15-ddim-8-deepcache")
+    folder = submission(tmp_path / "mixed", {"smoke-sd15-ddim-8-deepcache": honest,
+                                             "smoke-sd15-ddim-8-deepcache-tgate": honest})
+    summary = generate(tmp_path / "out", submissions=[folder], limit=2,
+                       tasks=["smoke-sd15-ddim-8-deepcache", "smoke-sd15-ddim-8-deepcache-tgate"])
+    assert summary.reference_failed_rows == 0
+    table = [row for row in rows(tmp_path / "out") if row["variant"] == "sub:mixed"]
+    status = {(row["unit_id"], row["status"]) for row in table}
+    assert status == {("smoke-sd15-ddim-8-deepcache", "ok"), ("smoke-sd15-ddim-8-deepcache-tgate", "rejected")}
+    rejected = [row for row in table if row["status"] == "rejected"]
+    assert all(row["error"].startswith("gate: spec: ") and row["batch_latency_s"] is None for row in rejected)
+    verdicts = pq.read_table(tmp_path / "out" / schema.GATE_DIR).to_pylist()
+    assert {(v["task_id"], v["passed"]) for v in verdicts} == {("smoke-sd15-ddim-8-deepcache", True),
+                                                             ("smoke-sd15-ddim-8-deepcache-tgate", False)}
+    assert all(json.loads(v["inputs"])["calls"] and v["variant"] == "sub:mixed" for v in verdicts)
+
+
 def test_retry_failed_replaces_failed_rows(tmp_path):
     flag = tmp_path / "flag"
     flaky = FAKE.format(load="pass", generate=f"if not os.path.exists({str(flag)!r}): raise RuntimeError('flaky')")
     folder = submission(tmp_path / "flaky", {"smoke-sd15-ddim-8-deepcache": flaky})
     options = dict(submissions=[folder], tasks=["smoke-sd15-ddim-8-deepcache"], variants=["sub:flaky"], limit=2,
-                   warmup_batches=0)
+                   warmup_batches=0, gate="none")
     assert generate(tmp_path / "out", **options).failed_rows == 8
     flag.write_text("now it works")
     assert generate(tmp_path / "out", **options).rows_written == 0  # without --retry-failed: already done
@@ -404,10 +424,10 @@ def test_generate_refuses_a_dataset_made_with_other_settings(smoke, tmp_path):
 
 def test_generate_refuses_a_changed_program_for_a_unit_it_holds(tmp_path):
     folder = submission(tmp_path / "sub", {SLICE[0]: FAKE.format(load="pass", generate="pass")})
-    generate(tmp_path / "out", submissions=[folder], tasks=SLICE[:1], variants=["sub:sub"], limit=1)
+    generate(tmp_path / "out", submissions=[folder], tasks=SLICE[:1], variants=["sub:sub"], limit=1, gate="none")
     (folder / f"{SLICE[0]}.py").write_text(FAKE.format(load="pass", generate="x = 1"))
     result = CliRunner().invoke(main, ["generate", "--out", str(tmp_path / "out"), "--submission", str(folder),
-                                       "--tasks", SLICE[0], "--variants", "sub:sub", "--limit", "1"])
+                                       "--tasks", SLICE[0], "--variants", "sub:sub", "--limit", "1", "--gate", "none"])
     assert result.exit_code == 2
     assert "holds sub:sub:smoke-sd15-ddim-8-deepcache rows made with program" in result.stderr
     assert "use another submission name" in result.stderr
@@ -553,7 +573,7 @@ def test_sandbox_bwrap_hides_the_dataset_folder_and_the_network(tmp_path):
     program = f"DATASET = {str(out)!r}\n" + FAKE.format(load="pass", generate=SNOOP)
     folder = submission(tmp_path / "snoop", {SLICE[0]: program})
     result = cli("generate", "--out", str(out), "--tasks", SLICE[0], "--variants", "sub:snoop", "--limit", "1",
-                 "--warmup", "0", "--submission", str(folder), "--sandbox", "bwrap", "--no-progress")
+                 "--warmup", "0", "--submission", str(folder), "--sandbox", "bwrap", "--gate", "none", "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
     log = (out / schema.LOGS_DIR / f"sub-snoop--{SLICE[0]}--bs1.log").read_text()
     assert "dataset visible: False" in log and "interfaces: ['lo']" in log
