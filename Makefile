@@ -11,7 +11,7 @@ ARGS ?=
 help:
 	@echo "make install                  create $(VENV) with the pinned, tested packages (constraints.txt)"
 	@echo "make test                     install if needed, run the test suite (CPU, offline)"
-	@echo "make demo                     install, generate + score + report the smoke suite on CPU"
+	@echo "make demo                     install; generate, gate, score the smoke suite + a demo submission on CPU"
 	@echo "make generate SUITE=.. OUT=.. render a suite into a dataset folder (ARGS='--device cuda ...')"
 	@echo "make score OUT=..             CLIP scores, fidelity and the report, from the dataset alone"
 	@echo "make report OUT=..            rebuild OUT/report from stored scores"
@@ -28,11 +28,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
+
+DEMO_SUBMISSION := examples/demo-submission
 
 demo: install
-	$(BIN)/accelbench generate --suite smoke --out $(OUT) --device cpu
+	$(BIN)/accelbench generate --suite smoke --out $(OUT) --device cpu --submission $(DEMO_SUBMISSION)
 	$(BIN)/accelbench score $(OUT)
+	$(BIN)/accelbench leaderboard $(OUT)
 	@echo "report: $(OUT)/report/report.md"
 
 generate: install

@@ -35,6 +35,7 @@ from accelbench.manifest import Catalog, Task
 
 CONTRACT_VERSION = 1
 REQUIRED_FUNCTIONS = ("load", "generate")
+PROGRAM_MODULE = "accelbench_program"  # every program is loaded under this module name: in generate and in the gate
 
 _HEADER = '''"""accelbench pipeline program (contract v{contract}): {title}.
 

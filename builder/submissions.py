@@ -14,6 +14,7 @@ A task of the selected suite with no file gives rows with status ``missing``. No
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ def _read_info(folder: Path) -> dict[str, str]:
         if key not in INFO_KEYS:
             raise SubmissionError(f"{path}: unknown key {key!r}{did_you_mean(key, INFO_KEYS)}; allowed: "
                                   f"{', '.join(INFO_KEYS)}")
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        if not isinstance(value, (str, int, float, datetime.date)) or isinstance(value, bool):  # YAML reads dates
             raise SubmissionError(f"{path}: {key} must be text, got {type(value).__name__}")
     return {key: str(value) for key, value in data.items()}
 
@@ -177,6 +178,9 @@ def generate(pipe, prompts, generators, height=HEIGHT, width=WIDTH):
 ## How programs are checked, timed and scored
 - Every program runs in a worker process of its own, in a fresh temporary folder, offline
   (`HF_HUB_OFFLINE=1`), with only the model folder, the prompts and the seeds of each call passed in.
+- **Reproducible.** The same inputs must give bit-identical images on every call: a library with random state
+  of its own must be reseeded inside `generate()` (tomesd's merge pattern: see the ToMe GT's
+  `pipe.unet._tome_info["args"]["generator"]`).
 - **Correctness first.** A program must compute what the task asks: the sampler, the number of steps, the
   guidance, the resolution and the method's parameters are checked against the ground-truth program's
   execution trace, and its images against the ground truth's images on the same inputs. A program that

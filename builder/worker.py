@@ -43,9 +43,8 @@ import numpy as np
 
 from accelbench import schema
 from accelbench.builder.encode import quantize
-from accelbench.builder.programs import describe_error, load_module, quiet_library_output
+from accelbench.builder.programs import PROGRAM_MODULE, describe_error, load_module, quiet_library_output
 
-PROGRAM_MODULE = "accelbench_program"  # every program runs under this module name, in generate and in the gate
 LOG_LIMIT_BYTES = 1 << 20  # a worker's captured output beyond this is dropped (the log says so)
 DEFAULT_LOAD_TIMEOUT_S = 600.0
 DEFAULT_CALL_TIMEOUT_S = 600.0  # until the baseline's latency is known (first calls may autotune or compile)
@@ -85,7 +84,7 @@ class Reply:
 _started_sandbox: str | None = None
 
 
-def _context(sandbox: str = "none"):
+def forkserver_context(sandbox: str = "none"):
     """The forkserver context, started (once per process) with the heavy imports preloaded, under ``sandbox``."""
     global _started_sandbox
     if sandbox not in SANDBOXES:
@@ -193,7 +192,7 @@ class ProgramWorker:
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        context = _context(self.sandbox)
+        context = forkserver_context(self.sandbox)
         self.folder = Path(tempfile.mkdtemp(prefix="worker-", dir=_scratch_root()))
         self._fd = os.memfd_create(f"accelbench-{self.name}"[:200], os.MFD_CLOEXEC)
         os.ftruncate(self._fd, self.buffer_bytes)
@@ -319,18 +318,18 @@ def _copy_log(log_read, log_path: Path | None) -> None:
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handle = open(log_path, "ab")
-    written, fd = 0, log_read.fileno()
+    written, truncated, fd = 0, False, log_read.fileno()
     try:
         while chunk := os.read(fd, 65536):
-            if handle is None:
+            if handle is None or truncated:
                 continue
-            room = LOG_LIMIT_BYTES - written
-            if room > 0:
-                handle.write(chunk[:room])
-                handle.flush()
-                written += min(room, len(chunk))
-                if len(chunk) > room:
-                    handle.write(f"\n[accelbench: output truncated at {LOG_LIMIT_BYTES} bytes]\n".encode())
+            kept = chunk[:LOG_LIMIT_BYTES - written]
+            handle.write(kept)
+            written += len(kept)
+            if len(kept) < len(chunk):
+                truncated = True
+                handle.write(f"\n[accelbench: output truncated at {LOG_LIMIT_BYTES} bytes]\n".encode())
+            handle.flush()
     except OSError:
         pass
     finally:

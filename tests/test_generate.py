@@ -146,8 +146,8 @@ def test_dataset_loads_with_datasets_and_decodes_images(smoke):
 
 
 def test_same_seed_and_prompt_give_the_same_image_at_batch_sizes_1_and_2(smoke):
-    """Per-image generators: an image does not depend on its batch. ToMe is the exception: tomesd draws one
-    random merge pattern per call, from the first image's seed, for the whole batch."""
+    """Per-image generators: an image does not depend on its batch. ToMe is left out here: tomesd draws one merge
+    pattern per UNet call for the whole batch, and the gate's `independent` check covers it."""
     out, _ = smoke
     by_key = {}
     for row in dataset.read_generations(out, ["unit_id", "method", "seed", "prompt_index", "batch_size",
@@ -326,6 +326,24 @@ def test_returning_the_previous_calls_images_records_wrong_images(misbehaving):
                 for row in cached)
     # Only each worker's first call is honest: 1 image at batch size 1, 2 at batch size 2.
     assert len(cached) == 8 and wrong == 8 - 3
+
+
+def test_load_timeout_and_the_output_cap(tmp_path):
+    """load() past --load-timeout gives 'timeout' rows; a program's output beyond 1 MB is cut from its log."""
+    from accelbench.builder.worker import LOG_LIMIT_BYTES
+
+    folder = submission(tmp_path / "limits", {
+        "smoke-sd15-ddim-8-deepcache": FAKE.format(load="time.sleep(3600)", generate="pass"),
+        "smoke-sd15-ddim-8-tome": FAKE.format(load="pass", generate="sys.stdout.write('x' * 3_000_000)")})
+    summary = generate(tmp_path / "out", submissions=[folder], variants=["sub:limits"], limit=1, warmup_batches=0,
+                       tasks=["smoke-sd15-ddim-8-deepcache", "smoke-sd15-ddim-8-tome"], load_timeout=1.0,
+                       gate="none")
+    status = {(row["unit_id"], row["status"], row["error"]) for row in rows(tmp_path / "out")}
+    assert status == {("smoke-sd15-ddim-8-deepcache", "timeout", "load did not answer within 1 s"),
+                      ("smoke-sd15-ddim-8-tome", "ok", None)}
+    assert summary.reference_failed_rows == 0
+    log = (tmp_path / "out" / schema.LOGS_DIR / "sub-limits--smoke-sd15-ddim-8-tome--bs1.log").read_bytes()
+    assert LOG_LIMIT_BYTES < len(log) < LOG_LIMIT_BYTES + 200 and log.rstrip().endswith(b"bytes]")
 
 
 def test_submission_with_correct_programs_and_a_missing_task(tmp_path):

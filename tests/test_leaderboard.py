@@ -379,7 +379,9 @@ def test_published_leaderboard_config_loads_offline(scored, tmp_path):
     assert loaded.to_list() == leaderboard.read_leaderboard(directory).to_pylist() == built.leaderboard.rows
     card = DatasetCard.load(staged.path / "README.md")
     configs = {entry["config_name"] for entry in card.data.to_dict()["configs"]}
-    assert "leaderboard" in configs
+    assert {"leaderboard", "gate"} <= configs
+    gate = load_dataset(str(staged.path), "gate", split="train", cache_dir=str(tmp_path / "cache"))
+    assert gate.column_names == [c.name for c in schema.GATE_COLUMNS] and gate.num_rows > 0
     header, cells = leaderboard.table_rows(built.leaderboard)
     assert "## Leaderboard" in card.text and markdown.table(header, cells) in card.text
     assert "](report/fast_p.png)" in card.text and "`fast_1_5`" in card.text  # the columns, documented

@@ -22,8 +22,10 @@ SCORES_CONFIG = "scores"  # the report's CLIP recipe; "scores-<recipe_id>" for e
 FIDELITY_CONFIG = "fidelity"
 SUMMARY_CONFIG = "summary"
 LEADERBOARD_CONFIG = "leaderboard"
+GATE_CONFIG = "gate"
 CONFIG_COLUMNS = {GENERATIONS_CONFIG: schema.GENERATION_COLUMNS, SCORES_CONFIG: schema.SCORES_COLUMNS,
-                  FIDELITY_CONFIG: schema.FIDELITY_COLUMNS, SUMMARY_CONFIG: schema.SUMMARY_COLUMNS}
+                  FIDELITY_CONFIG: schema.FIDELITY_COLUMNS, SUMMARY_CONFIG: schema.SUMMARY_COLUMNS,
+                  GATE_CONFIG: schema.GATE_COLUMNS}
 CONFIG_CONTENTS = {
     GENERATIONS_CONFIG: "one row per image: the image, its prompt, seed, settings, per-stage timings, environment",
     SCORES_CONFIG: "CLIP score of each image (the report's recipe), joined with its fidelity to the matched "
@@ -33,6 +35,8 @@ CONFIG_CONTENTS = {
                     f"and variant, batch sizes pooled",
     LEADERBOARD_CONFIG: f"the leaderboard (`{schema.REPORT_DIR}/{boards.LEADERBOARD_CSV}`): one row per "
                         f"submission, the GT first as the reference: correct tasks, fast_p, GT parity, geomean speedup",
+    GATE_CONFIG: "the correctness gate's verdict on every submission program it judged before timing: checks, "
+                 "the first failure, the trace digest and the random inputs",
 }
 OTHER_RECIPE_CONTENTS = "CLIP scores of another recipe, like `scores`"
 LICENSE = "apache-2.0"  # prompts: PartiPrompts (Apache-2.0) or the suite's own; code: accelbench (Apache-2.0)

@@ -156,6 +156,10 @@ def stage(directory: Path, staging_dir: Path, repo_id: str, catalog: Catalog,
         board = leaderboard.read(directory)
         add_config(card.LEADERBOARD_CONFIG, leaderboard.read_leaderboard(directory))
 
+    verdicts = store.read_gate_verdicts(directory)
+    if verdicts is not None:
+        add_config(card.GATE_CONFIG, verdicts)
+
     runs = [json.loads(path.read_text()) for path in _plain_files(directory / schema.RUNS_DIR)
             if path.suffix == ".json"]
     dataset_card = card.build_card(
