@@ -254,7 +254,8 @@ class _Run:
     writer: ShardWriter
     progress: object  # tqdm
     threads: int
-    rejected: dict[str, str] = field(default_factory=dict)  # unit label -> the gate's one-line reason
+    rejected: dict[str, str] = field(default_factory=dict)  # unit label -> why the gate rejected it (one line)
+    gt_traces: dict[tuple[str, int], dict] = field(default_factory=dict)  # (task, batch size) -> GT warm-up trace
     baseline_rerenders: int = 0
     baseline_mismatches: list[str] = field(default_factory=list)
 
@@ -379,15 +380,14 @@ def _gate_setting(run: _Run, setting: list[plan.Unit]) -> None:
 
     judged = {schema.GT, schema.BASELINE} if run.options.gate == "all" else set()
     units = [unit for unit in setting if unit.program is not None and not unit.is_baseline
-             and (unit.submission is not None and run.options.gate != "none" or unit.variant in judged)
-             and _has_pending(run, unit)]
+             and (_gated(run, unit) or unit.variant in judged) and _has_pending(run, unit)]
     verdicts = []
     for unit in units:
         log = run.writer.directory / schema.LOGS_DIR / f"gate--{_file_name(unit.label)}.log"
         with gate.Gate(run.catalog, unit.task) as judge:
             verdict = judge.check(unit.program.source, log_path=log, stop_early=True)
         if not verdict.passed:
-            run.rejected[unit.label] = verdict.reason
+            run.rejected[unit.label] = f"gate: {verdict.reason}"
         verdicts.append(schema.empty_row(schema.GATE_COLUMNS) | {
             "program_sha256": unit.program.sha256, "task_id": unit.task.id, "variant": unit.variant,
             "submission": unit.submission, "passed": verdict.passed, "failed_checks": ";".join(verdict.failed_checks()),
@@ -441,7 +441,7 @@ def _run_lanes(run: _Run, lanes: list[_Lane]) -> None:
     for lane in [lane for lane in others if lane.unit.program is None or lane.unit.label in run.rejected]:
         status, reason = ((schema.STATUS_MISSING, f"submission {lane.unit.submission!r} has no program for task "
                                                   f"{lane.unit.unit_id}") if lane.unit.program is None else
-                          (schema.STATUS_REJECTED, f"gate: {run.rejected[lane.unit.label]}"))
+                          (schema.STATUS_REJECTED, run.rejected[lane.unit.label]))
         for index in sorted(lane.pending):
             _record(run, lane, index, status, reason)
         others.remove(lane)
@@ -534,19 +534,29 @@ WARMUP_ROUND = -1  # reference key of the baseline's last warm-up batch: sets th
 
 def _warm_up(run: _Run, lane: _Lane, reference: dict[int, float]) -> int | None:
     """Untimed batches on prompts and seeds no timed batch uses; returns the device's capacity in pipelines
-    like this one (CUDA only), from the free memory and the peak memory of a warm-up batch."""
+    like this one (CUDA only), from the free memory and the footprint of a warm-up batch.
+
+    A GT's and a gated submission's first warm-up batch is traced (one extra untimed batch when there are no
+    warm-ups): on the real model, a submission must compute what its task's GT computed on the same batch, or
+    its rows are 'rejected' (a program can behave on the gate's tiny model and cut corners on the real one)."""
     size = lane.batches[0].batch_size
     prompts = [WARMUP_PROMPT.format(index=index) for index in range(size)]
+    traced = lane.unit.variant == schema.GT or _gated(run, lane.unit)
     capacity = None
-    for _ in range(run.warmups):
+    for attempt in range(max(run.warmups, 1 if traced else 0)):
         try:
             reply = lane.worker.generate(prompts, [WARMUP_SEED] * size, lane.resolution, lane.resolution,
-                                         timeout=_call_timeout(run, reference))
+                                         timeout=_call_timeout(run, reference), trace=traced and attempt == 0)
         except WorkerFailure as failure:
             if lane.worker.alive:
                 continue  # the timed batch will fail the same way and record it
             _give_up(run, lane, failure, f"warm-up: {failure.reason}")
             return None
+        if attempt == 0 and traced:
+            if lane.unit.variant == schema.GT:
+                run.gt_traces[(lane.unit.task.id, size)] = reply.trace
+            elif not _same_computation_as_gt(run, lane, reply.trace):
+                return None
         if lane.unit.is_baseline:
             reference[WARMUP_ROUND] = reply.latency_s
         if reply.footprint_bytes and reply.free_memory_bytes is not None:
@@ -554,6 +564,28 @@ def _warm_up(run: _Run, lane: _Lane, reference: dict[int, float]) -> int | None:
             # another pipeline like this one needs.
             capacity = 1 + int(reply.free_memory_bytes * MEMORY_HEADROOM // reply.footprint_bytes)
     return capacity
+
+
+def _gated(run: _Run, unit: plan.Unit) -> bool:
+    return unit.submission is not None and run.options.gate != "none"
+
+
+def _same_computation_as_gt(run: _Run, lane: _Lane, trace: dict | None) -> bool:
+    """Compare a submission's traced warm-up batch with its task's GT's on the real model (when the GT ran in
+    this run); a difference rejects the program before any timed batch."""
+    from accelbench.builder.trace import compare_traces
+
+    expected = run.gt_traces.get((lane.unit.task.id, lane.batches[0].batch_size))
+    if expected is None:
+        return True  # the GT is not part of this run: the gate's verdict on the tiny model stands
+    difference = compare_traces(expected, trace) if trace is not None else "no execution trace"
+    if difference is None:
+        return True
+    reason = f"gate (real model): spec: {difference}"
+    run.rejected[lane.unit.label] = reason
+    lane.worker.close()
+    _give_up(run, lane, WorkerFailure(schema.STATUS_REJECTED, reason), reason)
+    return False
 
 
 def _give_up(run: _Run, lane: _Lane, failure: WorkerFailure, reason: str) -> None:
