@@ -187,8 +187,7 @@ def generation_files(directory: Path) -> list[Path]:
 
 
 def read_columns(files, columns: list[str], schema_columns=schema.GENERATION_COLUMNS) -> pa.Table:
-    """``columns`` of ``files`` as one table, one row per record_id: the first ``ok`` one, else the first one
-    (shards before parts; ``--retry-failed`` adds an ok row after a failed one of the same record)."""
+    """``columns`` of ``files`` as one table, one row per record_id (:func:`record_rows`), in file order."""
     requested = list(dict.fromkeys(["record_id", *columns]))
     wanted = list(dict.fromkeys([*requested, "status"]))
     types = {column.name: column.type for column in schema_columns}
@@ -201,9 +200,28 @@ def read_columns(files, columns: list[str], schema_columns=schema.GENERATION_COL
             raise DatasetError(f"{path}: missing column {missing[0]}")
         tables.append(pq.read_table(path, columns=wanted).select(wanted).cast(target))
     table = pa.concat_tables(tables) if tables else target.empty_table()
-    statuses = table.column("status").to_pylist()
-    ok_first = sorted(range(table.num_rows), key=lambda index: statuses[index] != schema.STATUS_OK)
-    return drop_duplicate_records(table.take(pa.array(ok_first, type=pa.int64()))).select(requested)
+    chosen = record_rows(zip(table.column("record_id").to_pylist(), table.column("status").to_pylist(),
+                             range(table.num_rows)))
+    if len(chosen) < table.num_rows:
+        table = table.take(pa.array(sorted(chosen.values()), type=pa.int64()))
+    return table.select(requested)
+
+
+def record_rows(rows) -> dict:
+    """The row that stands for each record among ``(record_id, status, row)`` in file order (shards before parts):
+    its first ``ok`` row, else its first row. Re-runs and interrupted compactions repeat rows, and
+    ``--retry-failed`` adds an ok row after a failed one. Every reader of generation rows (columns or images)
+    goes through this one rule."""
+    chosen: dict = {}
+    settled: set = set()  # records whose chosen row is ok
+    for record, status, row in rows:
+        if record in settled:
+            continue
+        if record not in chosen or status == schema.STATUS_OK:
+            chosen[record] = row
+            if status == schema.STATUS_OK:
+                settled.add(record)
+    return chosen
 
 
 def drop_duplicate_records(table: pa.Table, key: tuple[str, ...] = ("record_id",)) -> pa.Table:

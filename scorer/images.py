@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from accelbench.dataset import DatasetError
+from accelbench.dataset import DatasetError, record_rows
 
 
 @dataclass(frozen=True)
@@ -25,19 +25,21 @@ class Location:
 
 
 def locate(files: list[Path]) -> dict[str, Location]:
-    """Where each record's row is. The first file holding a record wins, the rule of
-    :func:`accelbench.dataset.read_columns` (shards before the parts of interrupted runs). Raises
-    :class:`DatasetError` for a file without an image column."""
-    locations: dict[str, Location] = {}
-    for path in files:
-        parquet = pq.ParquetFile(path)
-        if "image" not in parquet.schema_arrow.names:
-            raise DatasetError(f"{path}: missing column image")
-        for row_group in range(parquet.num_row_groups):
-            records = parquet.read_row_group(row_group, columns=["record_id"]).column(0).to_pylist()
-            for row, record in enumerate(records):
-                locations.setdefault(record, Location(str(path), row_group, row))
-    return locations
+    """Where each record's row is, by the one rule of :func:`accelbench.dataset.record_rows` (the row
+    :func:`accelbench.dataset.read_columns` reads). Raises :class:`DatasetError` for a file without an image
+    column."""
+    def rows():
+        for path in files:
+            parquet = pq.ParquetFile(path)
+            if "image" not in parquet.schema_arrow.names:
+                raise DatasetError(f"{path}: missing column image")
+            for row_group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(row_group, columns=["record_id", "status"])
+                for row, (record, status) in enumerate(zip(table.column("record_id").to_pylist(),
+                                                           table.column("status").to_pylist())):
+                    yield record, status, Location(str(path), row_group, row)
+
+    return record_rows(rows())
 
 
 def group_by_row_group(items: list[tuple[Location, object]]) -> list[tuple[str, int, list[tuple[int, object]]]]:

@@ -411,6 +411,12 @@ def test_retry_failed_replaces_failed_rows(tmp_path):
     summary = generate(tmp_path / "out", retry_failed=True, **options)
     assert summary.rows_written == 8 and summary.failed_rows == 0
     assert Counter(row["status"] for row in rows(tmp_path / "out")) == {"ok": 8}
+    assert len(raw_record_ids(tmp_path / "out")) == 16  # the failed rows stay on disk; readers take the ok ones
+    from accelbench.scorer import images
+
+    located = images.locate(dataset.generation_files(tmp_path / "out"))  # the scorer reads the same rows
+    assert all(pq.read_table(spot.path).slice(spot.row + dataset.ROW_GROUP_SIZE * spot.row_group, 1).column("status")[0].as_py() == "ok"
+               for spot in located.values())
 
 
 @pytest.mark.parametrize("make, message", [
