@@ -179,7 +179,7 @@ def generate(pipe, prompts, generators, height=HEIGHT, width=WIDTH):
 - Every program runs in a worker process of its own, in a fresh temporary folder, offline
   (`HF_HUB_OFFLINE=1`), with only the model folder, the prompts and the seeds of each call passed in.
 - **Reproducible.** The same inputs must give bit-identical images on every call: a library with random state
-  of its own must be reseeded inside `generate()` (tomesd's merge pattern: see the ToMe GT's
+  of its own must be reseeded inside `generate()` (tomesd keeps its merge-pattern generator in
   `pipe.unet._tome_info["args"]["generator"]`).
 - **Correctness first.** A program must compute what the task asks: the sampler, the number of steps, the
   guidance, the resolution and the method's parameters are checked against the ground-truth program's

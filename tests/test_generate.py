@@ -480,6 +480,43 @@ def test_generate_refuses_a_foreign_non_empty_folder(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_sequential_timing_runs_one_unit_after_another_with_the_same_images(smoke, tmp_path):
+    generate(tmp_path, tasks=["smoke-sd15-ddim-8-deepcache"], limit=2, seeds=[0], timing="sequential")
+    table = rows(tmp_path, ["variant", "batch_size", "started_at", "timing", "image_sha256", "baseline_latency_s",
+                            "batch_latency_s", "seed", "batch_index"])
+    assert {row["timing"] for row in table} == {"sequential"}
+    for size in (1, 2):
+        mine = [row for row in table if row["batch_size"] == size]
+        last_baseline = max(row["started_at"] for row in mine if row["variant"] == "baseline")
+        assert all(row["started_at"] > last_baseline for row in mine if row["variant"] == "gt")
+        latency = {(row["seed"], row["batch_index"]): row["batch_latency_s"] for row in mine
+                   if row["variant"] == "baseline"}
+        assert all(row["baseline_latency_s"] == latency[(row["seed"], row["batch_index"])] for row in mine)
+    reference = hashes(smoke[0])
+    assert all(reference[record] == sha for record, sha in hashes(tmp_path).items())  # --seeds 0: a subset
+
+
+def test_task_pack_holds_the_tasks_and_baselines_but_no_gt(tmp_path):
+    out = tmp_path / "pack"
+    result = CliRunner().invoke(main, ["task-pack", "--suite", "smoke", "--out", str(out), "--tasks", "smoke-sd15-*"])
+    assert result.exit_code == 0, result.output
+    tasks = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+    expected = [task for task in SMOKE.tasks if task.startswith("smoke-sd15-")]
+    assert [task["id"] for task in tasks] == expected
+    assert all(task["text"] == CATALOG.task(task["id"]).text and task["steps"] == 8 for task in tasks)
+    readme = (out / "README.md").read_text()
+    assert "def generate(pipe, prompts, generators" in readme and "## Forbidden" in readme
+    for task_id in expected:
+        assert CATALOG.task(task_id).text in (out / task_id / "TASK.md").read_text()
+        assert (out / task_id / "baseline.py").read_text() == programs.render(CATALOG, CATALOG.task(task_id),
+                                                                              baseline=True).source
+    everything = "".join(path.read_text() for path in out.rglob("*") if path.is_file())
+    for call in ("DeepCacheSDHelper(", "apply_patch(", "TgateSDLoader(", "TgateSDDeepCacheLoader("):
+        assert call not in everything  # no GT program, nor a piece of one
+    again = CliRunner().invoke(main, ["task-pack", "--suite", "smoke", "--out", str(out)])
+    assert again.exit_code == 2 and "exists and is not an empty folder" in again.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--tasks", "smoke-sd15-nope"], "--tasks: 'smoke-sd15-nope' matches no task of suite 'smoke'"),
     (["--tasks", "sd15-ddim-25-deepcache"], "exists but is not in this suite"),
