@@ -1,10 +1,13 @@
 """The generate stage: run every planned batch of this rank's settings in isolated workers and write the dataset.
 
 A *setting* (model, scheduler, steps) groups the units that are timed against each other: its baseline, the
-GT program of each of its tasks and each submission's program for those tasks. Per setting and batch size:
+GT program of each of its tasks and each submission's program for those tasks. Per setting, the programs that
+must pass the correctness gate (``--gate``: submissions by default) are judged first, on the family's tiny
+model; a rejected one is never timed. Then per batch size:
 
 1. start one worker process per unit (:mod:`~accelbench.builder.worker`): each ``load()``s its program once,
-   then runs untimed warm-up batches on prompts and seeds that no timed batch uses;
+   then runs untimed warm-up batches on prompts and seeds that no timed batch uses (a GT's and a gated
+   submission's first one traced: the two must have computed the same thing on the real model);
 2. **interleaved** timing (the default): round ``r`` sends batch ``r`` to the baseline's worker, then to every
    other unit's worker, one at a time on one device, so host drift hits every unit of a round alike; each row
    records the baseline's latency of its round (``baseline_latency_s``). ``--timing sequential`` runs one
@@ -261,7 +264,6 @@ class _Run:
 
 
 def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
-    import torch
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
