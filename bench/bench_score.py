@@ -45,7 +45,9 @@ def write_dataset(directory: Path, count: int, size: int, pool) -> list[bytes]:
     import pyarrow as pa
 
     pngs = list(pool.map(test_png, range(count), [size] * count, chunksize=16))
-    dataset.init_dataset(directory, schema.dataset_manifest("bench-score", "tiny", "float32", "cpu"))
+    dataset.init_dataset(directory, schema.dataset_manifest(
+        suite="bench-score", weights="tiny", dtype_policy="float32", device_type="cpu", prompts_sha256="",
+        seeds=[0], batch_sizes=[1], clip={"model": "ViT-B-32", "pretrained": "random"}))
     rows = [schema.empty_row(schema.GENERATION_COLUMNS) | {
         "record_id": f"img{index:07d}", "prompt": PROMPTS[index % len(PROMPTS)], "status": schema.STATUS_OK,
         "image": {"bytes": png, "path": None}, "height": size, "width": size, "variant": "baseline"}
