@@ -26,6 +26,7 @@ the run goes on; the run fails (exit 1) only when baseline or GT rows fail.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -253,11 +254,14 @@ class _Run:
     warmups: int
     context: dict  # columns that are the same on every row of the run
     done: set[str]  # record ids that need no work
-    stored: dict[str, dict]  # record_id -> {batch_latency_s, image_sha256} of stored ok rows
+    stored: dict[str, str]  # record_id -> image_sha256 of its ok row: what a re-rendered baseline must match
     writer: ShardWriter
     progress: object  # tqdm
     threads: int
     rejected: dict[str, str] = field(default_factory=dict)  # unit label -> why the gate rejected it (one line)
+    failed_rows: int = 0
+    reference_failed_rows: int = 0  # of baseline and GT programs: these fail the run
+    failures: dict[str, str] = field(default_factory=dict)  # unit label -> its first error
     gt_traces: dict[tuple[str, int], dict] = field(default_factory=dict)  # (task, batch size) -> GT warm-up trace
     baseline_rerenders: int = 0
     baseline_mismatches: list[str] = field(default_factory=list)
@@ -289,10 +293,10 @@ def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
         clip={"model": suite.clip_model, "pretrained": suite.clip_pretrained}),
         sweep_older_than_s=0.0 if world_size == 1 else SHARED_SWEEP_AGE_S)
     existing = dataset.read_columns(dataset.generation_files(out), ["variant", "unit_id", "program_sha256", "status",
-                                                                   "batch_latency_s", "image_sha256"]).to_pylist()
+                                                                   "image_sha256"]).to_pylist()
     _check_programs_unchanged(out, units, existing)
     done = {row["record_id"] for row in existing if row["status"] == schema.STATUS_OK or not options.retry_failed}
-    stored = {row["record_id"]: row for row in existing if row["status"] == schema.STATUS_OK}
+    stored = {row["record_id"]: row["image_sha256"] for row in existing if row["status"] == schema.STATUS_OK}
 
     # 3. This rank's settings and the batches not written yet.
     settings = plan.shard_settings(plan.group_by_setting(units), rank, world_size)
@@ -334,14 +338,12 @@ def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
         progress.close()
         writer.close()
 
-    reference_failed = sum(count for label, count in writer.failed_by_label.items()
-                           if label.split(":", 1)[0] in (schema.BASELINE, schema.GT))
-    failures = dict(writer.failures)
+    failures = dict(run.failures)
     for mismatch in run.baseline_mismatches:
         failures.setdefault(f"{schema.BASELINE} re-render", mismatch)
     summary = GenerateSummary(out, rank, world_size, sum(map(len, settings)), planned, planned - pending_images,
-                              writer.rows_written, writer.failed_rows,
-                              reference_failed + len(run.baseline_mismatches), run.baseline_rerenders,
+                              writer.rows_written, run.failed_rows,
+                              run.reference_failed_rows + len(run.baseline_mismatches), run.baseline_rerenders,
                               time.perf_counter() - started, failures)
     dataset.write_json_atomic(out / schema.RUNS_DIR / f"{run_id}-r{rank}.json", {
         **context, "versions": versions, "argv": sys.argv, "tasks": [task.id for task in tasks],
@@ -384,24 +386,32 @@ def _gate_setting(run: _Run, setting: list[plan.Unit]) -> None:
     units = [unit for unit in setting if unit.program is not None and not unit.is_baseline
              and (_gated(run, unit) or unit.variant in judged) and _has_pending(run, unit)]
     verdicts = []
-    for unit in units:
-        log = run.writer.directory / schema.LOGS_DIR / f"gate--{_file_name(unit.label)}.log"
-        with gate.Gate(run.catalog, unit.task) as judge:
-            verdict = judge.check(unit.program.source, log_path=log, stop_early=True)
-        if not verdict.passed:
-            run.rejected[unit.label] = f"gate: {verdict.reason}"
-        verdicts.append(schema.empty_row(schema.GATE_COLUMNS) | {
-            "program_sha256": unit.program.sha256, "task_id": unit.task.id, "variant": unit.variant,
-            "submission": unit.submission, "passed": verdict.passed, "failed_checks": ";".join(verdict.failed_checks()),
-            "reason": verdict.reason, "checks": json.dumps(verdict.to_dict()["checks"]),
-            "trace_digest": verdict.trace_digest, "inputs": json.dumps(verdict.inputs),
-            "model_path": verdict.model_path, "advisories": ";".join(verdict.advisories), "checked_at": _utc_now()})
+    judges: dict[str, gate.Gate] = {}  # one per task: its GT's results serve every submission for the task
+    with contextlib.ExitStack() as closing:
+        for unit in units:
+            if unit.task.id not in judges:
+                judges[unit.task.id] = closing.enter_context(gate.Gate(run.catalog, unit.task))
+            log = run.writer.directory / schema.LOGS_DIR / f"gate--{_file_name(unit.label)}.log"
+            verdicts.append(_verdict_row(run, unit, judges[unit.task.id].check(unit.program.source, log_path=log,
+                                                                                stop_early=True)))
     if verdicts:
         import pyarrow as pa
 
         table = pa.Table.from_pylist(verdicts, schema=schema.arrow_schema(schema.GATE_COLUMNS))
         name = f"verdicts-{run.context['run_id']}-r{run.context['rank']}-{setting[0].task.setting_id}.parquet"
         dataset.write_table_atomic(table, run.writer.directory / schema.GATE_DIR / name)
+
+
+def _verdict_row(run: _Run, unit: plan.Unit, verdict) -> dict:
+    """A GATE_COLUMNS row of ``verdict``; a rejected unit is remembered (its rows become 'rejected')."""
+    if not verdict.passed:
+        run.rejected[unit.label] = f"gate: {verdict.reason}"
+    return schema.empty_row(schema.GATE_COLUMNS) | {
+        "program_sha256": unit.program.sha256, "task_id": unit.task.id, "variant": unit.variant,
+        "submission": unit.submission, "passed": verdict.passed, "failed_checks": ";".join(verdict.failed_checks()),
+        "reason": verdict.reason, "checks": json.dumps(verdict.to_dict()["checks"]),
+        "trace_digest": verdict.trace_digest, "inputs": json.dumps(verdict.inputs),
+        "model_path": verdict.model_path, "advisories": ";".join(verdict.advisories), "checked_at": _utc_now()}
 
 
 def _has_pending(run: _Run, unit: plan.Unit) -> bool:
@@ -630,7 +640,7 @@ def _run_batch(run: _Run, lane: _Lane, index: int, reference: dict[int, float]) 
             _check_rerender(run, batch, reply.pixels, lane.unit.label)
             return
         for image, picture in zip(batch.images, reply.pixels):  # what a later group's re-render must match
-            run.stored[image.record_id] = {"image_sha256": pixel_sha256(picture)}
+            run.stored[image.record_id] = pixel_sha256(picture)
     _record(run, lane, index, schema.STATUS_OK, reply=reply, reference=reference.get(index), started_at=started_at,
             finished_at=finished_at)
 
@@ -639,7 +649,7 @@ def _check_rerender(run: _Run, batch: plan.Batch, pixels, label: str) -> None:
     run.baseline_rerenders += 1
     for image, picture in zip(batch.images, pixels):
         stored = run.stored.get(image.record_id)
-        if stored is not None and stored["image_sha256"] != pixel_sha256(picture):
+        if stored is not None and stored != pixel_sha256(picture):
             run.baseline_mismatches.append(f"{label}: the re-rendered image {image.record_id} differs from "
                                            f"the stored one (seed {batch.seed}, prompt {image.prompt_index})")
 
@@ -664,7 +674,11 @@ def _record(run: _Run, lane: _Lane, index: int, status: str, error: str | None =
         rows.append(row)
     positions = [image.position for image in batch.images if image.record_id not in run.done]
     pixels = reply.pixels[positions] if reply is not None else None
-    run.writer.submit(lane.unit.label, rows, pixels)
+    if status != schema.STATUS_OK and rows:
+        run.failed_rows += len(rows)
+        run.reference_failed_rows += len(rows) if lane.unit.submission is None else 0
+        run.failures.setdefault(lane.unit.label, error)
+    run.writer.submit(rows, pixels)
     run.progress.update(len(rows))
     run.done.update(row["record_id"] for row in rows)
     lane.pending.discard(index)

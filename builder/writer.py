@@ -53,9 +53,7 @@ class ShardWriter:
         self.staging = self.directory / dataset.STAGING_DIR / f"r{rank}-{run_id}"
         self.compress_level = compress_level
         self.table_schema = schema.arrow_schema(schema.GENERATION_COLUMNS)
-        self.parts_written = self.shards_written = self.rows_written = self.failed_rows = 0
-        self.failures: dict[str, str] = {}  # unit label -> its first error
-        self.failed_by_label: dict[str, int] = {}  # unit label -> failed rows
+        self.parts_written = self.shards_written = self.rows_written = 0
         self._error: BaseException | None = None
         self._compact_orphans()
         # spawn, not fork: the parent may hold CUDA state, which must never be forked.
@@ -70,13 +68,13 @@ class ShardWriter:
 
     # -- called from the generate loop ------------------------------------------------------------------
 
-    def submit(self, label: str, rows: list[dict], pixels=None) -> None:
-        """Queue one batch of unit ``label``: ``rows`` without image fields, ``pixels`` uint8 [N, H, W, 3] (None
-        when the batch failed)."""
+    def submit(self, rows: list[dict], pixels=None) -> None:
+        """Queue one batch: ``rows`` without image fields, ``pixels`` uint8 [N, H, W, 3] (None when the batch
+        failed)."""
         self._raise_if_failed()
         futures = ([self._pool.submit(encode_png, picture, self.compress_level) for picture in pixels]
                    if pixels is not None else None)
-        self._queue.put(("batch", (label, rows), futures))
+        self._queue.put(("batch", rows, futures))
 
     def end_unit(self) -> None:
         """Compact the parts written so far into a shard (in the writer thread)."""
@@ -113,16 +111,11 @@ class ShardWriter:
             except BaseException as error:  # surfaced to the generate loop by _raise_if_failed
                 self._error = error
 
-    def _write_part(self, batch, futures) -> None:
-        label, rows = batch
+    def _write_part(self, rows, futures) -> None:
         for row, future in zip(rows, futures or [None] * len(rows)):
             if future is not None:
                 png, pixel_hash = future.result()
                 row.update(image={"bytes": png, "path": f"{row['record_id']}.png"}, image_sha256=pixel_hash)
-            if row["status"] != schema.STATUS_OK:
-                self.failed_rows += 1
-                self.failed_by_label[label] = self.failed_by_label.get(label, 0) + 1
-                self.failures.setdefault(label, row["error"])
         table = pa.Table.from_pylist(rows, schema=self.table_schema)
         self.parts_written += 1
         dataset.write_table_atomic(table, self.staging / f"part-{self.parts_written:06d}.parquet")
