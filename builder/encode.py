@@ -24,6 +24,32 @@ def quantize(images: np.ndarray, out: np.ndarray) -> None:
     out[...] = scaled
 
 
+QUANTIZE_CHUNK = 1 << 18  # elements per step of quantize_counting: a scratch the size of a core's L2 cache
+
+
+def quantize_counting(images: np.ndarray, out: np.ndarray) -> int:
+    """``quantize(images, out)`` in cache-sized chunks, counting the NaN/inf values on the way; returns that count.
+
+    One pass over memory instead of five (clip, scale, round, cast, finiteness) and no 4-byte-per-pixel
+    temporary: this runs inside the timed window of every batch. Bit-identical to ``quantize``: the scratch has
+    the input's dtype, so every step rounds as there."""
+    source, target = images.reshape(-1), out.reshape(-1)
+    scratch = np.empty(min(QUANTIZE_CHUNK, source.size), dtype=source.dtype)
+    nonfinite = 0
+    # A NaN's uint8 is garbage (the caller rejects the batch), and finite values may overflow the fast sum.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, source.size, QUANTIZE_CHUNK):
+            chunk = source[start:start + QUANTIZE_CHUNK]
+            if not np.isfinite(np.add.reduce(chunk, dtype=np.float64)):  # then count exactly
+                nonfinite += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+            work = scratch[:chunk.size]
+            np.clip(chunk, 0.0, 1.0, out=work)
+            work *= 255
+            np.rint(work, out=work)
+            target[start:start + chunk.size] = work
+    return nonfinite
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
     out = np.empty(images.shape, dtype=np.uint8)
     quantize(images, out)
