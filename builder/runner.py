@@ -37,6 +37,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,10 +58,10 @@ WARMUP_PROMPT = "accelbench warm-up {index}: a plain grey test card"  # a prompt
 MIN_CALL_TIMEOUT_S = 60.0
 CALL_TIMEOUT_FACTOR = 10  # a call may take this many times the baseline's median batch latency
 MEMORY_HEADROOM = 0.85  # fraction of the free GPU memory the resident pipelines may fill
-TIMED_CORES = 2  # on a GPU host, encoders stay off the first cores: the timed worker finds them free
+TIMED_CORES = 2  # per local rank on a GPU host: its workers run there, no encoder does
 PNG_SIZE_RATIO = 0.8  # a level-1 PNG of a generated image: about 0.6-0.8 of its raw pixels (bench notes)
-SHARED_SWEEP_AGE_S = 600.0
-GATE_MODES = ("submissions", "all", "none")  # --gate: what is judged before timing (the baseline never is)  # with several ranks, only temporaries this old are a killed run's leftovers
+SHARED_SWEEP_AGE_S = 600.0  # with several ranks, only temporaries this old are a killed run's leftovers
+GATE_MODES = ("submissions", "all", "none")  # --gate: what is judged before timing (the baseline never is)
 
 
 @dataclass
@@ -87,6 +88,9 @@ class GenerateOptions:
     retry_failed: bool = False
     encode_workers: int | None = None
     progress: bool = True
+    # Called with the round's index before each round of a group (bench/bench_generate.py runs a bare loop's
+    # batch there, so the two are timed on the same host state).
+    before_round: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -215,14 +219,34 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def core_split(device: str) -> list[int] | None:
-    """The cores PNG encoders may use: on a GPU host with cores to spare, all but the first ``TIMED_CORES``, so
-    the timed worker's host thread (which launches the GPU work) always finds a core no encoder competes for.
-    On CPU (or a small host) nobody is pinned."""
+def core_split(device: str, local_rank: int | None) -> tuple[list[int] | None, list[int] | None]:
+    """(the timed workers' cores, the PNG encoders' cores). On a GPU host with cores to spare, each local rank's
+    workers are held on ``TIMED_CORES`` cores of their own and the encoders stay off all of those and off their
+    hyperthread siblings, so the host thread that launches the GPU work always finds its core free and its
+    caches warm (only one of a rank's workers runs at a time). On CPU, or a host too small to split, nobody is
+    pinned."""
     cores = sorted(os.sched_getaffinity(0))
-    if not device.startswith("cuda") or len(cores) < TIMED_CORES + 2:
-        return None
-    return cores[TIMED_CORES:]
+    local_world = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), (local_rank or 0) + 1)
+    reserved = cores[:TIMED_CORES * local_world]
+    shared = set().union(*(cpu_siblings(core) for core in reserved))
+    encoders = [core for core in cores if core not in shared]
+    if not device.startswith("cuda") or len(encoders) < 2:
+        return None, None
+    first = TIMED_CORES * (local_rank or 0)
+    return reserved[first:first + TIMED_CORES], encoders
+
+
+def cpu_siblings(core: int) -> set[int]:
+    """The logical CPUs that share ``core``'s physical core (itself included)."""
+    try:
+        text = Path(f"/sys/devices/system/cpu/cpu{core}/topology/thread_siblings_list").read_text().strip()
+    except OSError:
+        return {core}
+    siblings = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        siblings.update(range(int(low), int(high or low) + 1))
+    return siblings | {core}
 
 
 def worker_threads(device: str) -> int:
@@ -258,6 +282,7 @@ class _Run:
     writer: ShardWriter
     progress: object  # tqdm
     threads: int
+    worker_cores: list[int] | None
     rejected: dict[str, str] = field(default_factory=dict)  # unit label -> why the gate rejected it (one line)
     failed_rows: int = 0
     reference_failed_rows: int = 0  # of baseline and GT programs: these fail the run
@@ -317,7 +342,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
     # 4. Run the settings, the writer encoding and writing behind.
     if options.sandbox != "none":
         hide_from_workers(out)
-    encoder_cores, threads = core_split(device), worker_threads(device)
+    (worker_cores, encoder_cores), threads = core_split(device, local_rank), worker_threads(device)
     device_name, versions = environment(device, threads)
     run_id = _utc_now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     context = {"suite": suite.id, "device": device, "device_name": device_name, "weights": weights,
@@ -327,7 +352,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
     progress = tqdm(total=pending_images, unit="img", desc=f"generate {suite.id}", disable=not options.progress,
                     dynamic_ncols=True)
     run = _Run(options, catalog, suite.id, prompts, seeds, list(suite.batch_sizes), sources, device, suite.dtype,
-               warmups, context, done, stored, writer, progress, threads)
+               warmups, context, done, stored, writer, progress, threads, worker_cores)
     try:
         for setting in settings:
             _gate_setting(run, setting)
@@ -512,6 +537,8 @@ def _run_group(run: _Run, lanes: list[_Lane], rounds: set[int], reference: dict[
     if lanes and lanes[0].unit.is_baseline:
         reference.clear()  # a fresh baseline worker: references come from this group only
     for index in sorted(rounds):
+        if run.options.before_round is not None:
+            run.options.before_round(index)
         for lane in lanes:
             if lane.unit.is_baseline or index in lane.pending:
                 _run_batch(run, lane, index, reference)
@@ -534,7 +561,7 @@ def _start(run: _Run, lane: _Lane) -> None:
                                 dtype=lane.base["dtype"], log_path=run.writer.directory / schema.LOGS_DIR /
                                 f"{log_name}.log", name=log_name, load_timeout=run.options.load_timeout,
                                 max_images=lane.batches[0].batch_size, max_resolution=lane.resolution,
-                                sandbox=run.options.sandbox, threads=run.threads)
+                                sandbox=run.options.sandbox, threads=run.threads, cores=run.worker_cores)
     try:
         lane.worker.start()
     except WorkerFailure as failure:
@@ -560,8 +587,10 @@ def _warm_up(run: _Run, lane: _Lane, reference: dict[int, float]) -> int | None:
             reply = lane.worker.generate(prompts, [WARMUP_SEED] * size, lane.resolution, lane.resolution,
                                          timeout=_call_timeout(run, reference), trace=traced and attempt == 0)
         except WorkerFailure as failure:
-            if lane.worker.alive:
-                continue  # the timed batch will fail the same way and record it
+            # A call that failed halfway can leave the program in a state that fails later calls another way
+            # (diffusers' SDXL leaves its VAE upcast to float32 when decoding raises): the first failure is the
+            # one to record.
+            lane.worker.close()
             _give_up(run, lane, failure, f"warm-up: {failure.reason}")
             return None
         if attempt == 0 and traced:

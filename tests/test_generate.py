@@ -180,6 +180,26 @@ def test_float_images_match_across_batch_sizes_within_1e_5():
     assert np.abs(pair - np.stack(singles)).max() <= 1e-5
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_chunked_quantisation_equals_the_reference_and_counts_nonfinite_values(dtype):
+    """The worker's one-pass quantiser (timed on every batch) is bit-identical to ``to_uint8`` across chunk
+    borders, at .5 rounding ties and outside [0, 1], and counts NaN/inf exactly, also where finite values
+    overflow the fast sum."""
+    from accelbench.builder.encode import QUANTIZE_CHUNK, quantize_counting, to_uint8
+
+    size = 2 * QUANTIZE_CHUNK + 7
+    rng = np.random.default_rng(1)
+    images = (rng.random(size) * 1.4 - 0.2).astype(dtype)
+    images[:512] = (np.arange(512) % 256 + 0.5) / 255  # ties
+    out = np.empty(size, np.uint8)
+    assert quantize_counting(images, out) == 0
+    np.testing.assert_array_equal(out, to_uint8(images.copy()))
+    images[[3, QUANTIZE_CHUNK, size - 1]] = [np.nan, np.inf, -np.inf]
+    assert quantize_counting(images, out) == 3
+    huge = np.full(QUANTIZE_CHUNK, np.finfo(dtype).max, dtype=dtype)
+    assert quantize_counting(huge, np.empty(huge.size, np.uint8)) == 0
+
+
 def test_rerun_with_other_warmups_and_alone_gives_bit_identical_images(smoke, tmp_path):
     """Neither the warm-ups nor the other programs of a setting change a program's images: a T-GATE GT run
     alone, and its baseline alone without warm-ups, reproduce the interleaved smoke run bit for bit."""
@@ -194,8 +214,10 @@ def test_rerun_with_other_warmups_and_alone_gives_bit_identical_images(smoke, tm
 
 def test_max_resident_splits_a_setting_and_rerenders_its_baseline_bit_identically(smoke, tmp_path):
     tasks = ["smoke-sd15-ddim-8-deepcache", "smoke-sd15-ddim-8-tome", "smoke-sd15-ddim-8-tgate"]
-    summary = generate(tmp_path, tasks=tasks, limit=2, max_resident=2)
+    rounds = []
+    summary = generate(tmp_path, tasks=tasks, limit=2, max_resident=2, before_round=rounds.append)
     assert summary.failed_rows == 0 and summary.reference_failed_rows == 0
+    assert rounds == [0, 1, 2, 3] * 3 + [0, 1] * 3  # per batch size (1, 2), each group's rounds in order
     # Three groups (baseline + one GT each): the baseline renders 2 seeds x 2 batch sizes x 1-2 batches once
     # for the dataset and twice more as a same-round reference.
     assert summary.baseline_rerenders == 2 * (2 + 1) * 2
@@ -328,6 +350,19 @@ def test_returning_the_previous_calls_images_records_wrong_images(misbehaving):
     assert len(cached) == 8 and wrong == 8 - 3
 
 
+def test_a_failed_warm_up_is_what_the_rows_record(tmp_path):
+    """A call that fails halfway may leave the program failing later calls another way (SDXL's VAE stays
+    upcast): the rows carry the first failure, from the warm-up, and the worker is not used again."""
+    task = "smoke-sd15-ddim-8-deepcache"
+    body = 'pipe["calls"] += 1\n    raise RuntimeError("first call broke" if pipe["calls"] == 1 else "poisoned")'
+    folder = submission(tmp_path / "fragile", {task: FAKE.format(load="pass", generate=body)})
+    summary = generate(tmp_path / "out", submissions=[folder], variants=["sub:fragile"], limit=2, tasks=[task],
+                       warmup_batches=1, gate="none")
+    found = {(row["status"], row["error"]) for row in rows(tmp_path / "out")}
+    assert found == {("error", "warm-up: RuntimeError: first call broke")}
+    assert summary.failed_rows == 2 * 2 * 2 and summary.reference_failed_rows == 0  # 2 prompts x 2 seeds x bs 1, 2
+
+
 def test_load_timeout_and_the_output_cap(tmp_path):
     """load() past --load-timeout gives 'timeout' rows; a program's output beyond 1 MB is cut from its log."""
     from accelbench.builder.worker import LOG_LIMIT_BYTES
@@ -344,6 +379,33 @@ def test_load_timeout_and_the_output_cap(tmp_path):
     assert summary.reference_failed_rows == 0
     log = (tmp_path / "out" / schema.LOGS_DIR / "sub-limits--smoke-sd15-ddim-8-tome--bs1.log").read_bytes()
     assert LOG_LIMIT_BYTES < len(log) < LOG_LIMIT_BYTES + 200 and log.rstrip().endswith(b"bytes]")
+
+
+def test_a_worker_runs_on_the_cores_it_is_given():
+    """The timed worker's placement (``runner.core_split``) reaches the process that runs the program."""
+    from accelbench.builder.worker import ProgramWorker
+
+    counter = ("import os\nimport numpy as np\n\ndef load(model_id, device, dtype):\n    return None\n\n"
+               "def generate(pipe, prompts, generators, height, width):\n"
+               "    return np.full((len(prompts), height, width, 3), len(os.sched_getaffinity(0)) / 255)\n")
+    for cores, expected in ((None, len(os.sched_getaffinity(0))), ([min(os.sched_getaffinity(0))], 1)):
+        with ProgramWorker(counter, model_path="none", device="cpu", dtype="float32", max_images=1,
+                           max_resolution=8, cores=cores) as worker:
+            assert worker.generate(["p"], [0], 8, 8).pixels.max() == expected
+
+
+def test_each_local_rank_gets_timed_cores_no_encoder_uses(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert runner.core_split("cuda:0", None) == ([0, 1], list(range(2, 16)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert runner.core_split("cuda:1", 1) == ([2, 3], list(range(4, 16)))
+    assert runner.core_split("cpu", None) == (None, None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    assert runner.core_split("cuda:1", 1) == (None, None)  # 2 ranks x 2 cores leave too few for encoding
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(runner, "cpu_siblings", lambda core: {core % 4, core % 4 + 4})  # 4 cores x 2 threads
+    assert runner.core_split("cuda:0", None) == ([0, 1], [2, 3, 6, 7])  # not on 4 and 5: the timed cores' twins
 
 
 def test_submission_with_correct_programs_and_a_missing_task(tmp_path):
