@@ -56,19 +56,13 @@ def call(pipe, method: str, params: dict, prompts, seeds, steps: int, guidance_s
     return pipe(prompts, **kwargs).images
 
 
-def timed_batches(pipe, method, params, batches, steps, guidance_scale, size, device, warmup: int):
-    """Per-batch latencies (synchronised) and the span from the first batch's start to the last batch's end."""
-    for _ in range(warmup):
-        call(pipe, method, params, *batches[0], steps, guidance_scale, size)
+def timed_call(pipe, method, params, prompts, seeds, steps, guidance_scale, size, device) -> float:
+    """One call's latency: synchronise, perf_counter, call, synchronise."""
     cuda = str(device).startswith("cuda")
-    latencies = []
     if cuda:
         torch.cuda.synchronize()
-    first = time.perf_counter()
-    for prompts, seeds in batches:
-        start = time.perf_counter()
-        call(pipe, method, params, prompts, seeds, steps, guidance_scale, size)
-        if cuda:
-            torch.cuda.synchronize()
-        latencies.append(time.perf_counter() - start)
-    return latencies, time.perf_counter() - first
+    start = time.perf_counter()
+    call(pipe, method, params, prompts, seeds, steps, guidance_scale, size)
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start

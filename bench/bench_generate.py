@@ -1,23 +1,28 @@
 """Generate efficiency and timing fidelity: the harness (interleaved and sequential) vs a bare diffusers loop.
 
-For each family, the same work (DDIM 25 steps, batch size 4, N images, every method) runs in one process, on
-one GPU, one after another:
+For each family, the same work (DDIM 25 steps, batch size 4, N images, every method) runs on one GPU, in the
+passes named by ``--modes`` (in that order; a mode may repeat):
 
-1. **bare**: a bare diffusers loop (bench/bare.py), one method after another, timed with synchronize +
-   perf_counter around each call;
-2. **interleaved**: ``accelbench generate --timing interleaved`` (suite ``timing``): every method's program in
-   a worker of its own, all loaded together, batches round-robin;
-3. **sequential**: ``accelbench generate --timing sequential``: the same workers, one after another.
+- **bare**: a bare diffusers loop (bench/bare.py) in this process, every method's pipeline loaded, batches
+  round-robin (batch k of the baseline, then of each method), each call timed with synchronize + perf_counter;
+- **interleaved**: ``accelbench generate --timing interleaved`` (suite ``timing``): every method's program in a
+  worker of its own, all loaded together, batches round-robin;
+- **sequential**: ``accelbench generate --timing sequential``: the same workers, one after another;
+- **paired** (default, first): the interleaved harness with the bare loop in a process of its own, run from the
+  harness's ``before_round``: each round renders the bare loop's batch k of every method, then the harness's.
+  Both see the same host state, so the throughput ratio gets a CI over rounds even where the host drifts.
 
-Per method and mode it reports throughput (images per second of summed batch latency: the harness's clock
+Per method and pass it reports throughput (images per second of summed batch latency: the harness's clock
 includes the request, the worker's quantisation to uint8 and the pixels' transfer back), its ratio to bare
-(target >= 0.98), the speedup over the baseline (harness: paired with the same round's baseline batch) with a
-95 % bootstrap CI over batches and n, the difference to bare's speedup (target within 3 %), and the CV of the
-per-batch latency. It also measures the harness's own per-batch cost for an SDXL-sized batch with a program
-that computes nothing (quantisation, shared-memory write, messages, copy back: target <= 1 % of an SDXL batch).
+(paired: to the same rounds' bare batches, with a 95 % CI; otherwise to every bare batch, pooled; target
+>= 0.98), the speedup over the baseline (paired with the same round's baseline batch) with a 95 % bootstrap CI
+over batches and n (none from fewer than 5), the difference to bare's speedup (target within 3 %), and the CV
+of the per-batch latency. It also measures the harness's own per-batch cost at the family's batch shape with a
+program that computes nothing (quantisation, shared-memory write, messages, copy back: target <= 1 % of an
+SDXL batch).
 
-    python bench/bench_generate.py --families sd15,sdxl --images 32 --device cuda --out bench/results/x.json
-    python bench/bench_generate.py --families sd15 --images 8 --weights tiny --device cpu --methods deepcache
+    python bench/bench_generate.py --families sd15 --images 64 --device cuda --out bench/results/x.json
+    python bench/bench_generate.py --families sd15 --images 20 --weights tiny --device cpu --methods deepcache
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -41,7 +47,8 @@ METHOD_TASKS = {"none": "", "deepcache": "deepcache", "tome": "tome", "tgate": "
                 "deepcache_tgate": "deepcache-tgate"}
 PROMPT_SUBJECTS = ["a red cube", "an astronaut riding a horse", "a lighthouse at dawn", "two cats on a sofa",
                    "a bowl of fruit", "a city street in the rain", "a mountain lake", "a robot reading a book"]
-MODES = ("bare", "interleaved", "sequential")
+MODES = ("bare", "interleaved", "sequential", "paired")
+DEFAULT_PASSES = "paired,sequential"
 NULL_PROGRAM = '''
 import numpy as np
 
@@ -64,25 +71,84 @@ def prompts(count: int) -> list[str]:
     return [f"{PROMPT_SUBJECTS[i % len(PROMPT_SUBJECTS)]}, picture {i}" for i in range(count)]
 
 
-def run_bare(family, methods, catalog, model_path, size, device, dtype, prompt_list, batch_size, warmup, seeds):
-    batches = [(prompt_list[i:i + batch_size], seeds[i:i + batch_size]) for i in range(0, len(prompt_list), batch_size)]
-    results = {}
-    for method in methods:
-        task = catalog.task(f"{family}-ddim-25-{METHOD_TASKS[method] or 'deepcache'}")  # the baseline shares it
-        params = task.params if method != "none" else {}
-        pipe = bare.load(family, method, params, model_path, device, dtype)
-        latencies, _ = bare.timed_batches(pipe, method, params, batches, task.steps,
-                                          catalog.models[family].guidance_scale, size, device, warmup)
-        results[method] = {"latencies": latencies, "baseline_latencies": None}
-        del pipe
-        _free(device)
-    for method in methods:  # bare pairs batch k of a method with batch k of the baseline, run minutes apart
-        results[method]["baseline_latencies"] = results["none"]["latencies"]
-    return results
+class BarePipelines:
+    """Every method's bare pipeline loaded in one process (warmed up), rendering one batch of each per round:
+    batch k of the baseline, then of each method, as the harness's interleaved mode runs them."""
+
+    def __init__(self, family, methods, model_path, size, device, dtype, warmup, warmup_batch):
+        from accelbench.manifest import load_catalog
+
+        catalog = load_catalog()
+        self.methods, self.size, self.device = methods, size, device
+        self.guidance_scale = catalog.models[family].guidance_scale
+        self.pipes = {}
+        for method in methods:
+            task = catalog.task(f"{family}-ddim-25-{METHOD_TASKS[method] or 'deepcache'}")  # the baseline shares it
+            params = task.params if method != "none" else {}
+            pipe = bare.load(family, method, params, model_path, device, getattr(torch, dtype))
+            self.pipes[method] = (pipe, params, task.steps)
+            for _ in range(warmup):
+                bare.call(pipe, method, params, *warmup_batch, task.steps, self.guidance_scale, size)
+
+    def round(self, prompts, seeds) -> dict[str, float]:
+        return {method: bare.timed_call(pipe, method, params, prompts, seeds, steps, self.guidance_scale, self.size,
+                                        self.device)
+                for method, (pipe, params, steps) in self.pipes.items()}
+
+
+def batches_of(prompt_list, seeds, batch_size):
+    return [(prompt_list[i:i + batch_size], seeds[i:i + batch_size]) for i in range(0, len(prompt_list), batch_size)]
+
+
+def as_result(rounds, methods):
+    """Per-round latencies -> per-method results paired with the same round's baseline."""
+    return {method: {"latencies": [r[method] for r in rounds], "baseline_latencies": [r["none"] for r in rounds]}
+            for method in methods}
+
+
+def run_bare(spec):
+    """A bare pass: every round of the bare loop, one after another, in this process."""
+    loop = BarePipelines(**spec["pipelines"])
+    rounds = [loop.round(*batch) for batch in spec["batches"]]
+    del loop
+    _free(spec["pipelines"]["device"])
+    return as_result(rounds, spec["pipelines"]["methods"])
+
+
+class BareServer:
+    """The bare loop in a process of its own, driven round by round from the harness's ``before_round``: both
+    are then timed on the same host state, batch for batch. The bare loop keeps its own clock."""
+
+    def __init__(self, spec):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve_bare, args=(child, spec), daemon=True)
+        self.process.start()
+        child.close()
+        self.conn.recv()  # loaded and warmed up
+        self.batches, self.rounds = spec["batches"], []
+
+    def before_round(self, index):
+        self.conn.send(self.batches[index])
+        self.rounds.append(self.conn.recv())
+
+    def close(self):
+        self.conn.send(None)
+        self.process.join(timeout=60)
+        return self.rounds
+
+
+def _serve_bare(conn, spec):
+    loop = BarePipelines(**spec["pipelines"])
+    conn.send("ready")
+    while (batch := conn.recv()) is not None:
+        conn.send(loop.round(*batch))
 
 
 def run_harness(family, methods, catalog, out, prompt_file, weights, device, image_count, warmup, timing,
-                max_resident):
+                max_resident, before_round=None):
     from accelbench import dataset
     from accelbench.builder import runner
 
@@ -90,7 +156,8 @@ def run_harness(family, methods, catalog, out, prompt_file, weights, device, ima
     started = time.perf_counter()
     runner.run_generate(runner.GenerateOptions(suite="timing", out=out, tasks=tasks, device=device, weights=weights,
                                                prompts_file=prompt_file, limit=image_count, warmup_batches=warmup,
-                                               timing=timing, max_resident=max_resident, progress=False), catalog)
+                                               timing=timing, max_resident=max_resident, progress=False,
+                                               before_round=before_round), catalog)
     wall = time.perf_counter() - started
     rows = dataset.read_generations(out, ["method", "batch_index", "batch_latency_s", "baseline_latency_s",
                                           "denoise_s", "status", "error"]).to_pylist()
@@ -130,14 +197,14 @@ def speedup_with_ci(baseline, variant):
 
     base, mine = np.asarray(baseline, float), np.asarray(variant, float)
     point = float(functional.ratio_of_sums(base, mine))
+    if len(base) < functional.MIN_CI_UNITS:
+        return point, float("nan"), float("nan")
     low, high = functional.bootstrap_ci(functional.ratio_of_sums, base, mine)
     return point, float(low), float(high)
 
 
 def _free(device):
     import gc
-
-    import torch
 
     gc.collect()
     if str(device).startswith("cuda"):
@@ -148,13 +215,28 @@ def cv(values):
     return statistics.stdev(values) / statistics.mean(values) if len(values) > 1 else float("nan")
 
 
-def summarize(method, mode, result, bare_result, images):
+def pooled(passes):
+    """Several passes of one mode as one sample: their (baseline, variant) pairs side by side."""
+    return {method: {"latencies": [x for run in passes for x in run[method]["latencies"]],
+                     "baseline_latencies": [x for run in passes for x in run[method]["baseline_latencies"]]}
+            for method in passes[0]}
+
+
+def images_per_s(latencies, batch_size):
+    return batch_size * len(latencies) / sum(latencies)
+
+
+def summarize(method, mode, result, reference, batch_size, paired=False):
+    """One table row: ``result`` against ``reference``: the bare loop's batches of the same rounds (``paired``),
+    else every bare batch measured, pooled. Paired, the throughput ratio gets a CI over rounds too."""
     speedup, low, high = speedup_with_ci(result["baseline_latencies"], result["latencies"])
-    bare_speedup = speedup_with_ci(bare_result["baseline_latencies"], bare_result["latencies"])[0]
-    throughput = images / sum(result["latencies"])
+    ratio_ci = list(speedup_with_ci(reference["latencies"], result["latencies"])[1:]) if paired else None
+    bare_speedup = speedup_with_ci(reference["baseline_latencies"], reference["latencies"])[0]
+    throughput = images_per_s(result["latencies"], batch_size)
     return {"method": method, "mode": mode, "images_per_s": throughput,
-            "throughput_ratio_to_bare": throughput / (images / sum(bare_result["latencies"])),
-            "ms_per_image": 1000 * sum(result["latencies"]) / images, "speedup": speedup, "speedup_ci": [low, high],
+            "throughput_ratio_to_bare": throughput / images_per_s(reference["latencies"], batch_size),
+            "throughput_ratio_ci": ratio_ci,
+            "ms_per_image": 1000 / throughput, "speedup": speedup, "speedup_ci": [low, high],
             "speedup_ci_width": high - low, "n_batches": len(result["latencies"]),
             "speedup_difference_to_bare": speedup / bare_speedup - 1, "cv": cv(result["latencies"]),
             "denoise_share": result.get("denoise_share"), "failed": result.get("failed", 0),
@@ -165,7 +247,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="sd15,sdxl")
     parser.add_argument("--methods", default=",".join(METHOD_TASKS), help="subset of: " + ", ".join(METHOD_TASKS))
-    parser.add_argument("--modes", default=",".join(MODES), help="subset of: " + ", ".join(MODES))
+    parser.add_argument("--modes", default=DEFAULT_PASSES,
+                        help=f"passes in order, each one of: {', '.join(MODES)} (default {DEFAULT_PASSES})")
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--weights", choices=["random", "tiny"], default="random")
@@ -174,8 +257,6 @@ def main():
     parser.add_argument("--work", type=Path, help="folder for the harness datasets (default: a temp folder)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
-
-    import torch
 
     from accelbench.builder import programs, runner
     from accelbench.builder.seeding import image_seed
@@ -191,46 +272,72 @@ def main():
     prompt_file.write_text("\n".join(prompt_list) + "\n")
     seeds = [image_seed(catalog.suite("timing").seeds[0], index) for index in range(args.images)]
     methods = ["none", *(m for m in args.methods.split(",") if m != "none")]  # the baseline is always measured
-    modes = [mode for mode in MODES if mode in args.modes.split(",")]
+    passes = args.modes.split(",")
+    if not set(passes) <= set(MODES) or not {"bare", "paired"} & set(passes):
+        parser.error(f"--modes: a list of {', '.join(MODES)} (bare or paired at least once; a mode may repeat)")
     device = runner.resolve_device(args.device, None)
     device_name, versions = runner.environment(device)
     report = {"date": date.today().isoformat(), "device": device_name, "versions": versions, "images": args.images,
               "batch_size": batch_size, "steps": 25, "weights": args.weights, "families": {}}
     print(f"device: {device_name}; {args.images} images, batch {batch_size}, DDIM 25 steps, {args.weights} weights")
     for family in args.families.split(","):
-        dtype = getattr(torch, catalog.models[family].dtype) if device.startswith("cuda") else torch.float32
+        dtype = catalog.models[family].dtype if device.startswith("cuda") else "float32"
         sources = runner.ModelSources(catalog, args.weights, device, {})
         model_path, size = sources.path(family), sources.resolution(family)
-        results, walls = {}, {}
-        results["bare"] = run_bare(family, methods, catalog, model_path, size, device, dtype, prompt_list,
-                                   batch_size, args.warmup, seeds)
-        for mode in modes[1:] if modes[0] == "bare" else modes:
-            results[mode], walls[mode] = run_harness(family, methods, catalog, work / f"{family}-{mode}", prompt_file,
-                                                     args.weights, device, args.images, args.warmup, mode,
-                                                     args.max_resident)
-        rows = [summarize(method, mode, results[mode][method], results["bare"][method], args.images)
-                for mode in results for method in methods]
-        overhead = harness_overhead(device, size, batch_size)
-        baseline_batch_ms = 1000 * statistics.median(results["bare"]["none"]["latencies"])
-        overhead["share_of_baseline_batch"] = overhead["round_trip_ms_median"] / baseline_batch_ms
-        report["families"][family] = {"model": model_path, "rows": rows, "harness_wall_s": walls,
-                                      "overhead": overhead}
+        results, walls, references = {}, {}, {}
+        entry = report["families"][family] = {"model": model_path, "rows": [], "harness_wall_s": walls}
+        spec = {"pipelines": {"family": family, "methods": methods, "model_path": model_path, "size": size,
+                              "device": device, "dtype": dtype, "warmup": args.warmup,
+                              "warmup_batch": ([f"bare warm-up {i}" for i in range(batch_size)], seeds[:batch_size])},
+                "batches": batches_of(prompt_list, seeds, batch_size)}
+        for number, mode in enumerate(passes):
+            label = mode if passes.index(mode) == number else f"{mode} #{passes[:number + 1].count(mode)}"
+            print(f"[{time.strftime('%H:%M:%S')}] {family}: {label}", flush=True)
+            folder = work / f"{family}-{label.replace(' #', '-')}"
+            if mode == "bare":
+                results[label] = run_bare(spec)
+            elif mode == "paired":
+                server = BareServer(spec)
+                results["paired: harness"], walls[label] = run_harness(
+                    family, methods, catalog, folder, prompt_file, args.weights, device, args.images, args.warmup,
+                    "interleaved", args.max_resident, before_round=server.before_round)
+                results["paired: bare"] = as_result(server.close(), methods)
+                references["paired: harness"] = results["paired: bare"]
+            else:
+                results[label], walls[label] = run_harness(family, methods, catalog, folder, prompt_file,
+                                                           args.weights, device, args.images, args.warmup, mode,
+                                                           args.max_resident)
+            reference = pooled([result for name, result in results.items() if "bare" in name])
+            entry["rows"] = [summarize(method, name, results[name][method], references.get(name, reference)[method],
+                                       batch_size, paired=name in references)
+                             for name in results for method in methods]
+            write(report, args.out)
+        overhead = entry["overhead"] = harness_overhead(device, size, batch_size)
+        overhead["share_of_baseline_batch"] = overhead["round_trip_ms_median"] / (
+            1000 * statistics.median(reference["none"]["latencies"]))
+        write(report, args.out)
         print(f"\n{family} ({model_path}); harness overhead per batch: {overhead['round_trip_ms_median']:.1f} ms "
               f"median ({100 * overhead['share_of_baseline_batch']:.2f} % of a baseline batch), copy back "
-              f"{overhead['copy_back_ms_median']:.2f} ms")
-        print(f"{'method':<16}{'mode':<12}{'img/s':>8}{'vs bare':>8}{'speedup [95% CI]':>22}{'n':>4}{'vs bare':>8}"
-              f"{'CV':>7}")
-        for row in rows:
+              f"{overhead['copy_back_ms_median']:.2f} ms; 'vs bare': against the bare passes pooled")
+        print(f"{'method':<16}{'mode':<20}{'img/s':>8} {'vs bare [95% CI]':<24}{'speedup [95% CI]':>19}{'n':>4}"
+              f"{'vs bare':>8}{'CV':>7}")
+        for row in entry["rows"]:
             low, high = row["speedup_ci"]
-            print(f"{row['method']:<16}{row['mode']:<12}{row['images_per_s']:>8.2f}"
-                  f"{row['throughput_ratio_to_bare']:>8.3f}{row['speedup']:>8.2f}x [{low:.2f}, {high:.2f}]"
+            interval = "n/a" if np.isnan(low) else f"[{low:.2f}, {high:.2f}]"
+            ratio_ci = row["throughput_ratio_ci"]
+            ratio_ci = "" if ratio_ci is None or np.isnan(ratio_ci[0]) else f" [{ratio_ci[0]:.3f}, {ratio_ci[1]:.3f}]"
+            print(f"{row['method']:<16}{row['mode']:<20}{row['images_per_s']:>8.2f}"
+                  f"{row['throughput_ratio_to_bare']:>8.3f}{ratio_ci:<17}{row['speedup']:>6.2f}x {interval:>12}"
                   f"{row['n_batches']:>4}{100 * row['speedup_difference_to_bare']:>7.1f}%{100 * row['cv']:>6.1f}%")
         del sources
         _free(device)
-        if args.out:  # after each family, so a run cut short keeps what it measured
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=2, default=str))
-            print(f"\nwrote {args.out}")
+
+
+def write(report, out):
+    """After every pass, so a run cut short keeps what it measured."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str))
 
 
 if __name__ == "__main__":

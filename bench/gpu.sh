@@ -34,13 +34,14 @@ case $part in
   sd15)
     step accelbench generate --suite smoke --out "$work/smoke" --device cuda --no-progress
     step accelbench score "$work/smoke" --device cuda --no-progress
-    step python bench/bench_generate.py --families sd15 --images 32 --device cuda --work "$work/bench" \
+    step python bench/bench_generate.py --families sd15 --images 64 --device cuda --work "$work/bench" \
       --out "$results/generate-sd15.json"
     step python bench/bench_score.py --images 4096 --size 512 --device cuda --out "$results/score-gpu.json"
     step standard sd15 "sd15-ddim-25-*"
     ;;
   sdxl)
-    step python bench/bench_generate.py --families sdxl --images 12 --warmup 1 --device cuda --work "$work/bench" \
+    # Unverified in this form: the paired SDXL run of 2026-11-29 failed in its GT lanes (bench/README.md §1.4).
+    step python bench/bench_generate.py --families sdxl --images 20 --warmup 1 --device cuda --work "$work/bench" \
       --out "$results/generate-sdxl.json"
     step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate" 1
     ;;
