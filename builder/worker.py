@@ -130,6 +130,9 @@ def bwrap_command() -> list[str]:
     scratch = _scratch_root()
     command = [bwrap, "--ro-bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
                "--unshare-net", "--unshare-ipc", "--die-with-parent"]
+    for code in sorted({Path(entry).resolve() for entry in (sys.prefix, *sys.path) if entry}):
+        if code.is_relative_to("/tmp") and code.exists():  # a checkout or venv under /tmp stays importable
+            command += ["--ro-bind", str(code), str(code)]
     for path in _hidden_paths:
         command += ["--tmpfs", str(path)]
     command += ["--bind", str(scratch), str(scratch)]
@@ -204,7 +207,14 @@ class ProgramWorker:
                     "buffer_bytes": self.buffer_bytes}
         self._process = context.Process(target=_worker_main, args=(child_conn, log_write, settings),
                                         name=f"accelbench-worker-{self.name}", daemon=True)
-        self._process.start()
+        try:
+            self._process.start()
+        except Exception as error:  # noqa: BLE001 - the forkserver (or its sandbox) could not start a worker
+            self._process = None
+            for end in (child_conn, parent_conn, log_read, log_write):
+                end.close()
+            self.close()
+            raise WorkerFailure(schema.STATUS_CRASHED, f"the worker could not start: {describe_error(error)}") from error
         child_conn.close()
         log_write.close()
         self._conn = parent_conn

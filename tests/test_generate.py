@@ -394,6 +394,32 @@ def test_a_worker_runs_on_the_cores_it_is_given():
             assert worker.generate(["p"], [0], 8, 8).pixels.max() == expected
 
 
+def test_a_worker_that_cannot_start_is_a_crashed_unit(monkeypatch):
+    """A forkserver (or sandbox) that cannot start a worker gives a WorkerFailure the runner records, and
+    nothing of the worker is left behind."""
+    from accelbench.builder import worker as worker_module
+
+    class Refusing:
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def Process(self, *args, **kwargs):  # noqa: N802 - multiprocessing's name
+            process = self.real.Process(*args, **kwargs)
+            process.start = lambda: (_ for _ in ()).throw(OSError("bwrap: cannot mount"))
+            return process
+
+    real_context = worker_module.forkserver_context
+    monkeypatch.setattr(worker_module, "forkserver_context", lambda sandbox="none": Refusing(real_context(sandbox)))
+    candidate = worker_module.ProgramWorker("", model_path="none", device="cpu", dtype="float32")
+    with pytest.raises(worker_module.WorkerFailure, match="could not start: OSError: bwrap: cannot mount"):
+        candidate.start()
+    assert candidate.folder is None and not candidate.alive
+    candidate.close()  # idempotent
+
+
 def test_each_local_rank_gets_timed_cores_no_encoder_uses(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     assert runner.core_split("cuda:0", None) == ([0, 1], list(range(2, 16)))
