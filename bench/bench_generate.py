@@ -79,7 +79,7 @@ class BarePipelines:
         from accelbench.manifest import load_catalog
 
         catalog = load_catalog()
-        self.methods, self.size, self.device = methods, size, device
+        self.size, self.device = size, device
         self.guidance_scale = catalog.models[family].guidance_scale
         self.pipes = {}
         for method in methods:

@@ -590,7 +590,6 @@ def _warm_up(run: _Run, lane: _Lane, reference: dict[int, float]) -> int | None:
             # A call that failed halfway can leave the program in a state that fails later calls another way
             # (diffusers' SDXL leaves its VAE upcast to float32 when decoding raises): the first failure is the
             # one to record.
-            lane.worker.close()
             _give_up(run, lane, failure, f"warm-up: {failure.reason}")
             return None
         if attempt == 0 and traced:
@@ -624,13 +623,14 @@ def _same_computation_as_gt(run: _Run, lane: _Lane, trace: dict | None) -> bool:
         return True
     reason = f"gate (real model): spec: {difference}"
     run.rejected[lane.unit.label] = reason
-    lane.worker.close()
     _give_up(run, lane, WorkerFailure(schema.STATUS_REJECTED, reason), reason)
     return False
 
 
 def _give_up(run: _Run, lane: _Lane, failure: WorkerFailure, reason: str) -> None:
-    """The lane's worker is gone before any timed batch: every pending row gets the failure now."""
+    """The lane ends before any timed batch: its worker is stopped and every pending row gets the failure now."""
+    if lane.worker is not None:
+        lane.worker.close()
     lane.failure, lane.worker = failure, None
     for index in sorted(lane.pending):
         _record(run, lane, index, failure.status, reason)

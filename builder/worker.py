@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import connection, reduction
 from pathlib import Path
@@ -42,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from accelbench import schema
-from accelbench.builder.encode import quantize_counting
+from accelbench.builder.encode import quantize
 from accelbench.builder.programs import PROGRAM_MODULE, describe_error, load_module, quiet_library_output
 
 LOG_LIMIT_BYTES = 1 << 20  # a worker's captured output beyond this is dropped (the log says so)
@@ -397,7 +398,9 @@ class _Server:
 
     def __init__(self, conn, buffer, threads):
         self.conn, self.buffer = conn, buffer
-        self.module = self.pipe = self.timer = self.tracer = self.pool = None
+        self.module = self.pipe = self.timer = self.tracer = None
+        self.quantize_threads = min(QUANTIZE_THREADS, len(os.sched_getaffinity(0)))  # after the worker was pinned
+        self.pool = ThreadPoolExecutor(self.quantize_threads, thread_name_prefix="accelbench-quantize")
         if threads:
             import torch
 
@@ -406,14 +409,9 @@ class _Server:
     def _quantize(self, images: np.ndarray, out: np.ndarray) -> int:
         """Quantise into ``out`` on a few threads (numpy releases the GIL) and return the number of NaN/inf
         values: this runs inside the timed window."""
-        if self.pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.quantize_threads = min(QUANTIZE_THREADS, len(os.sched_getaffinity(0)))
-            self.pool = ThreadPoolExecutor(self.quantize_threads, thread_name_prefix="accelbench-quantize")
         source, target = images.reshape(-1), out.reshape(-1)
         bounds = np.linspace(0, source.size, self.quantize_threads + 1).astype(int)
-        return sum(self.pool.map(lambda span: quantize_counting(source[span[0]:span[1]], target[span[0]:span[1]]),
+        return sum(self.pool.map(lambda span: quantize(source[span[0]:span[1]], target[span[0]:span[1]]),
                                  zip(bounds[:-1], bounds[1:])))
 
     def load(self, source: str, model_path: str, device: str, dtype: str) -> dict:

@@ -182,22 +182,23 @@ def test_float_images_match_across_batch_sizes_within_1e_5():
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_chunked_quantisation_equals_the_reference_and_counts_nonfinite_values(dtype):
-    """The worker's one-pass quantiser (timed on every batch) is bit-identical to ``to_uint8`` across chunk
-    borders, at .5 rounding ties and outside [0, 1], and counts NaN/inf exactly, also where finite values
-    overflow the fast sum."""
-    from accelbench.builder.encode import QUANTIZE_CHUNK, quantize_counting, to_uint8
+    """The worker's one-pass quantiser (timed on every batch) is bit-identical to the whole-array expression
+    diffusers' ``numpy_to_pil`` uses, across chunk borders, at .5 rounding ties and outside [0, 1], and counts
+    NaN/inf exactly, also where finite values overflow the fast sum."""
+    from accelbench.builder.encode import QUANTIZE_CHUNK, quantize, to_uint8
 
     size = 2 * QUANTIZE_CHUNK + 7
     rng = np.random.default_rng(1)
     images = (rng.random(size) * 1.4 - 0.2).astype(dtype)
     images[:512] = (np.arange(512) % 256 + 0.5) / 255  # ties
     out = np.empty(size, np.uint8)
-    assert quantize_counting(images, out) == 0
-    np.testing.assert_array_equal(out, to_uint8(images.copy()))
+    assert quantize(images, out) == 0
+    np.testing.assert_array_equal(out, np.rint(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8))
+    np.testing.assert_array_equal(to_uint8(images), out)
     images[[3, QUANTIZE_CHUNK, size - 1]] = [np.nan, np.inf, -np.inf]
-    assert quantize_counting(images, out) == 3
+    assert quantize(images, out) == 3
     huge = np.full(QUANTIZE_CHUNK, np.finfo(dtype).max, dtype=dtype)
-    assert quantize_counting(huge, np.empty(huge.size, np.uint8)) == 0
+    assert quantize(huge, np.empty(huge.size, np.uint8)) == 0
 
 
 def test_rerun_with_other_warmups_and_alone_gives_bit_identical_images(smoke, tmp_path):
