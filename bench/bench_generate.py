@@ -119,32 +119,37 @@ class BareServer:
     """The bare loop in a process of its own, driven round by round from the harness's ``before_round``: both
     are then timed on the same host state, batch for batch. The bare loop keeps its own clock."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, release_memory=False):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve_bare, args=(child, spec), daemon=True)
+        self.process = context.Process(target=_serve_bare, args=(child, spec, release_memory), daemon=True)
         self.process.start()
         child.close()
         self.conn.recv()  # loaded and warmed up
-        self.batches, self.rounds = spec["batches"], []
+        self.batches, self.rounds = spec["batches"], {}
 
     def before_round(self, index):
-        self.conn.send(self.batches[index])
-        self.rounds.append(self.conn.recv())
+        """Render round ``index`` the first time the harness starts it (with ``--max-resident`` a setting runs
+        in groups, each through every round: later groups are paired with the first group's bare round)."""
+        if index not in self.rounds:
+            self.conn.send(self.batches[index])
+            self.rounds[index] = self.conn.recv()
 
     def close(self):
         self.conn.send(None)
         self.process.join(timeout=60)
-        return self.rounds
+        return [self.rounds[index] for index in sorted(self.rounds)]
 
 
-def _serve_bare(conn, spec):
+def _serve_bare(conn, spec, release_memory):
     loop = BarePipelines(**spec["pipelines"])
     conn.send("ready")
     while (batch := conn.recv()) is not None:
         conn.send(loop.round(*batch))
+        if release_memory:  # after the round's clocks: only the weights stay, the harness's workers need the rest
+            _free(spec["pipelines"]["device"])
 
 
 def run_harness(family, methods, catalog, out, prompt_file, weights, device, image_count, warmup, timing,
@@ -254,6 +259,10 @@ def main():
     parser.add_argument("--weights", choices=["random", "tiny"], default="random")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--max-resident", type=int, help="passed to generate (default: as many as fit)")
+    parser.add_argument("--bare-release-memory", action="store_true",
+                        help="paired: the bare loop frees its cached GPU memory after each round, keeping only its "
+                             "weights (SDXL: the harness's workers then fit beside it; the bare baseline batch "
+                             "pays its allocations again)")
     parser.add_argument("--work", type=Path, help="folder for the harness datasets (default: a temp folder)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -297,7 +306,7 @@ def main():
             if mode == "bare":
                 results[label] = run_bare(spec)
             elif mode == "paired":
-                server = BareServer(spec)
+                server = BareServer(spec, release_memory=args.bare_release_memory)
                 results["paired: harness"], walls[label] = run_harness(
                     family, methods, catalog, folder, prompt_file, args.weights, device, args.images, args.warmup,
                     "interleaved", args.max_resident, before_round=server.before_round)

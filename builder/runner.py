@@ -339,7 +339,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog) -> GenerateSummary:
         log.warning("this run needs about %.1f GiB for its images and %s has %.1f GiB free: it will stop with an "
                     "error when the disk is full (a rerun resumes)", pending_bytes / 2**30, out, free / 2**30)
 
-    # 4. Run the settings, the writer encoding and writing behind.
+    # 4. Run the settings; the writer encodes and writes each round after it.
     if options.sandbox != "none":
         hide_from_workers(out)
     (worker_cores, encoder_cores), threads = core_split(device, local_rank), worker_threads(device)
@@ -542,6 +542,7 @@ def _run_group(run: _Run, lanes: list[_Lane], rounds: set[int], reference: dict[
         for lane in lanes:
             if lane.unit.is_baseline or index in lane.pending:
                 _run_batch(run, lane, index, reference)
+        run.writer.flush()  # now, with no timed call running: encoding beside one slows it
     for lane in lanes:
         if lane.worker is not None:
             lane.worker.close()

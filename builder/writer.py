@@ -1,21 +1,21 @@
-"""The background writer: PNG encoding in worker processes, atomic per-batch parts, per-unit shards.
+"""The writer: PNG encoding in worker processes, atomic per-batch parts, per-unit shards, all between rounds.
 
-The generate loop hands over a finished batch (row metadata + float images) and goes straight on to the next
-GPU call. Worker processes encode PNGs in parallel (compression would otherwise throttle fast variants); a
-writer thread collects them in order and writes each batch as one part file
-``.staging/r<rank>-<run_id>/part-<n>.parquet`` (temporary name, fsync, rename). A killed run loses at most the
-batch in flight. When a unit ends, its parts are compacted into one shard ``data/generations-*.parquet``
-(again atomically), and only then are the parts removed; record ids already in a shard are never written
-twice, so a crash at any point leaves data that is complete, readable and free of duplicates.
+The generate loop hands over each finished batch (row metadata + uint8 pixels) and goes straight on to the next
+GPU call; the writer only holds it. Between rounds, when no timed call is running, ``flush`` has worker
+processes encode the held batches' PNGs in parallel and writes each batch as one part file
+``.staging/r<rank>-<run_id>/part-<n>.parquet`` (temporary name, fsync, rename). Encoding beside a timed worker
+slowed it even on cores of its own: on an H200, SD1.5 method batches ran at 0.86-0.93 of a bare loop's speed with
+encoders busy during their calls (bench/README.md §1). A killed run loses at most the round in flight. When a unit
+ends, its parts are compacted into one shard ``data/generations-*.parquet`` (again atomically), and only then are
+the parts removed; record ids already in a shard are never written twice, so a crash at any point leaves data that
+is complete, readable and free of duplicates.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
-import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -28,7 +28,6 @@ from accelbench.builder.encode import PNG_COMPRESS_LEVEL, encode_png
 
 FAILPOINT_ENV = "ACCELBENCH_FAILPOINT"  # tests: "part:N" / "shard:N" kills the process after the N-th write of
 # that kind, "shard-write:N" in the middle of it (the temporary file written, not yet renamed)
-MAX_QUEUED_BATCHES = 16  # back-pressure: bounds the float images held in memory while encoding catches up
 
 
 def default_workers() -> int:
@@ -54,7 +53,8 @@ class ShardWriter:
         self.compress_level = compress_level
         self.table_schema = schema.arrow_schema(schema.GENERATION_COLUMNS)
         self.parts_written = self.shards_written = self.rows_written = 0
-        self._error: BaseException | None = None
+        self._held: list[tuple[list[dict], object]] = []  # batches submitted since the last flush
+        self._failed = False  # a write failed: nothing more is written, so no half-state is added to it
         self._compact_orphans()
         # spawn, not fork: the parent may hold CUDA state, which must never be forked.
         workers = workers or default_workers()
@@ -62,54 +62,44 @@ class ShardWriter:
                                          initializer=encode.init_worker, initargs=(os.getpid(), cores))
         # Start every worker now: spawning them during the first timed batches would slow those batches.
         list(self._pool.map(encode.ready, range(workers)))
-        self._queue: queue.Queue = queue.Queue(maxsize=MAX_QUEUED_BATCHES)
-        self._thread = threading.Thread(target=self._loop, name="accelbench-writer", daemon=True)
-        self._thread.start()
-
-    # -- called from the generate loop ------------------------------------------------------------------
 
     def submit(self, rows: list[dict], pixels=None) -> None:
-        """Queue one batch: ``rows`` without image fields, ``pixels`` uint8 [N, H, W, 3] (None when the batch
-        failed)."""
-        self._raise_if_failed()
-        futures = ([self._pool.submit(encode_png, picture, self.compress_level) for picture in pixels]
-                   if pixels is not None else None)
-        self._queue.put(("batch", rows, futures))
+        """Hold one batch until the next flush: ``rows`` without image fields, ``pixels`` uint8 [N, H, W, 3]
+        (None when the batch failed)."""
+        self._held.append((rows, pixels))
+
+    def flush(self) -> None:
+        """Encode the held batches (in parallel) and write each as a part, in the order submitted; returns when
+        they are on disk."""
+        if self._failed:
+            return
+        held, self._held = self._held, []
+        encoding = [(rows, None if pixels is None else
+                     [self._pool.submit(encode_png, picture, self.compress_level) for picture in pixels])
+                    for rows, pixels in held]
+        try:
+            for rows, futures in encoding:
+                self._write_part(rows, futures)
+        except BaseException:
+            self._failed = True
+            raise
 
     def end_unit(self) -> None:
-        """Compact the parts written so far into a shard (in the writer thread)."""
-        self._raise_if_failed()
-        self._queue.put(("compact", None, None))
+        """Write what is held, then compact the parts written so far into a shard."""
+        self.flush()
+        if not self._failed:
+            try:
+                self._compact(self.staging)
+            except BaseException:
+                self._failed = True
+                raise
 
     def close(self) -> None:
-        """Write everything queued, compact, stop the workers. Raises the writer's error, if any."""
-        self._queue.put(("compact", None, None))
-        self._queue.put(None)
-        self._thread.join()
-        self._pool.shutdown()
-        self._raise_if_failed()
-
-    def _raise_if_failed(self) -> None:
-        """Stop the run at the first failed write: the writer thread's error, raised in the generate loop."""
-        if isinstance(self._error, dataset.WriteError):
-            raise self._error
-        if self._error is not None:
-            raise RuntimeError(f"writing the dataset failed: {self._error}") from self._error
-
-    # -- writer thread ----------------------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # drain the queue so the generate loop never blocks on a dead writer
-            kind, batch, futures = item
-            try:
-                if kind == "batch":
-                    self._write_part(batch, futures)
-                else:
-                    self._compact(self.staging)
-            except BaseException as error:  # surfaced to the generate loop by _raise_if_failed
-                self._error = error
+        """Write what is held, compact, stop the encoders (after a failed write: only stop them)."""
+        try:
+            self.end_unit()
+        finally:
+            self._pool.shutdown(cancel_futures=True)
 
     def _write_part(self, rows, futures) -> None:
         for row, future in zip(rows, futures or [None] * len(rows)):

@@ -23,7 +23,7 @@ from PIL import Image
 
 from accelbench import dataset, schema
 from accelbench.builder import plan, programs, runner
-from accelbench.builder.worker import PROGRAM_MODULE
+from accelbench.builder.worker import PROGRAM_MODULE, ProgramWorker
 from accelbench.cli import main
 from accelbench.manifest import load_catalog
 
@@ -225,6 +225,31 @@ def test_max_resident_splits_a_setting_and_rerenders_its_baseline_bit_identicall
     reference = hashes(smoke[0])
     assert all(reference[record] == sha for record, sha in hashes(tmp_path).items() if record in reference)
 
+
+
+def test_batches_are_encoded_and_written_between_rounds_never_during_a_call(tmp_path, monkeypatch):
+    """A timed call shares the host with no PNG encoding and no Parquet writing: a round's batches are on disk
+    before the next round starts, and nothing is written while any call runs."""
+    def rows_on_disk():
+        return sum(pq.read_metadata(path).num_rows
+                   for path in (tmp_path / dataset.STAGING_DIR).glob("*/part-*.parquet"))
+
+    written_during_calls, on_disk_at_round_start = [], []
+    timed_call = ProgramWorker.generate
+
+    def watched(self, *args, **kwargs):
+        before = rows_on_disk()
+        reply = timed_call(self, *args, **kwargs)
+        written_during_calls.append(rows_on_disk() - before)
+        return reply
+
+    monkeypatch.setattr(ProgramWorker, "generate", watched)
+    summary = generate(tmp_path, tasks=[SLICE[0]], limit=2,
+                       before_round=lambda index: on_disk_at_round_start.append(rows_on_disk()))
+    assert summary.failed_rows == 0
+    assert len(written_during_calls) > 12 and not any(written_during_calls)
+    # Baseline + GT: 2 rows a round at batch size 1 (4 rounds), then 4 a round at batch size 2 (2 rounds).
+    assert on_disk_at_round_start == [0, 2, 4, 6, 8, 12]
 
 # ---------------------------------------------------------------------------------------------------------
 # Submissions: every program in a worker of its own; failures and cheats are rows
