@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -119,12 +120,12 @@ class BareServer:
     """The bare loop in a process of its own, driven round by round from the harness's ``before_round``: both
     are then timed on the same host state, batch for batch. The bare loop keeps its own clock."""
 
-    def __init__(self, spec, release_memory=False):
+    def __init__(self, spec, release_memory=False, cores=None):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve_bare, args=(child, spec, release_memory), daemon=True)
+        self.process = context.Process(target=_serve_bare, args=(child, spec, release_memory, cores), daemon=True)
         self.process.start()
         child.close()
         self.conn.recv()  # loaded and warmed up
@@ -143,7 +144,9 @@ class BareServer:
         return [self.rounds[index] for index in sorted(self.rounds)]
 
 
-def _serve_bare(conn, spec, release_memory):
+def _serve_bare(conn, spec, release_memory, cores=None):
+    if cores:
+        os.sched_setaffinity(0, cores)
     loop = BarePipelines(**spec["pipelines"])
     conn.send("ready")
     while (batch := conn.recv()) is not None:

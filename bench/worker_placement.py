@@ -1,0 +1,155 @@
+"""Where a program's host thread runs vs how fast it renders: a bare loop against ProgramWorkers placed
+different ways, round-robin in one call.
+
+SD1.5 at 512² is launch-bound on an H200 (the GPU waits on the Python thread that launches its kernels), so
+anything that slows that thread slows the batch. Each lane below renders the same batches of one program
+(DDIM 25, batch 4); every round runs batch k of every lane, starting at a different lane each round, and each
+lane is compared with the first (a bare loop in a spawned process, unpinned) over the same rounds:
+
+- ``bare``: bench/bare.py in a spawned process, unpinned (the reference);
+- ``bare pinned``: the same, held on the timed cores generate uses (``runner.core_split``);
+- ``worker pinned``: a ProgramWorker as generate starts it (timed cores, one torch thread);
+- ``worker unpinned``: the same worker, free to run on any core;
+- ``worker other cores``: pinned to the host's last two cores instead;
+- ``worker default threads``: unpinned, with torch's default CPU thread count.
+
+    python bench/worker_placement.py --images 64 --methods none,deepcache --out bench/results/x.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_generate import METHOD_TASKS, BareServer, batches_of, prompts, write  # noqa: E402
+
+
+def lanes(timed_cores, other_cores):
+    """(label, kind, cores, threads): kind 'bare' or 'worker'; threads None is torch's default."""
+    return [("bare", "bare", None, None), ("bare pinned", "bare", timed_cores, None),
+            ("worker pinned", "worker", timed_cores, 1), ("worker unpinned", "worker", None, 1),
+            ("worker other cores", "worker", other_cores, 1), ("worker default threads", "worker", None, None)]
+
+
+class WorkerLane:
+    def __init__(self, source, model_path, device, dtype, size, batch_size, cores, threads, warmup_batch, warmup):
+        from accelbench.builder.worker import ProgramWorker
+
+        self.size = size
+        self.worker = ProgramWorker(source, model_path=model_path, device=device, dtype=dtype, max_images=batch_size,
+                                    max_resolution=size, threads=threads, cores=cores)
+        self.worker.start()
+        for _ in range(warmup):
+            self.worker.generate(*warmup_batch, size, size)
+
+    def run(self, batch) -> float:
+        return self.worker.generate(*batch, self.size, self.size).latency_s
+
+    def close(self):
+        self.worker.close()
+
+
+class BareLane:
+    """One method's bare loop in a BareServer of its own (the server renders every method it holds)."""
+
+    def __init__(self, spec, method, cores):
+        self.server, self.method = BareServer(spec, cores=cores), method
+        self.batches = spec["batches"]
+
+    def run(self, batch) -> float:
+        self.server.conn.send(batch)
+        return self.server.conn.recv()[self.method]
+
+    def close(self):
+        self.server.conn.send(None)
+        self.server.process.join(timeout=60)
+
+
+def ratio_ci(reference, latencies):
+    """Throughput of ``latencies`` relative to ``reference`` over the same rounds, with a 95 % bootstrap CI."""
+    from accelbench.scorer import functional
+
+    ref, mine = np.asarray(reference, float), np.asarray(latencies, float)
+    if len(ref) < functional.MIN_CI_UNITS:
+        return float(functional.ratio_of_sums(ref, mine)), float("nan"), float("nan")
+    low, high = functional.bootstrap_ci(functional.ratio_of_sums, ref, mine)
+    return float(functional.ratio_of_sums(ref, mine)), float(low), float(high)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="sd15")
+    parser.add_argument("--methods", default="none,deepcache", help="subset of: " + ", ".join(METHOD_TASKS))
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--weights", choices=["random", "tiny"], default="random")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    from accelbench.builder import programs, runner
+    from accelbench.builder.seeding import image_seed
+    from accelbench.manifest import load_catalog
+
+    programs.quiet_library_output()
+    catalog = load_catalog()
+    batch_size = catalog.suite("timing").batch_sizes[0]
+    device = runner.resolve_device(args.device, None)
+    timed_cores, _ = runner.core_split(device, None)
+    cores = sorted(os.sched_getaffinity(0))
+    other_cores = cores[-2:]
+    sources = runner.ModelSources(catalog, args.weights, device, {})
+    model_path, size = sources.path(args.family), sources.resolution(args.family)
+    dtype = catalog.models[args.family].dtype if device.startswith("cuda") else "float32"
+    prompt_list = prompts(args.images)
+    seeds = [image_seed(catalog.suite("timing").seeds[0], index) for index in range(args.images)]
+    batches = batches_of(prompt_list, seeds, batch_size)
+    warmup_batch = ([f"warm-up {i}" for i in range(batch_size)], seeds[:batch_size])
+    device_name, versions = runner.environment(device)
+    report = {"date": date.today().isoformat(), "device": device_name, "versions": versions, "cpus": len(cores),
+              "timed_cores": timed_cores, "other_cores": other_cores, "images": args.images, "batch_size": batch_size,
+              "family": args.family, "methods": {}}
+    print(f"device: {device_name}; {len(cores)} CPUs, timed cores {timed_cores}, other cores {other_cores}; "
+          f"{args.family}, {args.images} images, batch {batch_size}")
+    for method in args.methods.split(","):
+        task = catalog.task(f"{args.family}-ddim-25-{METHOD_TASKS[method] or 'deepcache'}")
+        source = programs.render(catalog, task, baseline=method == "none").source
+        spec = {"pipelines": {"family": args.family, "methods": [method], "model_path": model_path, "size": size,
+                              "device": device, "dtype": dtype, "warmup": args.warmup, "warmup_batch": warmup_batch},
+                "batches": batches}
+        running = {}
+        for label, kind, lane_cores, threads in lanes(timed_cores, other_cores):
+            running[label] = (BareLane(spec, method, lane_cores) if kind == "bare" else
+                              WorkerLane(source, model_path, device, dtype, size, batch_size, lane_cores, threads,
+                                         warmup_batch, args.warmup))
+        labels = list(running)
+        latencies = {label: [] for label in labels}
+        for index, batch in enumerate(batches):
+            for offset in range(len(labels)):  # each round starts at the next lane: no lane always goes first
+                label = labels[(index + offset) % len(labels)]
+                latencies[label].append(running[label].run(batch))
+        for lane in running.values():
+            lane.close()
+        rows = report["methods"][method] = []
+        print(f"\n{method}: {len(batches)} rounds; throughput vs '{labels[0]}' over the same rounds [95% CI]")
+        for label in labels:
+            point, low, high = ratio_ci(latencies[labels[0]], latencies[label])
+            rows.append({"lane": label, "ratio_to_bare": point, "ratio_ci": [low, high], "n_rounds": len(batches),
+                         "median_s": statistics.median(latencies[label]), "min_s": min(latencies[label]),
+                         "latencies_s": latencies[label]})
+            print(f"  {label:<24}{point:>7.3f} [{low:.3f}, {high:.3f}]  median {rows[-1]['median_s']:.3f} s  "
+                  f"min {rows[-1]['min_s']:.3f} s  n={len(batches)}")
+        write(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
