@@ -144,6 +144,23 @@ class BareServer:
         return [self.rounds[index] for index in sorted(self.rounds)]
 
 
+class BareServerPerMethod:
+    """The paired bare loop with each method's pipeline in a process of its own, like the harness's workers:
+    every bare batch then follows another process's batch, as every harness batch does."""
+
+    def __init__(self, spec, release_memory=False):
+        self.servers = [BareServer({**spec, "pipelines": {**spec["pipelines"], "methods": [method]}}, release_memory)
+                        for method in spec["pipelines"]["methods"]]
+
+    def before_round(self, index):
+        for server in self.servers:
+            server.before_round(index)
+
+    def close(self):
+        rounds = [server.close() for server in self.servers]
+        return [{method: latency for part in parts for method, latency in part.items()} for parts in zip(*rounds)]
+
+
 def _serve_bare(conn, spec, release_memory, cores=None):
     if cores:
         os.sched_setaffinity(0, cores)
@@ -262,6 +279,9 @@ def main():
     parser.add_argument("--weights", choices=["random", "tiny"], default="random")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--max-resident", type=int, help="passed to generate (default: as many as fit)")
+    parser.add_argument("--bare-per-method", action="store_true",
+                        help="paired: the bare loop runs each method's pipeline in a process of its own (as the "
+                             "harness does) instead of all in one process")
     parser.add_argument("--bare-release-memory", action="store_true",
                         help="paired: the bare loop frees its cached GPU memory after each round, keeping only its "
                              "weights (SDXL: the harness's workers then fit beside it; the bare baseline batch "
@@ -309,7 +329,8 @@ def main():
             if mode == "bare":
                 results[label] = run_bare(spec)
             elif mode == "paired":
-                server = BareServer(spec, release_memory=args.bare_release_memory)
+                server = (BareServerPerMethod if args.bare_per_method else BareServer)(
+                    spec, release_memory=args.bare_release_memory)
                 results["paired: harness"], walls[label] = run_harness(
                     family, methods, catalog, folder, prompt_file, args.weights, device, args.images, args.warmup,
                     "interleaved", args.max_resident, before_round=server.before_round)
