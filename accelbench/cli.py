@@ -217,8 +217,9 @@ def _split(value: str | None) -> list[str] | None:
               help="Load FAMILY's pretrained weights from a local folder (repeatable).")
 @click.option("--timing", type=click.Choice(TIMING_MODES), default=TIMING_MODES[0], show_default=True,
               help="interleaved: a setting's programs take turns batch by batch; sequential: one after another.")
-@click.option("--max-resident", type=click.IntRange(min=2), help="Pipelines loaded at once per setting (default: "
-              "all on CPU; on CUDA as many as the baseline's measured footprint lets fit).")
+@click.option("--max-resident", type=click.IntRange(min=2), help="At most this many pipelines loaded at once per "
+              "setting (default: all on CPU; on CUDA as many as the baseline's measured footprint lets fit, which "
+              "this never exceeds).")
 @click.option("--call-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds one batch may take "
               "(default: max(60, 10 x the baseline's median batch latency)).")
 @click.option("--load-timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LOAD_TIMEOUT_S,

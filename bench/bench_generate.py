@@ -196,7 +196,8 @@ def run_harness(family, methods, catalog, out, prompt_file, weights, device, ima
         results[method] = {
             "latencies": [row["batch_latency_s"] for row in ordered],
             "baseline_latencies": [row["baseline_latency_s"] for row in ordered],
-            "denoise_share": statistics.mean(row["denoise_s"] / row["batch_latency_s"] for row in ordered),
+            "denoise_share": (statistics.mean(row["denoise_s"] / row["batch_latency_s"] for row in ordered)
+                              if ordered else None),
             "failed": sum(row["status"] != "ok" for row in rows if row["method"] == method),
         }
     return results, wall
@@ -245,6 +246,11 @@ def pooled(passes):
     return {method: {"latencies": [x for run in passes for x in run[method]["latencies"]],
                      "baseline_latencies": [x for run in passes for x in run[method]["baseline_latencies"]]}
             for method in passes[0]}
+
+
+def complete(result, rounds):
+    """Whether a method rendered every round of a pass (its failed batches are printed, not summarised)."""
+    return len(result["latencies"]) == rounds
 
 
 def images_per_s(latencies, batch_size):
@@ -343,7 +349,7 @@ def main():
             reference = pooled([result for name, result in results.items() if "bare" in name])
             entry["rows"] = [summarize(method, name, results[name][method], references.get(name, reference)[method],
                                        batch_size, paired=name in references)
-                             for name in results for method in methods]
+                             for name in results for method in methods if complete(results[name][method], len(spec["batches"]))]
             write(report, args.out)
         overhead = entry["overhead"] = harness_overhead(device, size, batch_size)
         overhead["share_of_baseline_batch"] = overhead["round_trip_ms_median"] / (

@@ -494,12 +494,18 @@ def _run_lanes(run: _Run, lanes: list[_Lane]) -> None:
     while True:
         group = [baseline] if baseline else []
         capacity = _load(run, group, reference)
-        take = max(1, (run.options.max_resident or capacity or len(lanes)) - len(group))
+        take = max(1, resident_limit(run.options.max_resident, capacity, len(lanes)) - len(group))
         group, others = group + others[:take], others[take:]
         _load(run, group, reference)
         _run_group(run, group, set().union(*(lane.pending for lane in group)), reference)
         if not others:
             return
+
+
+def resident_limit(max_resident: int | None, capacity: int | None, lanes: int) -> int:
+    """How many pipelines a group may hold: ``--max-resident`` bounds what the device was measured to hold
+    (``capacity``, None when unknown); with neither, every lane."""
+    return min(limit for limit in (max_resident, capacity, lanes) if limit is not None)
 
 
 def _lane(run: _Run, unit: plan.Unit, batch_size: int) -> _Lane:

@@ -769,3 +769,9 @@ def test_sandbox_bwrap_hides_the_dataset_folder_and_the_network(tmp_path):
     log = (out / schema.LOGS_DIR / f"sub-snoop--{SLICE[0]}--bs1.log").read_text()
     assert "dataset visible: False" in log and "interfaces: ['lo']" in log
     assert Counter(row["status"] for row in rows(out)) == {"ok": 4}  # 2 seeds x 2 batch sizes
+
+
+@pytest.mark.parametrize("max_resident, capacity, expected", [(None, None, 5), (3, None, 3), (None, 2, 2),
+                                                               (3, 2, 2), (2, 4, 2), (9, 9, 5)])
+def test_max_resident_bounds_what_the_device_was_measured_to_hold(max_resident, capacity, expected):
+    assert runner.resident_limit(max_resident, capacity, lanes=5) == expected
