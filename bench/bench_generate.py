@@ -165,6 +165,8 @@ def _serve_bare(conn, spec, release_memory, cores=None):
     if cores:
         os.sched_setaffinity(0, cores)
     loop = BarePipelines(**spec["pipelines"])
+    if release_memory:  # the harness's workers load next: leave them what the warm-up batches cached
+        _free(spec["pipelines"]["device"])
     conn.send("ready")
     while (batch := conn.recv()) is not None:
         conn.send(loop.round(*batch))

@@ -40,9 +40,9 @@ case $part in
     step standard sd15 "sd15-ddim-25-*"
     ;;
   sdxl)
-    # Unverified in this form: the paired SDXL run of 2026-11-29 failed in its GT lanes (bench/README.md §1.4).
+    # Paired, the bare loop keeping only its weights between rounds: ~41 GB per SDXL worker at batch 4 (§1.5).
     step python bench/bench_generate.py --families sdxl --images 20 --warmup 1 --device cuda --work "$work/bench" \
-      --out "$results/generate-sdxl.json"
+      --modes paired --bare-release-memory --out "$results/generate-sdxl.json"
     step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate" 1
     ;;
   *) echo "unknown part $part"; exit 2 ;;
