@@ -45,6 +45,18 @@ def did_you_mean(name: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def expand_task_patterns(patterns, task_ids, unmatched) -> list[str]:
+    """The ids among ``task_ids`` that task ids or glob patterns (case-sensitive) select, each once, in the
+    order first selected. ``unmatched(index, pattern)`` is called for a pattern that selects nothing."""
+    selected: list[str] = []
+    for index, pattern in enumerate(patterns):
+        matches = [task_id for task_id in task_ids if fnmatch.fnmatchcase(task_id, pattern)]
+        if not matches:
+            unmatched(index, pattern)
+        selected.extend(task_id for task_id in matches if task_id not in selected)
+    return selected
+
+
 def unknown_name(kind: str, name: str, choices) -> str:
     """The problem text for a name that is not in ``choices`` (listing them when there are few)."""
     known = sorted(map(str, choices))
@@ -566,13 +578,10 @@ def parse_suite(data, source, tasks: dict[str, Task]) -> Suite:
     entry = check.mapping(data["suite"], "suite",
                           required=("description", "tasks", "prompts", "seeds", "batch_sizes"),
                           optional=("warmup_batches", "weights", "dtype", "clip"))
-    selected: list[str] = []
-    for index, pattern in enumerate(check.sequence(entry["tasks"], "suite.tasks")):
-        pattern = check.string(pattern, f"suite.tasks[{index}]")
-        matches = [task_id for task_id in tasks if fnmatch.fnmatchcase(task_id, pattern)]
-        if not matches:
-            check.fail(f"suite.tasks[{index}]", f"no task matches {pattern!r}{did_you_mean(pattern, tasks)}")
-        selected.extend(task_id for task_id in matches if task_id not in selected)
+    patterns = [check.string(pattern, f"suite.tasks[{index}]")
+                for index, pattern in enumerate(check.sequence(entry["tasks"], "suite.tasks"))]
+    selected = expand_task_patterns(patterns, tasks, lambda index, pattern: check.fail(
+        f"suite.tasks[{index}]", f"no task matches {pattern!r}{did_you_mean(pattern, tasks)}"))
     seeds = check.sequence(entry["seeds"], "suite.seeds")
     for index, seed in enumerate(seeds):
         check.integer(seed, f"suite.seeds[{index}]", minimum=0)

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fnmatch
 import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gate_calibration import selected_tasks  # noqa: E402
 
 PROMPTS = ["a red cube on a wooden table", "an astronaut riding a horse on the moon",
            "a watercolor painting of a lighthouse at dawn", "two cats sleeping on a sofa"]
@@ -48,12 +52,8 @@ def main(argv=None) -> int:
     from accelbench.builder import programs, synthetic
     from accelbench.builder.encode import to_uint8
     from accelbench.builder.seeding import make_generators, seed_global
-    from accelbench.manifest import load_catalog
 
-    catalog = load_catalog()
-    programs.quiet_library_output()
-    patterns = [p.strip() for p in args.tasks.split(",") if p.strip()]
-    tasks = [t for t in catalog.tasks.values() if any(fnmatch.fnmatch(t.id, p) for p in patterns)]
+    catalog, tasks = selected_tasks(parser, args.tasks)
     torch.set_num_threads(2)
 
     def images(task, baseline=False, tome_seed=None, threads=2, split=False):

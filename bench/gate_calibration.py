@@ -14,7 +14,6 @@ Differences are in uint8 levels (0-255) over all pixels and channels, as the gat
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import random
 import sys
@@ -34,6 +33,19 @@ def diff(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
     return int(d.max()), float(d.mean())
 
 
+def selected_tasks(parser, patterns: str):
+    """The catalogue and the tasks that comma-separated ids or glob ``patterns`` select (one selecting none is a
+    usage error); library chatter off."""
+    from accelbench.builder import programs
+    from accelbench.manifest import expand_task_patterns, load_catalog
+
+    catalog = load_catalog()
+    programs.quiet_library_output()
+    task_ids = expand_task_patterns([p.strip() for p in patterns.split(",") if p.strip()], catalog.tasks,
+                                    lambda _, pattern: parser.error(f"--tasks: {pattern!r} matches no task"))
+    return catalog, [catalog.tasks[task_id] for task_id in task_ids]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="*", help="comma-separated task id patterns")
@@ -46,12 +58,8 @@ def main(argv=None) -> int:
 
     from accelbench.builder import gate, programs, synthetic
     from accelbench.builder.seeding import make_generators, seed_global
-    from accelbench.manifest import load_catalog
 
-    catalog = load_catalog()
-    programs.quiet_library_output()
-    patterns = [p.strip() for p in args.tasks.split(",") if p.strip()]
-    tasks = [t for t in catalog.tasks.values() if any(fnmatch.fnmatch(t.id, p) for p in patterns)]
+    catalog, tasks = selected_tasks(parser, args.tasks)
     units, seen = [], set()
     for task in tasks:
         if task.setting_id not in seen:

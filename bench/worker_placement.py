@@ -19,7 +19,6 @@ lane is compared with the first (a bare loop in a spawned process, unpinned) ove
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

@@ -10,7 +10,6 @@ already done. :func:`build_units` is the one place that knows which variants exi
 from __future__ import annotations
 
 import csv
-import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from accelbench.builder import programs
 from accelbench.builder.programs import Program
 from accelbench.builder.seeding import image_seed
 from accelbench.errors import UserInputError
-from accelbench.manifest import Catalog, PromptSource, Suite, Task, did_you_mean
+from accelbench.manifest import Catalog, PromptSource, Suite, Task, did_you_mean, expand_task_patterns
 
 
 class PlanError(UserInputError):
@@ -89,13 +88,11 @@ def select_tasks(catalog: Catalog, suite: Suite, patterns: list[str] | None) -> 
         return [catalog.tasks[task_id] for task_id in suite.tasks]
     if not patterns:
         raise PlanError("--tasks selects no task (give task ids or glob patterns, or leave it out for all)")
-    chosen: list[str] = []
-    for pattern in patterns:
-        matches = [task_id for task_id in suite.tasks if fnmatch.fnmatchcase(task_id, pattern)]
-        if not matches:
-            hint = "" if pattern not in catalog.tasks else f" (task {pattern!r} exists but is not in this suite)"
-            raise PlanError(f"--tasks: {pattern!r} matches no task of suite {suite.id!r}{hint}")
-        chosen.extend(task_id for task_id in matches if task_id not in chosen)
+    def unmatched(index, pattern):
+        hint = "" if pattern not in catalog.tasks else f" (task {pattern!r} exists but is not in this suite)"
+        raise PlanError(f"--tasks: {pattern!r} matches no task of suite {suite.id!r}{hint}")
+
+    chosen = set(expand_task_patterns(patterns, suite.tasks, unmatched))
     return [catalog.tasks[task_id] for task_id in suite.tasks if task_id in chosen]
 
 
