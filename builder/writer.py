@@ -74,10 +74,10 @@ class ShardWriter:
         if self._failed:
             return
         held, self._held = self._held, []
-        encoding = [(rows, None if pixels is None else
-                     [self._pool.submit(encode_png, picture, self.compress_level) for picture in pixels])
-                    for rows, pixels in held]
         try:
+            encoding = [(rows, None if pixels is None else
+                         [self._pool.submit(encode_png, picture, self.compress_level) for picture in pixels])
+                        for rows, pixels in held]
             for rows, futures in encoding:
                 self._write_part(rows, futures)
         except BaseException:
