@@ -4,9 +4,11 @@
 #   bash bench/gpu.sh sd15 RESULTS   smoke suite on CUDA; SD1.5 generate efficiency + timing fidelity;
 #                                    scoring throughput; the standard suite's SD1.5 DDIM-25 tasks, generated and scored
 #   bash bench/gpu.sh sdxl RESULTS   the same for SDXL (efficiency, fidelity, standard tasks)
+#   bash bench/gpu.sh sd15-gap RESULTS   SD1.5 paired against a bare loop with each pipeline in a process of its
+#                                    own, and worker placement (bench/README.md §1.2)
 # Every step runs even if an earlier one failed; RESULTS/ receives the JSON, logs and reports.
 set -u
-part=${1:?part: sd15 or sdxl}
+part=${1:?part: sd15, sdxl or sd15-gap}
 results=${2:?results folder}
 work=${WORK:-/tmp/accelbench-gpu}
 mkdir -p "$results" "$work"
@@ -44,6 +46,11 @@ case $part in
     step python bench/bench_generate.py --families sdxl --images 20 --warmup 1 --device cuda --work "$work/bench" \
       --modes paired --bare-release-memory --out "$results/generate-sdxl.json"
     step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate" 1
+    ;;
+  sd15-gap)
+    step python bench/bench_generate.py --families sd15 --images 64 --device cuda --work "$work/bench" \
+      --modes paired --bare-per-method --out "$results/generate-sd15-bare-per-method.json"
+    step python bench/worker_placement.py --images 48 --methods none,deepcache --out "$results/worker-placement.json"
     ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac
