@@ -50,7 +50,7 @@ case $part in
   sd15-gap)
     step python bench/bench_generate.py --families sd15 --images 64 --device cuda --work "$work/bench" \
       --modes paired --bare-per-method --out "$results/generate-sd15-bare-per-method.json"
-    step python bench/worker_placement.py --images 48 --methods none,deepcache --out "$results/worker-placement.json"
+    step python bench/worker_placement.py --images 32 --methods none,deepcache --out "$results/worker-placement.json"
     ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac
