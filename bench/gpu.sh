@@ -42,9 +42,9 @@ case $part in
     step standard sd15 "sd15-ddim-25-*"
     ;;
   sdxl)
-    # Paired, the bare loop keeping only its weights between rounds: ~41 GB per SDXL worker at batch 4 (§1.5).
+    # Separate passes: paired does not fit an H200 once every lane loads (§1.5); SDXL is GPU-bound and steady.
     step python bench/bench_generate.py --families sdxl --images 20 --warmup 1 --device cuda --work "$work/bench" \
-      --modes paired --bare-release-memory --out "$results/generate-sdxl.json"
+      --modes bare,interleaved --out "$results/generate-sdxl.json"
     step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate" 1
     ;;
   sd15-gap)
