@@ -131,12 +131,16 @@ class BareServer:
         self.conn.recv()  # loaded and warmed up
         self.batches, self.rounds = spec["batches"], {}
 
+    def render(self, batch) -> dict[str, float]:
+        """One round of the bare loop: method -> latency of ``batch``."""
+        self.conn.send(batch)
+        return self.conn.recv()
+
     def before_round(self, index):
         """Render round ``index`` the first time the harness starts it (with ``--max-resident`` a setting runs
         in groups, each through every round: later groups are paired with the first group's bare round)."""
         if index not in self.rounds:
-            self.conn.send(self.batches[index])
-            self.rounds[index] = self.conn.recv()
+            self.rounds[index] = self.render(self.batches[index])
 
     def close(self):
         self.conn.send(None)
@@ -351,7 +355,8 @@ def main():
             reference = pooled([result for name, result in results.items() if "bare" in name])
             entry["rows"] = [summarize(method, name, results[name][method], references.get(name, reference)[method],
                                        batch_size, paired=name in references)
-                             for name in results for method in methods if complete(results[name][method], len(spec["batches"]))]
+                             for name in results for method in methods
+                             if complete(results[name][method], len(spec["batches"]))]
             write(report, args.out)
         overhead = entry["overhead"] = harness_overhead(device, size, batch_size)
         overhead["share_of_baseline_batch"] = overhead["round_trip_ms_median"] / (

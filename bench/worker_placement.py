@@ -19,17 +19,16 @@ lane is compared with the first (a bare loop in a spawned process, unpinned) ove
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
 from datetime import date
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_generate import METHOD_TASKS, BareServer, batches_of, prompts, write  # noqa: E402
+from bench_generate import METHOD_TASKS, BareServer, batches_of, prompts, speedup_with_ci, write  # noqa: E402
 
 
 def lanes(timed_cores, other_cores):
@@ -58,30 +57,16 @@ class WorkerLane:
 
 
 class BareLane:
-    """One method's bare loop in a BareServer of its own (the server renders every method it holds)."""
+    """One method's bare loop in a BareServer of its own."""
 
     def __init__(self, spec, method, cores):
         self.server, self.method = BareServer(spec, cores=cores), method
-        self.batches = spec["batches"]
 
     def run(self, batch) -> float:
-        self.server.conn.send(batch)
-        return self.server.conn.recv()[self.method]
+        return self.server.render(batch)[self.method]
 
     def close(self):
-        self.server.conn.send(None)
-        self.server.process.join(timeout=60)
-
-
-def ratio_ci(reference, latencies):
-    """Throughput of ``latencies`` relative to ``reference`` over the same rounds, with a 95 % bootstrap CI."""
-    from accelbench.scorer import functional
-
-    ref, mine = np.asarray(reference, float), np.asarray(latencies, float)
-    if len(ref) < functional.MIN_CI_UNITS:
-        return float(functional.ratio_of_sums(ref, mine)), float("nan"), float("nan")
-    low, high = functional.bootstrap_ci(functional.ratio_of_sums, ref, mine)
-    return float(functional.ratio_of_sums(ref, mine)), float(low), float(high)
+        self.server.close()
 
 
 def main():
@@ -141,11 +126,13 @@ def main():
         rows = report["methods"][method] = []
         print(f"\n{method}: {len(batches)} rounds; throughput vs '{labels[0]}' over the same rounds [95% CI]")
         for label in labels:
-            point, low, high = ratio_ci(latencies[labels[0]], latencies[label])
+            # The throughput ratio over the same rounds is the reference's summed latency over the lane's.
+            point, low, high = speedup_with_ci(latencies[labels[0]], latencies[label])
             rows.append({"lane": label, "ratio_to_bare": point, "ratio_ci": [low, high], "n_rounds": len(batches),
                          "median_s": statistics.median(latencies[label]), "min_s": min(latencies[label]),
                          "latencies_s": latencies[label]})
-            print(f"  {label:<24}{point:>7.3f} [{low:.3f}, {high:.3f}]  median {rows[-1]['median_s']:.3f} s  "
+            interval = "n/a" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"  # too few rounds for a CI
+            print(f"  {label:<24}{point:>7.3f} {interval}  median {rows[-1]['median_s']:.3f} s  "
                   f"min {rows[-1]['min_s']:.3f} s  n={len(batches)}")
         write(report, args.out)
 

@@ -548,7 +548,7 @@ def _run_group(run: _Run, lanes: list[_Lane], rounds: set[int], reference: dict[
         for lane in lanes:
             if lane.unit.is_baseline or index in lane.pending:
                 _run_batch(run, lane, index, reference)
-        run.writer.flush()  # now, with no timed call running: encoding beside one slows it
+        run.writer.flush()  # now, with no timed call running: none shares the host with encoding
     for lane in lanes:
         if lane.worker is not None:
             lane.worker.close()

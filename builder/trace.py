@@ -445,10 +445,7 @@ class Tracer:
 
     @staticmethod
     def _wrap_step(trace: Trace, original, depth: dict):
-        try:
-            signature = inspect.signature(original)
-        except (TypeError, ValueError):
-            signature = None
+        signature = _signature(original)
 
         # functools.wraps keeps the signature visible: pipelines inspect step() to decide whether to pass
         # `generator` and `eta`, and a bare wrapper would silently change what the program does.
@@ -466,10 +463,7 @@ class Tracer:
 
     @staticmethod
     def _wrap_set_timesteps(trace: Trace, original, depth: dict):
-        try:
-            signature = inspect.signature(original)
-        except (TypeError, ValueError):
-            signature = None
+        signature = _signature(original)
 
         @functools.wraps(original)
         def set_timesteps(self, *args, **kwargs):
@@ -496,6 +490,14 @@ class Tracer:
             return result
 
         return set_timesteps
+
+
+def _signature(function) -> inspect.Signature | None:
+    """``function``'s signature, None where Python cannot tell (some builtins)."""
+    try:
+        return inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
 
 
 def _ancestors(name: str) -> list[str]:

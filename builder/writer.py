@@ -3,9 +3,9 @@
 The generate loop hands over each finished batch (row metadata + uint8 pixels) and goes straight on to the next
 GPU call; the writer only holds it. Between rounds, when no timed call is running, ``flush`` has worker
 processes encode the held batches' PNGs in parallel and writes each batch as one part file
-``.staging/r<rank>-<run_id>/part-<n>.parquet`` (temporary name, fsync, rename). Encoding beside a timed worker
-slowed it even on cores of its own: on an H200, SD1.5 method batches ran at 0.86-0.93 of a bare loop's speed with
-encoders busy during their calls (bench/README.md §1). A killed run loses at most the round in flight. When a unit
+``.staging/r<rank>-<run_id>/part-<n>.parquet`` (temporary name, fsync, rename). So no timed call shares the host
+with encoding or writing, whatever its cores (on an H200 this cost no measurable wall time, bench/README.md §1.2).
+A killed run loses at most the round in flight. When a unit
 ends, its parts are compacted into one shard ``data/generations-*.parquet`` (again atomically), and only then are
 the parts removed; record ids already in a shard are never written twice, so a crash at any point leaves data that
 is complete, readable and free of duplicates.
@@ -13,6 +13,7 @@ is complete, readable and free of duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -74,25 +75,19 @@ class ShardWriter:
         if self._failed:
             return
         held, self._held = self._held, []
-        try:
+        with self._writing():
             encoding = [(rows, None if pixels is None else
                          [self._pool.submit(encode_png, picture, self.compress_level) for picture in pixels])
                         for rows, pixels in held]
             for rows, futures in encoding:
                 self._write_part(rows, futures)
-        except BaseException:
-            self._failed = True
-            raise
 
     def end_unit(self) -> None:
         """Write what is held, then compact the parts written so far into a shard."""
         self.flush()
         if not self._failed:
-            try:
+            with self._writing():
                 self._compact(self.staging)
-            except BaseException:
-                self._failed = True
-                raise
 
     def close(self) -> None:
         """Write what is held, compact, stop the encoders (after a failed write: only stop them)."""
@@ -100,6 +95,15 @@ class ShardWriter:
             self.end_unit()
         finally:
             self._pool.shutdown(cancel_futures=True)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A write that raises marks the writer failed: later flushes and compactions write nothing."""
+        try:
+            yield
+        except BaseException:
+            self._failed = True
+            raise
 
     def _write_part(self, rows, futures) -> None:
         for row, future in zip(rows, futures or [None] * len(rows)):
