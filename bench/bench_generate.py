@@ -298,6 +298,9 @@ def main():
                         help="paired: the bare loop frees its cached GPU memory after each round, keeping only its "
                              "weights (SDXL: the harness's workers then fit beside it; the bare baseline batch "
                              "pays its allocations again)")
+    parser.add_argument("--workers-as-bare", action="store_true",
+                        help="experiment: the harness's workers run unpinned with torch's default thread count, as "
+                             "the bare loop's processes do (generate pins them to its timed cores, one thread each)")
     parser.add_argument("--work", type=Path, help="folder for the harness datasets (default: a temp folder)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -307,6 +310,9 @@ def main():
     from accelbench.manifest import load_catalog
 
     programs.quiet_library_output()
+    if args.workers_as_bare:
+        runner.core_split = lambda device, local_rank: (None, None)
+        runner.worker_threads = lambda device: None
     catalog = load_catalog()
     batch_size = catalog.suite("timing").batch_sizes[0]  # the harness side runs the `timing` suite
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-generate-"))
@@ -322,7 +328,11 @@ def main():
     device = runner.resolve_device(args.device, None)
     device_name, versions = runner.environment(device)
     report = {"date": date.today().isoformat(), "device": device_name, "versions": versions, "images": args.images,
-              "batch_size": batch_size, "steps": 25, "weights": args.weights, "families": {}}
+              "batch_size": batch_size, "steps": 25, "weights": args.weights,
+              "options": {"modes": passes, "bare_per_method": args.bare_per_method,
+                          "bare_release_memory": args.bare_release_memory, "max_resident": args.max_resident,
+                          "workers_as_bare": args.workers_as_bare, "warmup": args.warmup},
+              "families": {}}
     print(f"device: {device_name}; {args.images} images, batch {batch_size}, DDIM 25 steps, {args.weights} weights")
     for family in args.families.split(","):
         dtype = catalog.models[family].dtype if device.startswith("cuda") else "float32"

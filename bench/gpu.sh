@@ -3,12 +3,15 @@
 # 10-minute machine lease:
 #   bash bench/gpu.sh sd15 RESULTS   smoke suite on CUDA; SD1.5 generate efficiency + timing fidelity;
 #                                    scoring throughput; the standard suite's SD1.5 DDIM-25 tasks, generated and scored
-#   bash bench/gpu.sh sdxl RESULTS   the same for SDXL (efficiency, fidelity, standard tasks)
+#   bash bench/gpu.sh sdxl RESULTS [METHODS]   SDXL efficiency + fidelity: each method paired with the bare loop
+#                                    beside the baseline (default all four; one lease fits two, e.g.
+#                                    deepcache,tome then tgate,deepcache_tgate)
+#   bash bench/gpu.sh sdxl-standard RESULTS   the standard suite's SDXL DDIM-25 tasks, generated and scored
 #   bash bench/gpu.sh sd15-gap RESULTS   SD1.5 paired against a bare loop with each pipeline in a process of its
 #                                    own, and worker placement (bench/README.md §1.2)
 # Every step runs even if an earlier one failed; RESULTS/ receives the JSON, logs and reports.
 set -u
-part=${1:?part: sd15, sdxl or sd15-gap}
+part=${1:?part: sd15, sdxl, sdxl-standard or sd15-gap}
 results=${2:?results folder}
 work=${WORK:-/tmp/accelbench-gpu}
 mkdir -p "$results" "$work"
@@ -42,9 +45,15 @@ case $part in
     step standard sd15 "sd15-ddim-25-*"
     ;;
   sdxl)
-    # Separate passes: paired does not fit an H200 once every lane loads (§1.5); SDXL is GPU-bound and steady.
-    step python bench/bench_generate.py --families sdxl --images 20 --warmup 1 --device cuda --work "$work/bench" \
-      --modes bare,interleaved --out "$results/generate-sdxl.json"
+    # One method at a time: paired with every lane loaded needs ~157 GB, a baseline and one method ~131 GB (§1.5).
+    # Separate passes are no substitute: the GPU warms during the first pass and slows the second (§1.5, run 5).
+    methods=${3:-deepcache,tome,tgate,deepcache_tgate}
+    for method in ${methods//,/ }; do
+      step python bench/bench_generate.py --families sdxl --methods "$method" --images 20 --warmup 1 --device cuda \
+        --work "$work/bench-$method" --modes paired --out "$results/generate-sdxl-paired-$method.json"
+    done
+    ;;
+  sdxl-standard)
     step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate" 1
     ;;
   sd15-gap)
