@@ -7,8 +7,8 @@
 #                                    beside the baseline (default all four; one lease fits two, e.g.
 #                                    deepcache,tome then tgate,deepcache_tgate)
 #   bash bench/gpu.sh sdxl-standard RESULTS   the standard suite's SDXL DDIM-25 tasks, generated and scored
-#   bash bench/gpu.sh sd15-gap RESULTS   SD1.5 paired against a bare loop with each pipeline in a process of its
-#                                    own, and worker placement (bench/README.md §1.2)
+#   bash bench/gpu.sh sd15-gap RESULTS   SD1.5 paired against a bare loop with every pipeline in one process (the
+#                                    reference of runs 1-7), and worker placement (bench/README.md §1.2)
 # Every step runs even if an earlier one failed; RESULTS/ receives the JSON, logs and reports.
 set -u
 part=${1:?part: sd15, sdxl, sdxl-standard or sd15-gap}
@@ -58,7 +58,7 @@ case $part in
     ;;
   sd15-gap)
     step python bench/bench_generate.py --families sd15 --images 64 --device cuda --work "$work/bench" \
-      --modes paired --bare-per-method --out "$results/generate-sd15-bare-per-method.json"
+      --modes paired --bare-one-process --out "$results/generate-sd15-bare-one-process.json"
     step python bench/worker_placement.py --images 32 --methods none,deepcache --out "$results/worker-placement.json"
     ;;
   *) echo "unknown part $part"; exit 2 ;;
