@@ -8,9 +8,11 @@ passes named by ``--modes`` (in that order; a mode may repeat):
 - **interleaved**: ``accelbench generate --timing interleaved`` (suite ``timing``): every method's program in a
   worker of its own, all loaded together, batches round-robin;
 - **sequential**: ``accelbench generate --timing sequential``: the same workers, one after another;
-- **paired** (default, first): the interleaved harness with the bare loop in a process of its own, run from the
-  harness's ``before_round``: each round renders the bare loop's batch k of every method, then the harness's.
-  Both see the same host state, so the throughput ratio gets a CI over rounds even where the host drifts.
+- **paired** (default, first): the interleaved harness with the bare loop run from the harness's
+  ``before_round``, each bare pipeline in a process of its own as each program is in a worker of its own:
+  each round renders the bare loop's batch k of every method, then the harness's. Both see the same host
+  state, so the throughput ratio gets a CI over rounds even where the host drifts; a line pools every
+  method's batches of a round (the harness's overall throughput over bare's, CI over rounds).
 
 Per method and pass it reports throughput (images per second of summed batch latency: the harness's clock
 includes the request, the worker's quantisation to uint8 and the pixels' transfer back), its ratio to bare
@@ -280,6 +282,15 @@ def summarize(method, mode, result, reference, batch_size, paired=False):
             "batch_latencies_s": result["latencies"], "baseline_latencies_s": result["baseline_latencies"]}
 
 
+def pooled_throughput_ratio(result, reference, methods):
+    """The harness's throughput over bare's with every method's batches together: the bare loop's summed latency
+    of each round over the harness's, the CI resampling rounds (the unit both loops share)."""
+    harness = np.sum([result[method]["latencies"] for method in methods], axis=0)
+    bare_loop = np.sum([reference[method]["latencies"] for method in methods], axis=0)
+    ratio, low, high = speedup_with_ci(bare_loop, harness)
+    return {"ratio": ratio, "ci": [low, high], "n_rounds": len(harness)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="sd15,sdxl")
@@ -368,6 +379,9 @@ def main():
                                        batch_size, paired=name in references)
                              for name in results for method in methods
                              if complete(results[name][method], len(spec["batches"]))]
+            entry["pooled"] = {name: pooled_throughput_ratio(results[name], references[name], methods)
+                               for name in references
+                               if all(complete(results[name][m], len(spec["batches"])) for m in methods)}
             write(report, args.out)
         overhead = entry["overhead"] = harness_overhead(device, size, batch_size)
         overhead["share_of_baseline_batch"] = overhead["round_trip_ms_median"] / (
@@ -386,6 +400,11 @@ def main():
             print(f"{row['method']:<16}{row['mode']:<20}{row['images_per_s']:>8.2f}"
                   f"{row['throughput_ratio_to_bare']:>8.3f}{ratio_ci:<17}{row['speedup']:>6.2f}x {interval:>12}"
                   f"{row['n_batches']:>4}{100 * row['speedup_difference_to_bare']:>7.1f}%{100 * row['cv']:>6.1f}%")
+        for name, pooled_ratio in entry.get("pooled", {}).items():
+            low, high = pooled_ratio["ci"]
+            interval = "n/a" if np.isnan(low) else f"[{low:.3f}, {high:.3f}]"
+            print(f"{name}, every method pooled: {pooled_ratio['ratio']:.3f} {interval} of bare's throughput "
+                  f"(n = {pooled_ratio['n_rounds']} rounds)")
         del sources
         _free(device)
 
