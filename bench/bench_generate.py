@@ -265,19 +265,35 @@ def images_per_s(latencies, batch_size):
     return batch_size * len(latencies) / sum(latencies)
 
 
+def speedup_difference(baseline, variant, bare_baseline, bare_variant, axis=-1):
+    """The speedup over the bare loop's speedup, minus 1 (vectorised along ``axis``: a bootstrap statistic)."""
+    from accelbench.scorer import functional
+
+    return (functional.ratio_of_sums(baseline, variant, axis=axis)
+            / functional.ratio_of_sums(bare_baseline, bare_variant, axis=axis) - 1)
+
+
 def summarize(method, mode, result, reference, batch_size, paired=False):
     """One table row: ``result`` against ``reference``: the bare loop's batches of the same rounds (``paired``),
-    else every bare batch measured, pooled. Paired, the throughput ratio gets a CI over rounds too."""
+    else every bare batch measured, pooled. Paired, the throughput ratio and the difference to bare's speedup
+    get CIs over rounds too."""
+    from accelbench.scorer import functional
+
     speedup, low, high = speedup_with_ci(result["baseline_latencies"], result["latencies"])
     ratio_ci = list(speedup_with_ci(reference["latencies"], result["latencies"])[1:]) if paired else None
     bare_speedup = speedup_with_ci(reference["baseline_latencies"], reference["latencies"])[0]
+    samples = [np.asarray(latencies, float) for latencies in (result["baseline_latencies"], result["latencies"],
+                                                              reference["baseline_latencies"], reference["latencies"])]
+    difference_ci = (list(functional.bootstrap_ci(speedup_difference, *samples))
+                     if paired and len(samples[0]) >= functional.MIN_CI_UNITS else None)
     throughput = images_per_s(result["latencies"], batch_size)
     return {"method": method, "mode": mode, "images_per_s": throughput,
             "throughput_ratio_to_bare": throughput / images_per_s(reference["latencies"], batch_size),
             "throughput_ratio_ci": ratio_ci,
             "ms_per_image": 1000 / throughput, "speedup": speedup, "speedup_ci": [low, high],
             "speedup_ci_width": high - low, "n_batches": len(result["latencies"]),
-            "speedup_difference_to_bare": speedup / bare_speedup - 1, "cv": cv(result["latencies"]),
+            "speedup_difference_to_bare": speedup / bare_speedup - 1, "speedup_difference_ci": difference_ci,
+            "cv": cv(result["latencies"]),
             "denoise_share": result.get("denoise_share"), "failed": result.get("failed", 0),
             "batch_latencies_s": result["latencies"], "baseline_latencies_s": result["baseline_latencies"]}
 
@@ -390,23 +406,30 @@ def main():
         print(f"\n{family} ({model_path}); harness overhead per batch: {overhead['round_trip_ms_median']:.1f} ms "
               f"median ({100 * overhead['share_of_baseline_batch']:.2f} % of a baseline batch), copy back "
               f"{overhead['copy_back_ms_median']:.2f} ms; 'vs bare': against the bare passes pooled")
-        print(f"{'method':<16}{'mode':<20}{'img/s':>8} {'vs bare [95% CI]':<24}{'speedup [95% CI]':>19}{'n':>4}"
-              f"{'vs bare':>8}{'CV':>7}")
-        for row in entry["rows"]:
-            low, high = row["speedup_ci"]
-            interval = "n/a" if np.isnan(low) else f"[{low:.2f}, {high:.2f}]"
-            ratio_ci = row["throughput_ratio_ci"]
-            ratio_ci = "" if ratio_ci is None or np.isnan(ratio_ci[0]) else f" [{ratio_ci[0]:.3f}, {ratio_ci[1]:.3f}]"
-            print(f"{row['method']:<16}{row['mode']:<20}{row['images_per_s']:>8.2f}"
-                  f"{row['throughput_ratio_to_bare']:>8.3f}{ratio_ci:<17}{row['speedup']:>6.2f}x {interval:>12}"
-                  f"{row['n_batches']:>4}{100 * row['speedup_difference_to_bare']:>7.1f}%{100 * row['cv']:>6.1f}%")
-        for name, pooled_ratio in entry.get("pooled", {}).items():
-            low, high = pooled_ratio["ci"]
-            interval = "n/a" if np.isnan(low) else f"[{low:.3f}, {high:.3f}]"
-            print(f"{name}, every method pooled: {pooled_ratio['ratio']:.3f} {interval} of bare's throughput "
-                  f"(n = {pooled_ratio['n_rounds']} rounds)")
+        print_table(entry["rows"], entry.get("pooled", {}))
         del sources
         _free(device)
+
+
+def print_table(rows, pooled_ratios):
+    """The rows of ``summarize`` as a table, then the every-method pooled ratio of each paired pass."""
+    def interval(bounds, digits):
+        return "" if bounds is None or np.isnan(bounds[0]) else f" [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+
+    print(f"{'method':<16}{'mode':<20}{'img/s':>8} {'vs bare [95% CI]':<24}{'speedup [95% CI]':>19}{'n':>4}"
+          f"  {'vs bare speedup [95% CI]':<26}{'CV':>6}")
+    for row in rows:
+        difference_ci = row.get("speedup_difference_ci")
+        difference = f"{100 * row['speedup_difference_to_bare']:+.1f}%" + (
+            f" [{100 * difference_ci[0]:+.1f}, {100 * difference_ci[1]:+.1f}]"
+            if difference_ci is not None and not np.isnan(difference_ci[0]) else "")
+        print(f"{row['method']:<16}{row['mode']:<20}{row['images_per_s']:>8.2f}"
+              f"{row['throughput_ratio_to_bare']:>8.3f}{interval(row['throughput_ratio_ci'], 3):<17}"
+              f"{row['speedup']:>6.2f}x {interval(row['speedup_ci'], 2) or ' n/a':>13}{row['n_batches']:>4}"
+              f"  {difference:<26}{100 * row['cv']:>5.1f}%")
+    for name, pooled_ratio in pooled_ratios.items():
+        print(f"{name}, every method pooled: {pooled_ratio['ratio']:.3f}{interval(pooled_ratio['ci'], 3) or ' n/a'}"
+              f" of bare's throughput (n = {pooled_ratio['n_rounds']} rounds)")
 
 
 def write(report, out):
