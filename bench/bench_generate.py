@@ -51,6 +51,7 @@ METHOD_TASKS = {"none": "", "deepcache": "deepcache", "tome": "tome", "tgate": "
 PROMPT_SUBJECTS = ["a red cube", "an astronaut riding a horse", "a lighthouse at dawn", "two cats on a sofa",
                    "a bowl of fruit", "a city street in the rain", "a mountain lake", "a robot reading a book"]
 MODES = ("bare", "interleaved", "sequential", "paired")
+PAIRED_HARNESS, PAIRED_BARE = "paired: harness", "paired: bare"  # a paired pass's two result sets
 DEFAULT_PASSES = "paired,sequential"
 NULL_PROGRAM = '''
 import numpy as np
@@ -226,15 +227,22 @@ def harness_overhead(device, size, batch_size, repeats=20):
             "copy_back_ms_median": 1000 * statistics.median(r.transfer_s for r in replies)}
 
 
+def with_ci(statistic, *samples):
+    """(point, low, high) of ``statistic`` over paired samples; the CI is nan below the scorer's minimum n."""
+    from accelbench.scorer import functional
+
+    arrays = [np.asarray(sample, float) for sample in samples]
+    point = float(statistic(*arrays))
+    if len(arrays[0]) < functional.MIN_CI_UNITS:
+        return point, float("nan"), float("nan")
+    low, high = functional.bootstrap_ci(statistic, *arrays)
+    return point, float(low), float(high)
+
+
 def speedup_with_ci(baseline, variant):
     from accelbench.scorer import functional
 
-    base, mine = np.asarray(baseline, float), np.asarray(variant, float)
-    point = float(functional.ratio_of_sums(base, mine))
-    if len(base) < functional.MIN_CI_UNITS:
-        return point, float("nan"), float("nan")
-    low, high = functional.bootstrap_ci(functional.ratio_of_sums, base, mine)
-    return point, float(low), float(high)
+    return with_ci(functional.ratio_of_sums, baseline, variant)
 
 
 def _free(device):
@@ -277,22 +285,21 @@ def summarize(method, mode, result, reference, batch_size, paired=False):
     """One table row: ``result`` against ``reference``: the bare loop's batches of the same rounds (``paired``),
     else every bare batch measured, pooled. Paired, the throughput ratio and the difference to bare's speedup
     get CIs over rounds too."""
-    from accelbench.scorer import functional
-
     speedup, low, high = speedup_with_ci(result["baseline_latencies"], result["latencies"])
     ratio_ci = list(speedup_with_ci(reference["latencies"], result["latencies"])[1:]) if paired else None
-    bare_speedup = speedup_with_ci(reference["baseline_latencies"], reference["latencies"])[0]
-    samples = [np.asarray(latencies, float) for latencies in (result["baseline_latencies"], result["latencies"],
-                                                              reference["baseline_latencies"], reference["latencies"])]
-    difference_ci = (list(functional.bootstrap_ci(speedup_difference, *samples))
-                     if paired and len(samples[0]) >= functional.MIN_CI_UNITS else None)
+    samples = (result["baseline_latencies"], result["latencies"], reference["baseline_latencies"],
+               reference["latencies"])
+    if paired:  # the same rounds on both sides: resample them together
+        difference, *difference_ci = with_ci(speedup_difference, *samples)
+    else:  # a pooled reference of other length: the point only
+        difference, difference_ci = speedup_difference(*map(np.asarray, samples)), None
     throughput = images_per_s(result["latencies"], batch_size)
     return {"method": method, "mode": mode, "images_per_s": throughput,
             "throughput_ratio_to_bare": throughput / images_per_s(reference["latencies"], batch_size),
             "throughput_ratio_ci": ratio_ci,
             "ms_per_image": 1000 / throughput, "speedup": speedup, "speedup_ci": [low, high],
             "speedup_ci_width": high - low, "n_batches": len(result["latencies"]),
-            "speedup_difference_to_bare": speedup / bare_speedup - 1, "speedup_difference_ci": difference_ci,
+            "speedup_difference_to_bare": float(difference), "speedup_difference_ci": difference_ci,
             "cv": cv(result["latencies"]),
             "denoise_share": result.get("denoise_share"), "failed": result.get("failed", 0),
             "batch_latencies_s": result["latencies"], "baseline_latencies_s": result["baseline_latencies"]}
@@ -381,11 +388,11 @@ def main():
             elif mode == "paired":
                 server = (BareServer if args.bare_one_process else BareServerPerMethod)(
                     spec, release_memory=args.bare_release_memory)
-                results["paired: harness"], walls[label] = run_harness(
+                results[PAIRED_HARNESS], walls[label] = run_harness(
                     family, methods, catalog, folder, prompt_file, args.weights, device, args.images, args.warmup,
                     "interleaved", args.max_resident, before_round=server.before_round)
-                results["paired: bare"] = as_result(server.close(), methods)
-                references["paired: harness"] = results["paired: bare"]
+                results[PAIRED_BARE] = as_result(server.close(), methods)
+                references[PAIRED_HARNESS] = results[PAIRED_BARE]
             else:
                 results[label], walls[label] = run_harness(family, methods, catalog, folder, prompt_file,
                                                            args.weights, device, args.images, args.warmup, mode,
@@ -413,22 +420,21 @@ def main():
 
 def print_table(rows, pooled_ratios):
     """The rows of ``summarize`` as a table, then the every-method pooled ratio of each paired pass."""
-    def interval(bounds, digits):
-        return "" if bounds is None or np.isnan(bounds[0]) else f" [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+    def interval(bounds, spec, scale=1):
+        return ("" if bounds is None or np.isnan(bounds[0])
+                else f" [{scale * bounds[0]:{spec}}, {scale * bounds[1]:{spec}}]")
 
     print(f"{'method':<16}{'mode':<20}{'img/s':>8} {'vs bare [95% CI]':<24}{'speedup [95% CI]':>19}{'n':>4}"
           f"  {'vs bare speedup [95% CI]':<26}{'CV':>6}")
     for row in rows:
-        difference_ci = row.get("speedup_difference_ci")
-        difference = f"{100 * row['speedup_difference_to_bare']:+.1f}%" + (
-            f" [{100 * difference_ci[0]:+.1f}, {100 * difference_ci[1]:+.1f}]"
-            if difference_ci is not None and not np.isnan(difference_ci[0]) else "")
+        difference = (f"{100 * row['speedup_difference_to_bare']:+.1f}%"
+                      + interval(row.get("speedup_difference_ci"), "+.1f", scale=100))
         print(f"{row['method']:<16}{row['mode']:<20}{row['images_per_s']:>8.2f}"
-              f"{row['throughput_ratio_to_bare']:>8.3f}{interval(row['throughput_ratio_ci'], 3):<17}"
-              f"{row['speedup']:>6.2f}x {interval(row['speedup_ci'], 2) or ' n/a':>13}{row['n_batches']:>4}"
+              f"{row['throughput_ratio_to_bare']:>8.3f}{interval(row['throughput_ratio_ci'], '.3f'):<17}"
+              f"{row['speedup']:>6.2f}x {interval(row['speedup_ci'], '.2f') or ' n/a':>13}{row['n_batches']:>4}"
               f"  {difference:<26}{100 * row['cv']:>5.1f}%")
     for name, pooled_ratio in pooled_ratios.items():
-        print(f"{name}, every method pooled: {pooled_ratio['ratio']:.3f}{interval(pooled_ratio['ci'], 3) or ' n/a'}"
+        print(f"{name}, every method pooled: {pooled_ratio['ratio']:.3f}{interval(pooled_ratio['ci'], '.3f') or ' n/a'}"
               f" of bare's throughput (n = {pooled_ratio['n_rounds']} rounds)")
 
 

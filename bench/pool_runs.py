@@ -20,9 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_generate import pooled_throughput_ratio, print_table, summarize  # noqa: E402
+from bench_generate import PAIRED_BARE as BARE  # noqa: E402
+from bench_generate import PAIRED_HARNESS as HARNESS  # noqa: E402
+from bench_generate import pooled, pooled_throughput_ratio, print_table, summarize  # noqa: E402
 
-HARNESS, BARE = "paired: harness", "paired: bare"
 SLOW = 1.15  # a batch is slow above this multiple of its lane's 10th percentile (the lane's unhurried speed)
 
 
@@ -66,20 +67,18 @@ def main():
     methods = list(runs[0][HARNESS])
     if any(list(run[HARNESS]) != methods for run in runs):
         parser.error("the runs measured different methods")
-    pooled = {mode: {method: {key: [value for run in runs for value in run[mode][method][key]]
-                              for key in ("latencies", "baseline_latencies")} for method in methods}
-              for mode in (HARNESS, BARE)}
+    harness, bare_loop = (pooled([run[mode] for run in runs]) for mode in (HARNESS, BARE))
     batch_size = reports[0]["batch_size"]
-    rows = ([summarize(method, HARNESS, pooled[HARNESS][method], pooled[BARE][method], batch_size, paired=True)
+    rows = ([summarize(method, HARNESS, harness[method], bare_loop[method], batch_size, paired=True)
              for method in methods]
-            + [summarize(method, BARE, pooled[BARE][method], pooled[BARE][method], batch_size) for method in methods])
+            + [summarize(method, BARE, bare_loop[method], bare_loop[method], batch_size) for method in methods])
     print(f"{family}: {len(runs)} runs pooled ({', '.join(path.name for path in args.runs)})")
-    print_table(rows, {HARNESS: pooled_throughput_ratio(pooled[HARNESS], pooled[BARE], methods)})
+    print_table(rows, {HARNESS: pooled_throughput_ratio(harness, bare_loop, methods)})
     print(f"\nper lane: the harness's 10th-percentile batch latency over bare's, and the share of batches slower "
           f"than {SLOW} x their lane's 10th percentile")
     for method in methods:
         (harness_floor, harness_slow), (bare_floor, bare_slow) = (
-            floor_and_slow_share(pooled[mode][method]["latencies"]) for mode in (HARNESS, BARE))
+            floor_and_slow_share(side[method]["latencies"]) for side in (harness, bare_loop))
         print(f"{method:<16} 10th percentile x{harness_floor / bare_floor:.3f}   slow: harness "
               f"{100 * harness_slow:3.0f} %, bare {100 * bare_slow:3.0f} %")
 
