@@ -12,7 +12,10 @@ passes named by ``--modes`` (in that order; a mode may repeat):
   ``before_round``, each bare pipeline in a process of its own as each program is in a worker of its own:
   each round renders the bare loop's batch k of every method, then the harness's. Both see the same host
   state, so the throughput ratio gets a CI over rounds even where the host drifts; a line pools every
-  method's batches of a round (the harness's overall throughput over bare's, CI over rounds).
+  method's batches of a round (the harness's overall throughput over bare's, CI over rounds). By default
+  (``--paired-order alternate``) odd rounds render the bare loop's batches after the harness's, and the pooled
+  ratio is also given for each order; the bare loop's rounds are also timed from this process, which gives
+  what a clock in the parent (as the harness's) adds per batch.
 
 Per method and pass it reports throughput (images per second of summed batch latency: the harness's clock
 includes the request, the worker's quantisation to uint8 and the pixels' transfer back), its ratio to bare
@@ -52,6 +55,7 @@ PROMPT_SUBJECTS = ["a red cube", "an astronaut riding a horse", "a lighthouse at
                    "a bowl of fruit", "a city street in the rain", "a mountain lake", "a robot reading a book"]
 MODES = ("bare", "interleaved", "sequential", "paired")
 PAIRED_HARNESS, PAIRED_BARE = "paired: harness", "paired: bare"  # a paired pass's two result sets
+PAIRED_ORDERS = ("alternate", "bare-first")  # which loop renders its batches first in each round (default first)
 DEFAULT_PASSES = "paired,sequential"
 NULL_PROGRAM = '''
 import numpy as np
@@ -121,9 +125,13 @@ def run_bare(spec):
 
 class BareServer:
     """The bare loop in a process of its own, driven round by round from the harness's ``before_round``: both
-    are then timed on the same host state, batch for batch. The bare loop keeps its own clock."""
+    are then timed on the same host state, batch for batch. The bare loop keeps its own clock; the parent's
+    round trip of each round is recorded beside it (what a clock in the parent, as the harness's, adds).
 
-    def __init__(self, spec, release_memory=False, cores=None):
+    ``alternate``: odd rounds put the bare loop after the harness's batches (rendered at the next round's start,
+    or at close), so a bias of a round's first or second half falls on both loops alike."""
+
+    def __init__(self, spec, release_memory=False, cores=None, alternate=False):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
@@ -132,31 +140,47 @@ class BareServer:
         self.process.start()
         child.close()
         self.conn.recv()  # loaded and warmed up
-        self.batches, self.rounds = spec["batches"], {}
+        self.batches, self.rounds, self.round_trips = spec["batches"], {}, {}
+        self.alternate, self.deferred, self.harness_first = alternate, None, set()
 
-    def render(self, batch) -> dict[str, float]:
-        """One round of the bare loop: method -> latency of ``batch``."""
-        self.conn.send(batch)
-        return self.conn.recv()
+    def render(self, index):
+        """One round of the bare loop: batch ``index`` of each of its methods."""
+        started = time.perf_counter()
+        self.conn.send(self.batches[index])
+        self.rounds[index] = self.conn.recv()
+        self.round_trips[index] = time.perf_counter() - started
 
     def before_round(self, index):
         """Render round ``index`` the first time the harness starts it (with ``--max-resident`` a setting runs
         in groups, each through every round: later groups are paired with the first group's bare round)."""
-        if index not in self.rounds:
-            self.rounds[index] = self.render(self.batches[index])
+        if self.deferred is not None:
+            self.render(self.deferred)
+            self.deferred = None
+        if index in self.rounds:
+            return
+        if self.alternate and index % 2:
+            self.deferred = index
+            self.harness_first.add(index)
+        else:
+            self.render(index)
 
     def close(self):
+        """Stop the server; returns its rounds in order: (method -> latency, parent round trip, harness first)."""
+        if self.deferred is not None:
+            self.render(self.deferred)
         self.conn.send(None)
         self.process.join(timeout=60)
-        return [self.rounds[index] for index in sorted(self.rounds)]
+        return [(self.rounds[index], self.round_trips[index], index in self.harness_first)
+                for index in sorted(self.rounds)]
 
 
 class BareServerPerMethod:
     """The paired bare loop with each method's pipeline in a process of its own, like the harness's workers:
     every bare batch then follows another process's batch, as every harness batch does."""
 
-    def __init__(self, spec, release_memory=False):
-        self.servers = [BareServer({**spec, "pipelines": {**spec["pipelines"], "methods": [method]}}, release_memory)
+    def __init__(self, spec, release_memory=False, alternate=False):
+        self.servers = [BareServer({**spec, "pipelines": {**spec["pipelines"], "methods": [method]}}, release_memory,
+                                   alternate=alternate)
                         for method in spec["pipelines"]["methods"]]
 
     def before_round(self, index):
@@ -164,8 +188,10 @@ class BareServerPerMethod:
             server.before_round(index)
 
     def close(self):
-        rounds = [server.close() for server in self.servers]
-        return [{method: latency for part in parts for method, latency in part.items()} for parts in zip(*rounds)]
+        """As :meth:`BareServer.close`: a round's latencies and round trips of every server together."""
+        rounds = zip(*(server.close() for server in self.servers))
+        return [({method: latency for latencies, _, _ in parts for method, latency in latencies.items()},
+                 sum(trip for _, trip, _ in parts), parts[0][2]) for parts in rounds]
 
 
 def _serve_bare(conn, spec, release_memory, cores=None):
@@ -305,13 +331,29 @@ def summarize(method, mode, result, reference, batch_size, paired=False):
             "batch_latencies_s": result["latencies"], "baseline_latencies_s": result["baseline_latencies"]}
 
 
-def pooled_throughput_ratio(result, reference, methods):
+def pooled_throughput_ratio(result, reference, methods, first=None):
     """The harness's throughput over bare's with every method's batches together: the bare loop's summed latency
-    of each round over the harness's, the CI resampling rounds (the unit both loops share)."""
+    of each round over the harness's, the CI resampling rounds (the unit both loops share). ``first``: which
+    loop went first in each round (PAIRED_HARNESS / PAIRED_BARE); where both did, the ratio of each subset too."""
     harness = np.sum([result[method]["latencies"] for method in methods], axis=0)
     bare_loop = np.sum([reference[method]["latencies"] for method in methods], axis=0)
     ratio, low, high = speedup_with_ci(bare_loop, harness)
-    return {"ratio": ratio, "ci": [low, high], "n_rounds": len(harness)}
+    pooled_ratio = {"ratio": ratio, "ci": [low, high], "n_rounds": len(harness)}
+    if first is not None and len(set(first)) > 1:
+        pooled_ratio["by_first"] = {}
+        for side in (PAIRED_BARE, PAIRED_HARNESS):
+            rounds = np.asarray(first) == side
+            ratio, low, high = speedup_with_ci(bare_loop[rounds], harness[rounds])
+            pooled_ratio["by_first"][side] = {"ratio": ratio, "ci": [low, high], "n_rounds": int(rounds.sum())}
+    return pooled_ratio
+
+
+def parent_clock_gap(rounds):
+    """What a clock in the parent adds to the bare loop's own, per batch: each round's round trip from the
+    bench process minus the latencies its server(s) measured, over the round's batches."""
+    gaps = [1000 * (trip - sum(latencies.values())) / len(latencies) for latencies, trip, _ in rounds]
+    return {"per_batch_ms_median": statistics.median(gaps), "per_batch_ms_p90": float(np.percentile(gaps, 90)),
+            "per_batch_ms_max": max(gaps), "n_rounds": len(gaps)}
 
 
 def main():
@@ -325,6 +367,10 @@ def main():
     parser.add_argument("--weights", choices=["random", "tiny"], default="random")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--max-resident", type=int, help="passed to generate (default: as many as fit)")
+    parser.add_argument("--paired-order", choices=PAIRED_ORDERS, default=PAIRED_ORDERS[0],
+                        help="paired: 'alternate' renders the bare loop's batches after the harness's in odd rounds "
+                             "(counterbalanced: a bias of a round's first half cancels); 'bare-first' in every round "
+                             "(runs 1-10)")
     parser.add_argument("--bare-one-process", action="store_true",
                         help="paired: the bare loop holds every pipeline in one process (runs 1-7) instead of each "
                              "in a process of its own, as the harness does; its method batches then follow a batch "
@@ -364,7 +410,8 @@ def main():
     device_name, versions = runner.environment(device)
     report = {"date": date.today().isoformat(), "device": device_name, "versions": versions, "images": args.images,
               "batch_size": batch_size, "steps": 25, "weights": args.weights,
-              "options": {"modes": passes, "bare_one_process": args.bare_one_process,
+              "options": {"modes": passes, "paired_order": args.paired_order,
+                          "bare_one_process": args.bare_one_process,
                           "bare_release_memory": args.bare_release_memory, "max_resident": args.max_resident,
                           "workers_as_bare": args.workers_as_bare, "warmup": args.warmup},
               "families": {}}
@@ -387,12 +434,15 @@ def main():
                 results[label] = run_bare(spec)
             elif mode == "paired":
                 server = (BareServer if args.bare_one_process else BareServerPerMethod)(
-                    spec, release_memory=args.bare_release_memory)
+                    spec, release_memory=args.bare_release_memory, alternate=args.paired_order == "alternate")
                 results[PAIRED_HARNESS], walls[label] = run_harness(
                     family, methods, catalog, folder, prompt_file, args.weights, device, args.images, args.warmup,
                     "interleaved", args.max_resident, before_round=server.before_round)
-                results[PAIRED_BARE] = as_result(server.close(), methods)
+                bare_rounds = server.close()
+                results[PAIRED_BARE] = as_result([latencies for latencies, _, _ in bare_rounds], methods)
                 references[PAIRED_HARNESS] = results[PAIRED_BARE]
+                entry["paired_first"] = [PAIRED_HARNESS if first else PAIRED_BARE for _, _, first in bare_rounds]
+                entry["bare_parent_clock"] = parent_clock_gap(bare_rounds)
             else:
                 results[label], walls[label] = run_harness(family, methods, catalog, folder, prompt_file,
                                                            args.weights, device, args.images, args.warmup, mode,
@@ -402,7 +452,8 @@ def main():
                                        batch_size, paired=name in references)
                              for name in results for method in methods
                              if complete(results[name][method], len(spec["batches"]))]
-            entry["pooled"] = {name: pooled_throughput_ratio(results[name], references[name], methods)
+            entry["pooled"] = {name: pooled_throughput_ratio(results[name], references[name], methods,
+                                                             entry.get("paired_first"))
                                for name in references
                                if all(complete(results[name][m], len(spec["batches"])) for m in methods)}
             write(report, args.out)
@@ -414,6 +465,10 @@ def main():
               f"median ({100 * overhead['share_of_baseline_batch']:.2f} % of a baseline batch), copy back "
               f"{overhead['copy_back_ms_median']:.2f} ms; 'vs bare': against the bare passes pooled")
         print_table(entry["rows"], entry.get("pooled", {}))
+        if "bare_parent_clock" in entry:
+            gap = entry["bare_parent_clock"]
+            print(f"bare loop, timed from the bench process instead of its own: +{gap['per_batch_ms_median']:.1f} ms "
+                  f"per batch (median of {gap['n_rounds']} rounds; 90th percentile {gap['per_batch_ms_p90']:.1f})")
         del sources
         _free(device)
 
@@ -436,6 +491,9 @@ def print_table(rows, pooled_ratios):
     for name, pooled_ratio in pooled_ratios.items():
         print(f"{name}, every method pooled: {pooled_ratio['ratio']:.3f}{interval(pooled_ratio['ci'], '.3f') or ' n/a'}"
               f" of bare's throughput (n = {pooled_ratio['n_rounds']} rounds)")
+        for side, subset in pooled_ratio.get("by_first", {}).items():
+            print(f"  rounds with the {side.split(': ')[1]} first: {subset['ratio']:.3f}"
+                  f"{interval(subset['ci'], '.3f') or ' n/a'} (n = {subset['n_rounds']} rounds)")
 
 
 def write(report, out):

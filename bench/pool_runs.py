@@ -45,6 +45,13 @@ def paired_rounds(report: dict, family: str, path: Path) -> dict[str, dict[str, 
     return rounds
 
 
+def first_in_rounds(report: dict, family: str) -> list[str]:
+    """Which loop rendered first in each paired round (runs before --paired-order: the bare loop, always)."""
+    entry = report["families"][family]
+    rounds = len(next(row for row in entry["rows"] if row["mode"] == HARNESS)["batch_latencies_s"])
+    return entry.get("paired_first") or [BARE] * rounds
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="bench_generate.py JSON results with a paired pass")
@@ -58,8 +65,9 @@ def main():
     family = args.family or (families.pop() if len(families) == 1 else None)
     if family is None:
         parser.error(f"--family: the runs share {sorted(families) or 'no family'}")
-    if len({report.get("batch_size") for report in reports}) != 1:
-        parser.error("the runs have different batch sizes")
+    for key in ("batch_size", "device", "weights"):
+        if len({report.get(key) for report in reports}) != 1:
+            parser.error(f"the runs differ in {key}: {sorted({str(report.get(key)) for report in reports})}")
     try:
         runs = [paired_rounds(report, family, path) for report, path in zip(reports, args.runs)]
     except ValueError as error:
@@ -68,12 +76,13 @@ def main():
     if any(list(run[HARNESS]) != methods for run in runs):
         parser.error("the runs measured different methods")
     harness, bare_loop = (pooled([run[mode] for run in runs]) for mode in (HARNESS, BARE))
+    first = [side for report in reports for side in first_in_rounds(report, family)]
     batch_size = reports[0]["batch_size"]
     rows = ([summarize(method, HARNESS, harness[method], bare_loop[method], batch_size, paired=True)
              for method in methods]
             + [summarize(method, BARE, bare_loop[method], bare_loop[method], batch_size) for method in methods])
     print(f"{family}: {len(runs)} runs pooled ({', '.join(path.name for path in args.runs)})")
-    print_table(rows, {HARNESS: pooled_throughput_ratio(harness, bare_loop, methods)})
+    print_table(rows, {HARNESS: pooled_throughput_ratio(harness, bare_loop, methods, first)})
     print(f"\nper lane: the harness's 10th-percentile batch latency over bare's, and the share of batches slower "
           f"than {SLOW} x their lane's 10th percentile")
     for method in methods:
