@@ -382,6 +382,9 @@ def main():
     parser.add_argument("--workers-as-bare", action="store_true",
                         help="experiment: the harness's workers run unpinned with torch's default thread count, as "
                              "the bare loop's processes do (generate pins them to its timed cores, one thread each)")
+    parser.add_argument("--workers-spawned", action="store_true",
+                        help="experiment: the harness's workers are spawned (importing torch and diffusers each), as "
+                             "the bare loop's processes are, instead of forked from generate's preloaded forkserver")
     parser.add_argument("--work", type=Path, help="folder for the harness datasets (default: a temp folder)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -394,6 +397,12 @@ def main():
     if args.workers_as_bare:
         runner.core_split = lambda device, local_rank: (None, None)
         runner.worker_threads = lambda device: None
+    if args.workers_spawned:
+        import multiprocessing
+
+        from accelbench.builder import worker
+
+        worker.forkserver_context = lambda sandbox="none": multiprocessing.get_context("spawn")
     catalog = load_catalog()
     batch_size = catalog.suite("timing").batch_sizes[0]  # the harness side runs the `timing` suite
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-generate-"))
@@ -413,7 +422,8 @@ def main():
               "options": {"modes": passes, "paired_order": args.paired_order,
                           "bare_one_process": args.bare_one_process,
                           "bare_release_memory": args.bare_release_memory, "max_resident": args.max_resident,
-                          "workers_as_bare": args.workers_as_bare, "warmup": args.warmup},
+                          "workers_as_bare": args.workers_as_bare, "workers_spawned": args.workers_spawned,
+                          "warmup": args.warmup},
               "families": {}}
     print(f"device: {device_name}; {args.images} images, batch {batch_size}, DDIM 25 steps, {args.weights} weights")
     for family in args.families.split(","):
