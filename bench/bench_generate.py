@@ -48,6 +48,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bare  # noqa: E402
+from accelbench.builder.timing import STAGES  # noqa: E402
 
 METHOD_TASKS = {"none": "", "deepcache": "deepcache", "tome": "tome", "tgate": "tgate",
                 "deepcache_tgate": "deepcache-tgate"}
@@ -83,7 +84,8 @@ class BarePipelines:
     """Every method's bare pipeline loaded in one process (warmed up), rendering one batch of each per round:
     batch k of the baseline, then of each method, as the harness's interleaved mode runs them."""
 
-    def __init__(self, family, methods, model_path, size, device, dtype, warmup, warmup_batch):
+    def __init__(self, family, methods, model_path, size, device, dtype, warmup, warmup_batch, stage_times=False):
+        from accelbench.builder.timing import StageTimer
         from accelbench.manifest import load_catalog
 
         catalog = load_catalog()
@@ -97,11 +99,32 @@ class BarePipelines:
             self.pipes[method] = (pipe, params, task.steps)
             for _ in range(warmup):
                 bare.call(pipe, method, params, *warmup_batch, task.steps, self.guidance_scale, size)
+        # The harness worker's stage timer (hooks, CUDA events), for a stage-by-stage comparison: a diagnostic
+        self.timers = {method: StageTimer(pipe, device) for method, (pipe, _, _) in self.pipes.items()
+                       if stage_times}
+        self.stages: dict[str, dict] = {}  # method -> the last round's stage times (with stage_times)
 
     def round(self, prompts, seeds) -> dict[str, float]:
-        return {method: bare.timed_call(pipe, method, params, prompts, seeds, steps, self.guidance_scale, self.size,
-                                        self.device)
-                for method, (pipe, params, steps) in self.pipes.items()}
+        """method -> the latency of its batch of this round."""
+        latencies, self.stages = {}, {}
+        for method, (pipe, params, steps) in self.pipes.items():
+            timer = self.timers.get(method)
+            if timer is None:
+                latencies[method] = bare.timed_call(pipe, method, params, prompts, seeds, steps, self.guidance_scale,
+                                                    self.size, self.device)
+                continue
+            _synchronize(self.device)
+            started = time.perf_counter()
+            timer.begin()
+            bare.call(pipe, method, params, prompts, seeds, steps, self.guidance_scale, self.size)
+            self.stages[method] = timer.end().stages  # synchronises
+            latencies[method] = time.perf_counter() - started
+        return latencies
+
+
+def _synchronize(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def batches_of(prompt_list, seeds, batch_size):
@@ -140,14 +163,14 @@ class BareServer:
         self.process.start()
         child.close()
         self.conn.recv()  # loaded and warmed up
-        self.batches, self.rounds, self.round_trips = spec["batches"], {}, {}
+        self.batches, self.rounds, self.round_trips, self.stages = spec["batches"], {}, {}, {}
         self.alternate, self.deferred, self.harness_first = alternate, None, set()
 
     def render(self, index):
         """One round of the bare loop: batch ``index`` of each of its methods."""
         started = time.perf_counter()
         self.conn.send(self.batches[index])
-        self.rounds[index] = self.conn.recv()
+        self.rounds[index], self.stages[index] = self.conn.recv()
         self.round_trips[index] = time.perf_counter() - started
 
     def before_round(self, index):
@@ -165,12 +188,13 @@ class BareServer:
             self.render(index)
 
     def close(self):
-        """Stop the server; returns its rounds in order: (method -> latency, parent round trip, harness first)."""
+        """Stop the server; returns its rounds in order: (method -> latency, parent round trip, harness first,
+        method -> stage times)."""
         if self.deferred is not None:
             self.render(self.deferred)
         self.conn.send(None)
         self.process.join(timeout=60)
-        return [(self.rounds[index], self.round_trips[index], index in self.harness_first)
+        return [(self.rounds[index], self.round_trips[index], index in self.harness_first, self.stages[index])
                 for index in sorted(self.rounds)]
 
 
@@ -190,8 +214,9 @@ class BareServerPerMethod:
     def close(self):
         """As :meth:`BareServer.close`: a round's latencies and round trips of every server together."""
         rounds = zip(*(server.close() for server in self.servers))
-        return [({method: latency for latencies, _, _ in parts for method, latency in latencies.items()},
-                 sum(trip for _, trip, _ in parts), parts[0][2]) for parts in rounds]
+        return [({method: latency for part in parts for method, latency in part[0].items()},
+                 sum(part[1] for part in parts), parts[0][2],
+                 {method: stages for part in parts for method, stages in part[3].items()}) for parts in rounds]
 
 
 def _serve_bare(conn, spec, release_memory, cores=None):
@@ -202,7 +227,7 @@ def _serve_bare(conn, spec, release_memory, cores=None):
         _free(spec["pipelines"]["device"])
     conn.send("ready")
     while (batch := conn.recv()) is not None:
-        conn.send(loop.round(*batch))
+        conn.send((loop.round(*batch), loop.stages))
         if release_memory:  # after the round's clocks: only the weights stay, the harness's workers need the rest
             _free(spec["pipelines"]["device"])
 
@@ -219,8 +244,9 @@ def run_harness(family, methods, catalog, out, prompt_file, weights, device, ima
                                                timing=timing, max_resident=max_resident, progress=False,
                                                before_round=before_round), catalog)
     wall = time.perf_counter() - started
+    stage_names = [name for name, _, _ in STAGES]
     rows = dataset.read_generations(out, ["method", "batch_index", "batch_latency_s", "baseline_latency_s",
-                                          "denoise_s", "status", "error"]).to_pylist()
+                                          *stage_names, "status", "error"]).to_pylist()
     for row in rows:
         if row["status"] != "ok":
             print(f"  {timing}: {row['method']} batch {row['batch_index']}: {row['status']}: {row['error']}")
@@ -234,6 +260,7 @@ def run_harness(family, methods, catalog, out, prompt_file, weights, device, ima
             "denoise_share": (statistics.mean(row["denoise_s"] / row["batch_latency_s"] for row in ordered)
                               if ordered else None),
             "failed": sum(row["status"] != "ok" for row in rows if row["method"] == method),
+            "stages": [{name: row[name] for name in stage_names} for row in ordered],
         }
     return results, wall
 
@@ -348,10 +375,45 @@ def pooled_throughput_ratio(result, reference, methods, first=None):
     return pooled_ratio
 
 
+def compare_stages(harness, bare_loop, bare_stages, methods):
+    """Per method and stage (and ``outside``: the latency beyond the stages, i.e. the clock's own overhead): the
+    harness's summed time over the bare loop's in the same rounds (> 1: the harness spent longer), CI over
+    rounds; medians in ms beside it."""
+    comparison = {}
+    for method in methods:
+        sides = []
+        for latencies, stages in ((harness[method]["latencies"], harness[method]["stages"]),
+                                  (bare_loop[method]["latencies"], [round_[method] for round_ in bare_stages])):
+            parts = {name: [batch[name] or 0.0 for batch in stages] for name, _, _ in STAGES}
+            parts["outside"] = [latency - sum(batch[name] or 0.0 for name, _, _ in STAGES)
+                                for latency, batch in zip(latencies, stages)]
+            sides.append(parts)
+        comparison[method] = {}
+        for part in sides[0]:
+            ratio, low, high = speedup_with_ci(sides[0][part], sides[1][part])
+            comparison[method][part] = {"harness_ms_median": 1000 * statistics.median(sides[0][part]),
+                                        "bare_ms_median": 1000 * statistics.median(sides[1][part]),
+                                        "difference_ms_mean": 1000 * float(np.mean(np.subtract(sides[0][part],
+                                                                                               sides[1][part]))),
+                                        "time_ratio": ratio, "ci": [low, high]}
+    return comparison
+
+
+def print_stages(comparison):
+    print(f"\n{'method':<16}{'stage':<16}{'bare ms':>9}{'harness ms':>12}{'mean diff ms':>14}"
+          f"  harness/bare time [95% CI]")
+    for method, parts in comparison.items():
+        for part, values in parts.items():
+            bounds = "" if np.isnan(values["ci"][0]) else f" [{values['ci'][0]:.3f}, {values['ci'][1]:.3f}]"
+            ratio = "" if part == "outside" else f"{values['time_ratio']:.3f}{bounds}"  # ~0 in bare: no ratio
+            print(f"{method:<16}{part:<16}{values['bare_ms_median']:>9.1f}{values['harness_ms_median']:>12.1f}"
+                  f"{values['difference_ms_mean']:>+14.1f}  {ratio}")
+
+
 def parent_clock_gap(rounds):
     """What a clock in the parent adds to the bare loop's own, per batch: each round's round trip from the
     bench process minus the latencies its server(s) measured, over the round's batches."""
-    gaps = [1000 * (trip - sum(latencies.values())) / len(latencies) for latencies, trip, _ in rounds]
+    gaps = [1000 * (trip - sum(latencies.values())) / len(latencies) for latencies, trip, *_ in rounds]
     return {"per_batch_ms_median": statistics.median(gaps), "per_batch_ms_p90": float(np.percentile(gaps, 90)),
             "per_batch_ms_max": max(gaps), "n_rounds": len(gaps)}
 
@@ -382,6 +444,9 @@ def main():
     parser.add_argument("--workers-as-bare", action="store_true",
                         help="experiment: the harness's workers run unpinned with torch's default thread count, as "
                              "the bare loop's processes do (generate pins them to its timed cores, one thread each)")
+    parser.add_argument("--bare-stage-times", action="store_true",
+                        help="paired, diagnostic: the bare loop also runs the worker's stage timer (its hooks and "
+                             "CUDA events) and each stage's time is compared with the harness's")
     parser.add_argument("--workers-spawned", action="store_true",
                         help="experiment: the harness's workers are spawned (importing torch and diffusers each), as "
                              "the bare loop's processes are, instead of forked from generate's preloaded forkserver")
@@ -423,6 +488,7 @@ def main():
                           "bare_one_process": args.bare_one_process,
                           "bare_release_memory": args.bare_release_memory, "max_resident": args.max_resident,
                           "workers_as_bare": args.workers_as_bare, "workers_spawned": args.workers_spawned,
+                          "bare_stage_times": args.bare_stage_times,
                           "warmup": args.warmup},
               "families": {}}
     print(f"device: {device_name}; {args.images} images, batch {batch_size}, DDIM 25 steps, {args.weights} weights")
@@ -434,7 +500,8 @@ def main():
         entry = report["families"][family] = {"model": model_path, "rows": [], "harness_wall_s": walls}
         spec = {"pipelines": {"family": family, "methods": methods, "model_path": model_path, "size": size,
                               "device": device, "dtype": dtype, "warmup": args.warmup,
-                              "warmup_batch": ([f"bare warm-up {i}" for i in range(batch_size)], seeds[:batch_size])},
+                              "warmup_batch": ([f"bare warm-up {i}" for i in range(batch_size)], seeds[:batch_size]),
+                              "stage_times": args.bare_stage_times},
                 "batches": batches_of(prompt_list, seeds, batch_size)}
         for number, mode in enumerate(passes):
             label = mode if passes.index(mode) == number else f"{mode} #{passes[:number + 1].count(mode)}"
@@ -449,10 +516,13 @@ def main():
                     family, methods, catalog, folder, prompt_file, args.weights, device, args.images, args.warmup,
                     "interleaved", args.max_resident, before_round=server.before_round)
                 bare_rounds = server.close()
-                results[PAIRED_BARE] = as_result([latencies for latencies, _, _ in bare_rounds], methods)
+                results[PAIRED_BARE] = as_result([latencies for latencies, *_ in bare_rounds], methods)
                 references[PAIRED_HARNESS] = results[PAIRED_BARE]
-                entry["paired_first"] = [PAIRED_HARNESS if first else PAIRED_BARE for _, _, first in bare_rounds]
+                entry["paired_first"] = [PAIRED_HARNESS if first else PAIRED_BARE for _, _, first, _ in bare_rounds]
                 entry["bare_parent_clock"] = parent_clock_gap(bare_rounds)
+                if args.bare_stage_times:
+                    entry["stages"] = compare_stages(results[PAIRED_HARNESS], results[PAIRED_BARE],
+                                                     [stages for *_, stages in bare_rounds], methods)
             else:
                 results[label], walls[label] = run_harness(family, methods, catalog, folder, prompt_file,
                                                            args.weights, device, args.images, args.warmup, mode,
@@ -479,6 +549,8 @@ def main():
             gap = entry["bare_parent_clock"]
             print(f"bare loop, timed from the bench process instead of its own: +{gap['per_batch_ms_median']:.1f} ms "
                   f"per batch (median of {gap['n_rounds']} rounds; 90th percentile {gap['per_batch_ms_p90']:.1f})")
+        if "stages" in entry:
+            print_stages(entry["stages"])
         del sources
         _free(device)
 
