@@ -70,8 +70,9 @@ def load(model_id, device, dtype):
 
 def generate(pipe, prompts, generators, height=1024, width=1024):
     key = (len(prompts), height, width)
-    if key not in IMAGES:
-        IMAGES[key] = np.random.default_rng(0).random((len(prompts), height, width, 3), dtype=np.float32)
+    if key not in IMAGES:  # laid out as diffusers returns its images: an NHWC view of NCHW memory
+        IMAGES[key] = np.random.default_rng(0).random((len(prompts), 3, height, width),
+                                                      dtype=np.float32).transpose(0, 2, 3, 1)
     return IMAGES[key]
 '''
 

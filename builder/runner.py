@@ -592,7 +592,8 @@ def _warm_up(run: _Run, lane: _Lane, reference: dict[int, float]) -> int | None:
     for attempt in range(max(run.warmups, 1 if traced else 0)):
         try:
             reply = lane.worker.generate(prompts, [WARMUP_SEED] * size, lane.resolution, lane.resolution,
-                                         timeout=_call_timeout(run, reference), trace=traced and attempt == 0)
+                                         timeout=_call_timeout(run, reference), trace=traced and attempt == 0,
+                                         memory=True)
         except WorkerFailure as failure:
             # A call that failed halfway can leave the program in a state that fails later calls another way
             # (diffusers' SDXL leaves its VAE upcast to float32 when decoding raises): the first failure is the

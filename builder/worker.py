@@ -73,8 +73,8 @@ class Reply:
     stages: dict[str, float | None] = field(default_factory=dict)  # advisory, measured in the worker
     peak_memory_bytes: int | None = None
     trace: dict | None = None  # the execution trace of this call, when asked for
-    free_memory_bytes: int | None = None  # free device memory after the call (CUDA), for --max-resident
-    footprint_bytes: int | None = None  # device memory this worker holds at its peak: reserved + context (CUDA)
+    free_memory_bytes: int | None = None  # free device memory after the call (CUDA, when asked), for --max-resident
+    footprint_bytes: int | None = None  # device memory this worker holds at its peak: reserved + context (likewise)
     transfer_s: float = 0.0  # parent side, after the clock stopped: copying the pixels out of shared memory
 
 
@@ -227,12 +227,15 @@ class ProgramWorker:
                                "dtype": self.dtype}, self.load_timeout)
 
     def generate(self, prompts: list[str], seeds: list[int], height: int, width: int, *,
-                 timeout: float = DEFAULT_CALL_TIMEOUT_S, trace: bool = False) -> Reply:
+                 timeout: float = DEFAULT_CALL_TIMEOUT_S, trace: bool = False, memory: bool = False) -> Reply:
+        """One batch. ``trace``: record its execution trace; ``memory``: report the device's free memory and
+        this worker's footprint (driver queries, kept out of timed batches)."""
         count = len(prompts)
         if count * height * width * 3 > self.buffer_bytes:
             raise ValueError(f"a batch of {count} {height}x{width} images does not fit the worker's buffer")
         answer, latency = self._request("generate", {"prompts": list(prompts), "seeds": [int(s) for s in seeds],
-                                                     "height": height, "width": width, "trace": trace}, timeout)
+                                                     "height": height, "width": width, "trace": trace,
+                                                     "memory": memory}, timeout)
         expected = (count, height, width, 3)
         if tuple(answer.get("shape", ())) != expected:
             self.close()
@@ -409,10 +412,8 @@ class _Server:
     def _quantize(self, images: np.ndarray, out: np.ndarray) -> int:
         """Quantise into ``out`` on a few threads (numpy releases the GIL) and return the number of NaN/inf
         values: this runs inside the timed window."""
-        source, target = images.reshape(-1), out.reshape(-1)
-        bounds = np.linspace(0, source.size, self.quantize_threads + 1).astype(int)
-        return sum(self.pool.map(lambda span: quantize(source[span[0]:span[1]], target[span[0]:span[1]]),
-                                 zip(bounds[:-1], bounds[1:])))
+        threads = self.quantize_threads
+        return sum(self.pool.map(lambda index: quantize(images, out, (index, threads)), range(threads)))
 
     def load(self, source: str, model_path: str, device: str, dtype: str) -> dict:
         import torch
@@ -428,7 +429,7 @@ class _Server:
         self.timer = StageTimer(self.pipe, device)
         return {}
 
-    def generate(self, prompts, seeds, height, width, trace) -> dict:
+    def generate(self, prompts, seeds, height, width, trace, memory) -> dict:
         from accelbench.builder.seeding import make_generators, seed_global
 
         seed_global(GLOBAL_SEED)
@@ -455,7 +456,7 @@ class _Server:
         if nonfinite:
             return {"status": schema.STATUS_NONFINITE, "reason": f"{nonfinite} NaN/inf pixel values"}
         free = footprint = None
-        if self.device.startswith("cuda"):
+        if memory and self.device.startswith("cuda"):
             import torch
 
             free = torch.cuda.mem_get_info(torch.device(self.device))[0]

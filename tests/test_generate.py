@@ -201,6 +201,45 @@ def test_chunked_quantisation_equals_the_reference_and_counts_nonfinite_values(d
     assert quantize(huge, np.empty(huge.size, np.uint8)) == 0
 
 
+@pytest.mark.parametrize("layout", ["nhwc", "nchw-view"])
+@pytest.mark.parametrize("shares", [1, 3])
+def test_quantisation_reads_any_layout_in_shares(layout, shares):
+    """diffusers returns NHWC views of NCHW memory: quantised in place, in ``shares`` parts (the worker's
+    threads), the pixels equal the reference and the NaN/inf count is the whole batch's."""
+    from accelbench.builder.encode import quantize, quantize_blocks
+
+    rng = np.random.default_rng(2)
+    shape = (3, 300, 301, 3)  # an image larger than a block, rows that do not divide evenly
+    memory = rng.random((3, 3, 300, 301), dtype=np.float32) * 1.4 - 0.2
+    images = memory.transpose(0, 2, 3, 1) if layout == "nchw-view" else np.ascontiguousarray(
+        memory.transpose(0, 2, 3, 1))
+    assert images.shape == shape and images.flags.c_contiguous == (layout == "nhwc")
+    images[0, 0, 0, 0] = images[2, 299, 300, 2] = np.nan
+    assert len(quantize_blocks(memory.shape)) > shares
+    out = np.zeros(shape, np.uint8)
+    assert sum(quantize(images, out, (index, shares)) for index in range(shares)) == 2
+    finite = np.isfinite(images)
+    np.testing.assert_array_equal(out[finite], np.rint(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)[finite])
+
+
+def test_quantisation_allocates_no_copy_of_the_batch():
+    """In the timed window, a batch in diffusers' layout is never copied whole (the old flattening allocated
+    all 12 MB of it): numpy's allocations, traced, peak at the cache-sized scratch."""
+    import tracemalloc
+
+    from accelbench.builder.encode import QUANTIZE_CHUNK, quantize
+
+    images = np.random.default_rng(3).random((4, 3, 512, 512), dtype=np.float32).transpose(0, 2, 3, 1)
+    out = np.empty(images.shape, np.uint8)
+    tracemalloc.start()
+    try:
+        quantize(images, out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * QUANTIZE_CHUNK * images.itemsize < images.nbytes
+
+
 def test_rerun_with_other_warmups_and_alone_gives_bit_identical_images(smoke, tmp_path):
     """Neither the warm-ups nor the other programs of a setting change a program's images: a T-GATE GT run
     alone, and its baseline alone without warm-ups, reproduce the interleaved smoke run bit for bit."""
@@ -229,18 +268,20 @@ def test_max_resident_splits_a_setting_and_rerenders_its_baseline_bit_identicall
 
 def test_batches_are_encoded_and_written_between_rounds_never_during_a_call(tmp_path, monkeypatch):
     """A timed call shares the host with no PNG encoding and no Parquet writing: a round's batches are on disk
-    before the next round starts, and nothing is written while any call runs."""
+    before the next round starts, and nothing is written while any call runs. Only warm-up calls ask the
+    worker for its memory (driver queries that would sit inside the clock)."""
     def rows_on_disk():
         return sum(pq.read_metadata(path).num_rows
                    for path in (tmp_path / dataset.STAGING_DIR).glob("*/part-*.parquet"))
 
-    written_during_calls, on_disk_at_round_start = [], []
+    written_during_calls, on_disk_at_round_start, memory_asked = [], [], []
     timed_call = ProgramWorker.generate
 
-    def watched(self, *args, **kwargs):
+    def watched(self, prompts, *args, **kwargs):
         before = rows_on_disk()
-        reply = timed_call(self, *args, **kwargs)
+        reply = timed_call(self, prompts, *args, **kwargs)
         written_during_calls.append(rows_on_disk() - before)
+        memory_asked.append((prompts[0] == runner.WARMUP_PROMPT.format(index=0), kwargs.get("memory", False)))
         return reply
 
     monkeypatch.setattr(ProgramWorker, "generate", watched)
@@ -250,6 +291,8 @@ def test_batches_are_encoded_and_written_between_rounds_never_during_a_call(tmp_
     assert len(written_during_calls) > 12 and not any(written_during_calls)
     # Baseline + GT: 2 rows a round at batch size 1 (4 rounds), then 4 a round at batch size 2 (2 rounds).
     assert on_disk_at_round_start == [0, 2, 4, 6, 8, 12]
+    assert {warm_up for warm_up, _ in memory_asked} == {True, False}
+    assert all(warm_up == asked for warm_up, asked in memory_asked)
 
 # ---------------------------------------------------------------------------------------------------------
 # Submissions: every program in a worker of its own; failures and cheats are rows
