@@ -41,6 +41,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -147,6 +148,14 @@ def run_bare(spec):
     return as_result(rounds, spec["pipelines"]["methods"])
 
 
+class BareRound(NamedTuple):
+    """One round of the paired bare loop, as its server(s) recorded it."""
+    latencies: dict[str, float]  # method -> the bare loop's own clock
+    round_trip_s: float  # the same round timed from this process (every server's, summed)
+    harness_first: bool  # the harness rendered this round before the bare loop
+    stages: dict[str, dict]  # method -> stage times (with --bare-stage-times)
+
+
 class BareServer:
     """The bare loop in a process of its own, driven round by round from the harness's ``before_round``: both
     are then timed on the same host state, batch for batch. The bare loop keeps its own clock; the parent's
@@ -189,14 +198,13 @@ class BareServer:
             self.render(index)
 
     def close(self):
-        """Stop the server; returns its rounds in order: (method -> latency, parent round trip, harness first,
-        method -> stage times)."""
+        """Stop the server; returns its :class:`BareRound` s in order."""
         if self.deferred is not None:
             self.render(self.deferred)
         self.conn.send(None)
         self.process.join(timeout=60)
-        return [(self.rounds[index], self.round_trips[index], index in self.harness_first, self.stages[index])
-                for index in sorted(self.rounds)]
+        return [BareRound(self.rounds[index], self.round_trips[index], index in self.harness_first,
+                          self.stages[index]) for index in sorted(self.rounds)]
 
 
 class BareServerPerMethod:
@@ -213,11 +221,12 @@ class BareServerPerMethod:
             server.before_round(index)
 
     def close(self):
-        """As :meth:`BareServer.close`: a round's latencies and round trips of every server together."""
+        """As :meth:`BareServer.close`, each round's parts from every server together."""
         rounds = zip(*(server.close() for server in self.servers))
-        return [({method: latency for part in parts for method, latency in part[0].items()},
-                 sum(part[1] for part in parts), parts[0][2],
-                 {method: stages for part in parts for method, stages in part[3].items()}) for parts in rounds]
+        return [BareRound({method: latency for part in parts for method, latency in part.latencies.items()},
+                          sum(part.round_trip_s for part in parts), parts[0].harness_first,
+                          {method: stages for part in parts for method, stages in part.stages.items()})
+                for parts in rounds]
 
 
 def _serve_bare(conn, spec, release_memory, cores=None):
@@ -414,7 +423,8 @@ def print_stages(comparison):
 def parent_clock_gap(rounds):
     """What a clock in the parent adds to the bare loop's own, per batch: each round's round trip from the
     bench process minus the latencies its server(s) measured, over the round's batches."""
-    gaps = [1000 * (trip - sum(latencies.values())) / len(latencies) for latencies, trip, *_ in rounds]
+    gaps = [1000 * (round_.round_trip_s - sum(round_.latencies.values())) / len(round_.latencies)
+            for round_ in rounds]
     return {"per_batch_ms_median": statistics.median(gaps), "per_batch_ms_p90": float(np.percentile(gaps, 90)),
             "per_batch_ms_max": max(gaps), "n_rounds": len(gaps)}
 
@@ -517,13 +527,15 @@ def main():
                     family, methods, catalog, folder, prompt_file, args.weights, device, args.images, args.warmup,
                     "interleaved", args.max_resident, before_round=server.before_round)
                 bare_rounds = server.close()
-                results[PAIRED_BARE] = as_result([latencies for latencies, *_ in bare_rounds], methods)
+                results[PAIRED_BARE] = as_result([round_.latencies for round_ in bare_rounds], methods)
                 references[PAIRED_HARNESS] = results[PAIRED_BARE]
-                entry["paired_first"] = [PAIRED_HARNESS if first else PAIRED_BARE for _, _, first, _ in bare_rounds]
+                entry["paired_first"] = [PAIRED_HARNESS if round_.harness_first else PAIRED_BARE
+                                         for round_ in bare_rounds]
                 entry["bare_parent_clock"] = parent_clock_gap(bare_rounds)
-                if args.bare_stage_times:
+                if args.bare_stage_times and all(complete(results[PAIRED_HARNESS][method], len(spec["batches"]))
+                                                 for method in methods):
                     entry["stages"] = compare_stages(results[PAIRED_HARNESS], results[PAIRED_BARE],
-                                                     [stages for *_, stages in bare_rounds], methods)
+                                                     [round_.stages for round_ in bare_rounds], methods)
             else:
                 results[label], walls[label] = run_harness(family, methods, catalog, folder, prompt_file,
                                                            args.weights, device, args.images, args.warmup, mode,

@@ -82,6 +82,13 @@ def main():
              for method in methods]
             + [summarize(method, BARE, bare_loop[method], bare_loop[method], batch_size) for method in methods])
     print(f"{family}: {len(runs)} runs pooled ({', '.join(path.name for path in args.runs)})")
+    recorded = {path.name: report["options"] for path, report in zip(args.runs, reports) if "options" in report}
+    for key in sorted({key for options in recorded.values() for key in options}):
+        values = {name: options.get(key) for name, options in recorded.items()}
+        if len({json.dumps(value) for value in values.values()}) > 1:  # the runs are not one condition: say so
+            print(f"  the runs differ in {key}: " + ", ".join(f"{value} ({name})" for name, value in values.items()))
+    if 0 < len(recorded) < len(reports):
+        print(f"  no options recorded in: {', '.join(p.name for p in args.runs if p.name not in recorded)}")
     print_table(rows, {HARNESS: pooled_throughput_ratio(harness, bare_loop, methods, first)})
     print(f"\nper lane: the harness's 10th-percentile batch latency over bare's, and the share of batches slower "
           f"than {SLOW} x their lane's 10th percentile")
