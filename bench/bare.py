@@ -56,13 +56,15 @@ def call(pipe, method: str, params: dict, prompts, seeds, steps: int, guidance_s
     return pipe(prompts, **kwargs).images
 
 
+def synchronize(device) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def timed_call(pipe, method, params, prompts, seeds, steps, guidance_scale, size, device) -> float:
     """One call's latency: synchronise, perf_counter, call, synchronise."""
-    cuda = str(device).startswith("cuda")
-    if cuda:
-        torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     call(pipe, method, params, prompts, seeds, steps, guidance_scale, size)
-    if cuda:
-        torch.cuda.synchronize()
+    synchronize(device)
     return time.perf_counter() - start

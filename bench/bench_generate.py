@@ -104,29 +104,23 @@ class BarePipelines:
         # The harness worker's stage timer (hooks, CUDA events), for a stage-by-stage comparison: a diagnostic
         self.timers = {method: StageTimer(pipe, device) for method, (pipe, _, _) in self.pipes.items()
                        if stage_times}
-        self.stages: dict[str, dict] = {}  # method -> the last round's stage times (with stage_times)
 
-    def round(self, prompts, seeds) -> dict[str, float]:
-        """method -> the latency of its batch of this round."""
-        latencies, self.stages = {}, {}
+    def round(self, prompts, seeds) -> tuple[dict[str, float], dict[str, dict]]:
+        """This round's batches: (method -> latency, method -> stage times, empty without stage_times)."""
+        latencies, stages = {}, {}
         for method, (pipe, params, steps) in self.pipes.items():
             timer = self.timers.get(method)
             if timer is None:
                 latencies[method] = bare.timed_call(pipe, method, params, prompts, seeds, steps, self.guidance_scale,
                                                     self.size, self.device)
                 continue
-            _synchronize(self.device)
+            bare.synchronize(self.device)
             started = time.perf_counter()
             timer.begin()
             bare.call(pipe, method, params, prompts, seeds, steps, self.guidance_scale, self.size)
-            self.stages[method] = timer.end().stages  # synchronises
+            stages[method] = timer.end().stages  # synchronises
             latencies[method] = time.perf_counter() - started
-        return latencies
-
-
-def _synchronize(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
+        return latencies, stages
 
 
 def batches_of(prompt_list, seeds, batch_size):
@@ -142,7 +136,7 @@ def as_result(rounds, methods):
 def run_bare(spec):
     """A bare pass: every round of the bare loop, one after another, in this process."""
     loop = BarePipelines(**spec["pipelines"])
-    rounds = [loop.round(*batch) for batch in spec["batches"]]
+    rounds = [loop.round(*batch)[0] for batch in spec["batches"]]
     del loop
     _free(spec["pipelines"]["device"])
     return as_result(rounds, spec["pipelines"]["methods"])
@@ -174,7 +168,7 @@ class BareServer:
         child.close()
         self.conn.recv()  # loaded and warmed up
         self.batches, self.rounds, self.round_trips, self.stages = spec["batches"], {}, {}, {}
-        self.alternate, self.deferred, self.harness_first = alternate, None, set()
+        self.alternate, self.deferred = alternate, None
 
     def render(self, index):
         """One round of the bare loop: batch ``index`` of each of its methods."""
@@ -191,11 +185,13 @@ class BareServer:
             self.deferred = None
         if index in self.rounds:
             return
-        if self.alternate and index % 2:
+        if self.harness_first(index):
             self.deferred = index
-            self.harness_first.add(index)
         else:
             self.render(index)
+
+    def harness_first(self, index) -> bool:
+        return self.alternate and index % 2 == 1
 
     def close(self):
         """Stop the server; returns its :class:`BareRound` s in order."""
@@ -203,7 +199,7 @@ class BareServer:
             self.render(self.deferred)
         self.conn.send(None)
         self.process.join(timeout=60)
-        return [BareRound(self.rounds[index], self.round_trips[index], index in self.harness_first,
+        return [BareRound(self.rounds[index], self.round_trips[index], self.harness_first(index),
                           self.stages[index]) for index in sorted(self.rounds)]
 
 
@@ -237,7 +233,7 @@ def _serve_bare(conn, spec, release_memory, cores=None):
         _free(spec["pipelines"]["device"])
     conn.send("ready")
     while (batch := conn.recv()) is not None:
-        conn.send((loop.round(*batch), loop.stages))
+        conn.send(loop.round(*batch))
         if release_memory:  # after the round's clocks: only the weights stay, the harness's workers need the rest
             _free(spec["pipelines"]["device"])
 

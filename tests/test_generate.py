@@ -265,7 +265,6 @@ def test_max_resident_splits_a_setting_and_rerenders_its_baseline_bit_identicall
     assert all(reference[record] == sha for record, sha in hashes(tmp_path).items() if record in reference)
 
 
-
 def test_batches_are_encoded_and_written_between_rounds_never_during_a_call(tmp_path, monkeypatch):
     """A timed call shares the host with no PNG encoding and no Parquet writing: a round's batches are on disk
     before the next round starts, and nothing is written while any call runs. Only warm-up calls ask the
@@ -293,6 +292,7 @@ def test_batches_are_encoded_and_written_between_rounds_never_during_a_call(tmp_
     assert on_disk_at_round_start == [0, 2, 4, 6, 8, 12]
     assert {warm_up for warm_up, _ in memory_asked} == {True, False}
     assert all(warm_up == asked for warm_up, asked in memory_asked)
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Submissions: every program in a worker of its own; failures and cheats are rows
