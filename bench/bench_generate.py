@@ -33,6 +33,7 @@ SDXL batch).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -425,6 +426,17 @@ def parent_clock_gap(rounds):
             "per_batch_ms_max": max(gaps), "n_rounds": len(gaps)}
 
 
+def own_cores(worker_class, cores, per_worker=2):
+    """``worker_class`` whose every new instance is pinned to the next ``per_worker`` of ``cores`` (wrapping)."""
+    started = itertools.count()
+
+    def pinned(*args, **kwargs):
+        first = per_worker * next(started) % len(cores)
+        return worker_class(*args, **{**kwargs, "cores": cores[first:first + per_worker]})
+
+    return pinned
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="sd15,sdxl")
@@ -457,6 +469,9 @@ def main():
     parser.add_argument("--workers-spawned", action="store_true",
                         help="experiment: the harness's workers are spawned (importing torch and diffusers each), as "
                              "the bare loop's processes are, instead of forked from generate's preloaded forkserver")
+    parser.add_argument("--workers-own-cores", action="store_true",
+                        help="experiment: each of the harness's workers is pinned to a core pair of its own (the "
+                             "first two cores, the next two, ...) instead of all sharing generate's two timed cores")
     parser.add_argument("--work", type=Path, help="folder for the harness datasets (default: a temp folder)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -475,6 +490,8 @@ def main():
         from accelbench.builder import worker
 
         worker.forkserver_context = lambda sandbox="none": multiprocessing.get_context("spawn")
+    if args.workers_own_cores:
+        runner.ProgramWorker = own_cores(runner.ProgramWorker, sorted(os.sched_getaffinity(0)))
     catalog = load_catalog()
     batch_size = catalog.suite("timing").batch_sizes[0]  # the harness side runs the `timing` suite
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-generate-"))
@@ -495,6 +512,7 @@ def main():
                           "bare_one_process": args.bare_one_process,
                           "bare_release_memory": args.bare_release_memory, "max_resident": args.max_resident,
                           "workers_as_bare": args.workers_as_bare, "workers_spawned": args.workers_spawned,
+                          "workers_own_cores": args.workers_own_cores,
                           "bare_stage_times": args.bare_stage_times,
                           "warmup": args.warmup},
               "families": {}}

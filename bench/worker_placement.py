@@ -13,7 +13,10 @@ lane is compared with the first (a bare loop in a spawned process, unpinned) ove
 - ``worker other cores``: pinned to the host's last two cores instead;
 - ``worker default threads``: unpinned, with torch's default CPU thread count.
 
+``--lanes`` picks some of them (the first named is the reference): fewer lanes give more rounds per minute.
+
     python bench/worker_placement.py --images 64 --methods none,deepcache --out bench/results/x.json
+    python bench/worker_placement.py --images 240 --lanes bare,worker-pinned --out bench/results/y.json
 """
 
 from __future__ import annotations
@@ -31,8 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import METHOD_TASKS, BareServer, batches_of, prompts, speedup_with_ci, write  # noqa: E402
 
 
+LANES = ("bare", "bare-pinned", "worker-pinned", "worker-unpinned", "worker-other-cores", "worker-default-threads")
+
+
 def lanes(timed_cores, other_cores):
-    """(label, kind, cores, threads): kind 'bare' or 'worker'; threads None is torch's default."""
+    """(label, kind, cores, threads) in the order of ``LANES``: kind 'bare' or 'worker'; threads None is torch's
+    default."""
     return [("bare", "bare", None, None), ("bare pinned", "bare", timed_cores, None),
             ("worker pinned", "worker", timed_cores, 1), ("worker unpinned", "worker", None, 1),
             ("worker other cores", "worker", other_cores, 1), ("worker default threads", "worker", None, None)]
@@ -49,7 +56,7 @@ class WorkerLane:
         for _ in range(warmup):
             self.worker.generate(*warmup_batch, size, size)
 
-    def run(self, batch) -> float:
+    def run(self, index, batch) -> float:
         return self.worker.generate(*batch, self.size, self.size).latency_s
 
     def close(self):
@@ -62,11 +69,29 @@ class BareLane:
     def __init__(self, spec, method, cores):
         self.server, self.method = BareServer(spec, cores=cores), method
 
-    def run(self, batch) -> float:
-        return self.server.render(batch)[self.method]
+    def run(self, index, batch) -> float:
+        self.server.render(index)
+        return self.server.rounds[index][self.method]
 
     def close(self):
         self.server.close()
+
+
+def interval(low, high) -> str:
+    return "n/a" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"  # n/a: too few rounds for a CI
+
+
+def pooled_over_methods(methods: dict) -> dict[str, dict]:
+    """Per lane, its throughput over the reference lane's with every method's batches together: the unit is one
+    method's round (its lanes ran side by side; methods ran one after another), the CI resamples those units."""
+    lanes_of = {method: {row["lane"]: row["latencies_s"] for row in rows} for method, rows in methods.items()}
+    labels = list(next(iter(lanes_of.values())))
+    reference = [x for lanes in lanes_of.values() for x in lanes[labels[0]]]
+    pooled = {}
+    for label in labels:
+        point, low, high = speedup_with_ci(reference, [x for lanes in lanes_of.values() for x in lanes[label]])
+        pooled[label] = {"ratio_to_bare": point, "ratio_ci": [low, high], "n_units": len(reference)}
+    return pooled
 
 
 def main():
@@ -77,8 +102,13 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--weights", choices=["random", "tiny"], default="random")
+    parser.add_argument("--lanes", default=",".join(LANES),
+                        help="comma-separated, the first is the reference; of: " + ", ".join(LANES))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    chosen = args.lanes.split(",")
+    if any(lane not in LANES for lane in chosen) or len(set(chosen)) != len(chosen):
+        parser.error(f"--lanes {args.lanes}: each once, of {', '.join(LANES)}")
 
     from accelbench.builder import programs, runner
     from accelbench.builder.seeding import image_seed
@@ -100,7 +130,8 @@ def main():
     warmup_batch = ([f"warm-up {i}" for i in range(batch_size)], seeds[:batch_size])
     device_name, versions = runner.environment(device)
     report = {"date": date.today().isoformat(), "device": device_name, "versions": versions, "cpus": len(cores),
-              "timed_cores": timed_cores, "other_cores": other_cores, "images": args.images, "batch_size": batch_size,
+              "timed_cores": timed_cores, "other_cores": other_cores, "lanes": chosen, "images": args.images,
+              "batch_size": batch_size,
               "family": args.family, "methods": {}}
     print(f"device: {device_name}; {len(cores)} CPUs, timed cores {timed_cores}, other cores {other_cores}; "
           f"{args.family}, {args.images} images, batch {batch_size}")
@@ -111,7 +142,8 @@ def main():
                               "device": device, "dtype": dtype, "warmup": args.warmup, "warmup_batch": warmup_batch},
                 "batches": batches}
         running = {}
-        for label, kind, lane_cores, threads in lanes(timed_cores, other_cores):
+        placements = dict(zip(LANES, lanes(timed_cores, other_cores)))
+        for label, kind, lane_cores, threads in (placements[key] for key in chosen):
             running[label] = (BareLane(spec, method, lane_cores) if kind == "bare" else
                               WorkerLane(source, model_path, device, dtype, size, batch_size, lane_cores, threads,
                                          warmup_batch, args.warmup))
@@ -120,7 +152,7 @@ def main():
         for index, batch in enumerate(batches):
             for offset in range(len(labels)):  # each round starts at the next lane: no lane always goes first
                 label = labels[(index + offset) % len(labels)]
-                latencies[label].append(running[label].run(batch))
+                latencies[label].append(running[label].run(index, batch))
         for lane in running.values():
             lane.close()
         rows = report["methods"][method] = []
@@ -131,9 +163,14 @@ def main():
             rows.append({"lane": label, "ratio_to_bare": point, "ratio_ci": [low, high], "n_rounds": len(batches),
                          "median_s": statistics.median(latencies[label]), "min_s": min(latencies[label]),
                          "latencies_s": latencies[label]})
-            interval = "n/a" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"  # too few rounds for a CI
-            print(f"  {label:<24}{point:>7.3f} {interval}  median {rows[-1]['median_s']:.3f} s  "
+            print(f"  {label:<24}{point:>7.3f} {interval(low, high)}  median {rows[-1]['median_s']:.3f} s  "
                   f"min {rows[-1]['min_s']:.3f} s  n={len(batches)}")
+        write(report, args.out)
+    if len(report["methods"]) > 1:
+        report["pooled"] = pooled_over_methods(report["methods"])
+        print("\nevery method pooled (unit: one method's round)")
+        for label, values in report["pooled"].items():
+            print(f"  {label:<24}{values['ratio_to_bare']:>7.3f} {interval(*values['ratio_ci'])}  n={values['n_units']}")
         write(report, args.out)
 
 
