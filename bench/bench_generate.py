@@ -272,6 +272,55 @@ def run_harness(family, methods, catalog, out, prompt_file, weights, device, ima
     return results, wall
 
 
+class WorkerLane:
+    """One program in a ProgramWorker, driven from the bench (generate's worker and clock without its runner).
+    Goes through ``runner.ProgramWorker`` so the --workers-* experiments apply to it too."""
+
+    def __init__(self, source, model_path, device, dtype, size, batch_size, cores, threads, warmup_batch, warmup):
+        from accelbench.builder import runner
+
+        self.size = size
+        self.worker = runner.ProgramWorker(source, model_path=model_path, device=device, dtype=dtype,
+                                           max_images=batch_size, max_resolution=size, threads=threads, cores=cores)
+        self.worker.start()
+        for _ in range(warmup):
+            self.worker.generate(*warmup_batch, size, size)
+
+    def run(self, index, batch) -> float:
+        return self.worker.generate(*batch, self.size, self.size).latency_s
+
+    def close(self):
+        self.worker.close()
+
+
+def run_workers_alone(spec, catalog, before_round):
+    """Experiment (--harness-without-runner): the programs generate would run, each in a ProgramWorker placed as
+    generate places them, driven round by round from here. What generate adds around its workers is absent: the
+    writer and its flush between rounds, the traced GT warm-up, the bookkeeping between calls."""
+    from accelbench.builder import programs, runner
+
+    pipelines, batches = spec["pipelines"], spec["batches"]
+    family, device, size = pipelines["family"], pipelines["device"], pipelines["size"]
+    cores, _ = runner.core_split(device, None)
+    warmup_batch = ([f"worker warm-up {i}" for i in range(len(batches[0][0]))], pipelines["warmup_batch"][1])
+    lanes = {}
+    started = time.perf_counter()
+    try:
+        for method in pipelines["methods"]:
+            task = catalog.task(f"{family}-ddim-25-{METHOD_TASKS[method] or 'deepcache'}")  # the baseline shares it
+            lanes[method] = WorkerLane(programs.render(catalog, task, baseline=method == "none").source,
+                                       pipelines["model_path"], device, pipelines["dtype"], size, len(batches[0][0]),
+                                       cores, runner.worker_threads(device), warmup_batch, pipelines["warmup"])
+        rounds = []
+        for index, batch in enumerate(batches):
+            before_round(index)
+            rounds.append({method: lane.run(index, batch) for method, lane in lanes.items()})
+    finally:
+        for lane in lanes.values():
+            lane.close()
+    return as_result(rounds, pipelines["methods"]), time.perf_counter() - started
+
+
 def harness_overhead(device, size, batch_size, repeats=20):
     """Round-trip cost of one batch through a worker whose program computes nothing: quantisation to uint8,
     the shared-memory write, the request and answer, and the parent's copy back."""
@@ -472,6 +521,10 @@ def main():
     parser.add_argument("--workers-own-cores", action="store_true",
                         help="experiment: each of the harness's workers is pinned to a core pair of its own (the "
                              "first two cores, the next two, ...) instead of all sharing generate's two timed cores")
+    parser.add_argument("--harness-without-runner", action="store_true",
+                        help="paired, experiment: the harness side is generate's programs in ProgramWorkers placed "
+                             "as generate places them, driven from the bench without generate's runner (no writer, "
+                             "no flush between rounds, no traced warm-up); stage times are not compared")
     parser.add_argument("--work", type=Path, help="folder for the harness datasets (default: a temp folder)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -504,6 +557,8 @@ def main():
     passes = args.modes.split(",")
     if not set(passes) <= set(MODES) or not {"bare", "paired"} & set(passes):
         parser.error(f"--modes: a list of {', '.join(MODES)} (bare or paired at least once; a mode may repeat)")
+    if args.harness_without_runner and args.bare_stage_times:
+        parser.error("--harness-without-runner records no stage times: leave out --bare-stage-times")
     device = runner.resolve_device(args.device, None)
     device_name, versions = runner.environment(device)
     report = {"date": date.today().isoformat(), "device": device_name, "versions": versions, "images": args.images,
@@ -513,6 +568,7 @@ def main():
                           "bare_release_memory": args.bare_release_memory, "max_resident": args.max_resident,
                           "workers_as_bare": args.workers_as_bare, "workers_spawned": args.workers_spawned,
                           "workers_own_cores": args.workers_own_cores,
+                          "harness_without_runner": args.harness_without_runner,
                           "bare_stage_times": args.bare_stage_times,
                           "warmup": args.warmup},
               "families": {}}
@@ -537,9 +593,12 @@ def main():
             elif mode == "paired":
                 server = (BareServer if args.bare_one_process else BareServerPerMethod)(
                     spec, release_memory=args.bare_release_memory, alternate=args.paired_order == "alternate")
-                results[PAIRED_HARNESS], walls[label] = run_harness(
-                    family, methods, catalog, folder, prompt_file, args.weights, device, args.images, args.warmup,
-                    "interleaved", args.max_resident, before_round=server.before_round)
+                if args.harness_without_runner:
+                    results[PAIRED_HARNESS], walls[label] = run_workers_alone(spec, catalog, server.before_round)
+                else:
+                    results[PAIRED_HARNESS], walls[label] = run_harness(
+                        family, methods, catalog, folder, prompt_file, args.weights, device, args.images,
+                        args.warmup, "interleaved", args.max_resident, before_round=server.before_round)
                 bare_rounds = server.close()
                 results[PAIRED_BARE] = as_result([round_.latencies for round_ in bare_rounds], methods)
                 references[PAIRED_HARNESS] = results[PAIRED_BARE]

@@ -31,7 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_generate import METHOD_TASKS, BareServer, batches_of, prompts, speedup_with_ci, write  # noqa: E402
+from bench_generate import (  # noqa: E402
+    METHOD_TASKS, BareServer, WorkerLane, batches_of, prompts, speedup_with_ci, write)
 
 
 LANES = ("bare", "bare-pinned", "worker-pinned", "worker-unpinned", "worker-other-cores", "worker-default-threads")
@@ -43,24 +44,6 @@ def lanes(timed_cores, other_cores):
     return [("bare", "bare", None, None), ("bare pinned", "bare", timed_cores, None),
             ("worker pinned", "worker", timed_cores, 1), ("worker unpinned", "worker", None, 1),
             ("worker other cores", "worker", other_cores, 1), ("worker default threads", "worker", None, None)]
-
-
-class WorkerLane:
-    def __init__(self, source, model_path, device, dtype, size, batch_size, cores, threads, warmup_batch, warmup):
-        from accelbench.builder.worker import ProgramWorker
-
-        self.size = size
-        self.worker = ProgramWorker(source, model_path=model_path, device=device, dtype=dtype, max_images=batch_size,
-                                    max_resolution=size, threads=threads, cores=cores)
-        self.worker.start()
-        for _ in range(warmup):
-            self.worker.generate(*warmup_batch, size, size)
-
-    def run(self, index, batch) -> float:
-        return self.worker.generate(*batch, self.size, self.size).latency_s
-
-    def close(self):
-        self.worker.close()
 
 
 class BareLane:
