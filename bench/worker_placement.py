@@ -114,8 +114,7 @@ def main():
     device_name, versions = runner.environment(device)
     report = {"date": date.today().isoformat(), "device": device_name, "versions": versions, "cpus": len(cores),
               "timed_cores": timed_cores, "other_cores": other_cores, "lanes": chosen, "images": args.images,
-              "batch_size": batch_size,
-              "family": args.family, "methods": {}}
+              "batch_size": batch_size, "family": args.family, "methods": {}}
     print(f"device: {device_name}; {len(cores)} CPUs, timed cores {timed_cores}, other cores {other_cores}; "
           f"{args.family}, {args.images} images, batch {batch_size}")
     for method in args.methods.split(","):
