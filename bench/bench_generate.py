@@ -293,32 +293,54 @@ class WorkerLane:
         self.worker.close()
 
 
-def run_workers_alone(spec, catalog, before_round):
-    """Experiment (--harness-without-runner): the programs generate would run, each in a ProgramWorker placed as
-    generate places them, driven round by round from here. What generate adds around its workers is absent: the
-    writer and its flush between rounds, the traced GT warm-up, the bookkeeping between calls."""
+class BareLane:
+    """One method's bare loop in a BareServer of its own."""
+
+    def __init__(self, spec, method, cores=None):
+        self.server = BareServer({**spec, "pipelines": {**spec["pipelines"], "methods": [method]}}, cores=cores)
+        self.method = method
+
+    def run(self, index, batch) -> float:
+        self.server.render(index)
+        return self.server.rounds[index][self.method]
+
+    def close(self):
+        self.server.close()
+
+
+def worker_lanes(spec, catalog):
+    """method -> a WorkerLane running the program generate would run, placed as generate places it."""
     from accelbench.builder import programs, runner
 
     pipelines, batches = spec["pipelines"], spec["batches"]
-    family, device, size = pipelines["family"], pipelines["device"], pipelines["size"]
+    device = pipelines["device"]
     cores, _ = runner.core_split(device, None)
     warmup_batch = ([f"worker warm-up {i}" for i in range(len(batches[0][0]))], pipelines["warmup_batch"][1])
-    lanes = {}
+    for method in pipelines["methods"]:
+        task = catalog.task(f"{pipelines['family']}-ddim-25-{METHOD_TASKS[method] or 'deepcache'}")
+        yield method, WorkerLane(programs.render(catalog, task, baseline=method == "none").source,
+                                 pipelines["model_path"], device, pipelines["dtype"], pipelines["size"],
+                                 len(batches[0][0]), cores, runner.worker_threads(device), warmup_batch,
+                                 pipelines["warmup"])
+
+
+def run_lanes_alone(spec, lanes, before_round):
+    """Experiments standing in for generate on the harness side of a paired pass: ``lanes`` (method, lane) pairs,
+    started one by one, driven round by round from here, without generate's runner (no writer, no flush between
+    rounds, no traced warm-up, no bookkeeping between calls)."""
+    running = {}
     started = time.perf_counter()
     try:
-        for method in pipelines["methods"]:
-            task = catalog.task(f"{family}-ddim-25-{METHOD_TASKS[method] or 'deepcache'}")  # the baseline shares it
-            lanes[method] = WorkerLane(programs.render(catalog, task, baseline=method == "none").source,
-                                       pipelines["model_path"], device, pipelines["dtype"], size, len(batches[0][0]),
-                                       cores, runner.worker_threads(device), warmup_batch, pipelines["warmup"])
+        for method, lane in lanes:
+            running[method] = lane
         rounds = []
-        for index, batch in enumerate(batches):
+        for index, batch in enumerate(spec["batches"]):
             before_round(index)
-            rounds.append({method: lane.run(index, batch) for method, lane in lanes.items()})
+            rounds.append({method: lane.run(index, batch) for method, lane in running.items()})
     finally:
-        for lane in lanes.values():
+        for lane in running.values():
             lane.close()
-    return as_result(rounds, pipelines["methods"]), time.perf_counter() - started
+    return as_result(rounds, spec["pipelines"]["methods"]), time.perf_counter() - started
 
 
 def harness_overhead(device, size, batch_size, repeats=20):
@@ -525,6 +547,9 @@ def main():
                         help="paired, experiment: the harness side is generate's programs in ProgramWorkers placed "
                              "as generate places them, driven from the bench without generate's runner (no writer, "
                              "no flush between rounds, no traced warm-up); stage times are not compared")
+    parser.add_argument("--bare-vs-bare", action="store_true",
+                        help="paired, control: the harness side is a second bare loop (each pipeline in a process of "
+                             "its own), driven like --harness-without-runner: what the paired structure alone reads")
     parser.add_argument("--work", type=Path, help="folder for the harness datasets (default: a temp folder)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -557,8 +582,10 @@ def main():
     passes = args.modes.split(",")
     if not set(passes) <= set(MODES) or not {"bare", "paired"} & set(passes):
         parser.error(f"--modes: a list of {', '.join(MODES)} (bare or paired at least once; a mode may repeat)")
-    if args.harness_without_runner and args.bare_stage_times:
-        parser.error("--harness-without-runner records no stage times: leave out --bare-stage-times")
+    if (args.harness_without_runner or args.bare_vs_bare) and args.bare_stage_times:
+        parser.error("--harness-without-runner and --bare-vs-bare record no stage times: leave out --bare-stage-times")
+    if args.harness_without_runner and args.bare_vs_bare:
+        parser.error("--harness-without-runner and --bare-vs-bare each replace the harness side: choose one")
     device = runner.resolve_device(args.device, None)
     device_name, versions = runner.environment(device)
     report = {"date": date.today().isoformat(), "device": device_name, "versions": versions, "images": args.images,
@@ -568,7 +595,7 @@ def main():
                           "bare_release_memory": args.bare_release_memory, "max_resident": args.max_resident,
                           "workers_as_bare": args.workers_as_bare, "workers_spawned": args.workers_spawned,
                           "workers_own_cores": args.workers_own_cores,
-                          "harness_without_runner": args.harness_without_runner,
+                          "harness_without_runner": args.harness_without_runner, "bare_vs_bare": args.bare_vs_bare,
                           "bare_stage_times": args.bare_stage_times,
                           "warmup": args.warmup},
               "families": {}}
@@ -594,7 +621,11 @@ def main():
                 server = (BareServer if args.bare_one_process else BareServerPerMethod)(
                     spec, release_memory=args.bare_release_memory, alternate=args.paired_order == "alternate")
                 if args.harness_without_runner:
-                    results[PAIRED_HARNESS], walls[label] = run_workers_alone(spec, catalog, server.before_round)
+                    results[PAIRED_HARNESS], walls[label] = run_lanes_alone(spec, worker_lanes(spec, catalog),
+                                                                            server.before_round)
+                elif args.bare_vs_bare:
+                    results[PAIRED_HARNESS], walls[label] = run_lanes_alone(
+                        spec, ((method, BareLane(spec, method)) for method in methods), server.before_round)
                 else:
                     results[PAIRED_HARNESS], walls[label] = run_harness(
                         family, methods, catalog, folder, prompt_file, args.weights, device, args.images,

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_generate import (  # noqa: E402
-    METHOD_TASKS, BareServer, WorkerLane, batches_of, prompts, speedup_with_ci, write)
+    METHOD_TASKS, BareLane, WorkerLane, batches_of, prompts, speedup_with_ci, write)
 
 
 LANES = ("bare", "bare-pinned", "worker-pinned", "worker-unpinned", "worker-other-cores", "worker-default-threads")
@@ -44,20 +44,6 @@ def lanes(timed_cores, other_cores):
     return [("bare", "bare", None, None), ("bare pinned", "bare", timed_cores, None),
             ("worker pinned", "worker", timed_cores, 1), ("worker unpinned", "worker", None, 1),
             ("worker other cores", "worker", other_cores, 1), ("worker default threads", "worker", None, None)]
-
-
-class BareLane:
-    """One method's bare loop in a BareServer of its own."""
-
-    def __init__(self, spec, method, cores):
-        self.server, self.method = BareServer(spec, cores=cores), method
-
-    def run(self, index, batch) -> float:
-        self.server.render(index)
-        return self.server.rounds[index][self.method]
-
-    def close(self):
-        self.server.close()
 
 
 def interval(low, high) -> str:
