@@ -79,6 +79,23 @@ def generate(pipe, prompts, generators, height=1024, width=1024):
 '''
 
 
+def method_task(catalog, family: str, method: str):
+    """``method``'s DDIM-25 task (the baseline shares the DeepCache task's setting)."""
+    return catalog.task(f"{family}-ddim-25-{METHOD_TASKS[method] or 'deepcache'}")
+
+
+def method_program(catalog, family: str, method: str) -> str:
+    """The source generate runs for ``method``: the setting's baseline program, or the task's GT."""
+    from accelbench.builder import programs
+
+    return programs.render(catalog, method_task(catalog, family, method), baseline=method == "none").source
+
+
+def one_method(spec, method: str) -> dict:
+    """``spec`` narrowed to ``method``'s pipeline."""
+    return {**spec, "pipelines": {**spec["pipelines"], "methods": [method]}}
+
+
 def prompts(count: int) -> list[str]:
     return [f"{PROMPT_SUBJECTS[i % len(PROMPT_SUBJECTS)]}, picture {i}" for i in range(count)]
 
@@ -96,7 +113,7 @@ class BarePipelines:
         self.guidance_scale = catalog.models[family].guidance_scale
         self.pipes = {}
         for method in methods:
-            task = catalog.task(f"{family}-ddim-25-{METHOD_TASKS[method] or 'deepcache'}")  # the baseline shares it
+            task = method_task(catalog, family, method)
             params = task.params if method != "none" else {}
             pipe = bare.load(family, method, params, model_path, device, getattr(torch, dtype))
             self.pipes[method] = (pipe, params, task.steps)
@@ -209,8 +226,7 @@ class BareServerPerMethod:
     every bare batch then follows another process's batch, as every harness batch does."""
 
     def __init__(self, spec, release_memory=False, alternate=False):
-        self.servers = [BareServer({**spec, "pipelines": {**spec["pipelines"], "methods": [method]}}, release_memory,
-                                   alternate=alternate)
+        self.servers = [BareServer(one_method(spec, method), release_memory, alternate=alternate)
                         for method in spec["pipelines"]["methods"]]
 
     def before_round(self, index):
@@ -297,7 +313,7 @@ class BareLane:
     """One method's bare loop in a BareServer of its own."""
 
     def __init__(self, spec, method, cores=None):
-        self.server = BareServer({**spec, "pipelines": {**spec["pipelines"], "methods": [method]}}, cores=cores)
+        self.server = BareServer(one_method(spec, method), cores=cores)
         self.method = method
 
     def run(self, index, batch) -> float:
@@ -310,18 +326,16 @@ class BareLane:
 
 def worker_lanes(spec, catalog):
     """method -> a WorkerLane running the program generate would run, placed as generate places it."""
-    from accelbench.builder import programs, runner
+    from accelbench.builder import runner
 
     pipelines, batches = spec["pipelines"], spec["batches"]
     device = pipelines["device"]
     cores, _ = runner.core_split(device, None)
     warmup_batch = ([f"worker warm-up {i}" for i in range(len(batches[0][0]))], pipelines["warmup_batch"][1])
     for method in pipelines["methods"]:
-        task = catalog.task(f"{pipelines['family']}-ddim-25-{METHOD_TASKS[method] or 'deepcache'}")
-        yield method, WorkerLane(programs.render(catalog, task, baseline=method == "none").source,
-                                 pipelines["model_path"], device, pipelines["dtype"], pipelines["size"],
-                                 len(batches[0][0]), cores, runner.worker_threads(device), warmup_batch,
-                                 pipelines["warmup"])
+        yield method, WorkerLane(method_program(catalog, pipelines["family"], method), pipelines["model_path"],
+                                 device, pipelines["dtype"], pipelines["size"], len(batches[0][0]), cores,
+                                 runner.worker_threads(device), warmup_batch, pipelines["warmup"])
 
 
 def run_lanes_alone(spec, lanes, before_round):

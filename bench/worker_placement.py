@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_generate import (  # noqa: E402
-    METHOD_TASKS, BareLane, WorkerLane, batches_of, prompts, speedup_with_ci, write)
+    METHOD_TASKS, BareLane, WorkerLane, batches_of, method_program, prompts, speedup_with_ci, write)
 
 
 LANES = ("bare", "bare-pinned", "worker-pinned", "worker-unpinned", "worker-other-cores", "worker-default-threads")
@@ -104,8 +104,7 @@ def main():
     print(f"device: {device_name}; {len(cores)} CPUs, timed cores {timed_cores}, other cores {other_cores}; "
           f"{args.family}, {args.images} images, batch {batch_size}")
     for method in args.methods.split(","):
-        task = catalog.task(f"{args.family}-ddim-25-{METHOD_TASKS[method] or 'deepcache'}")
-        source = programs.render(catalog, task, baseline=method == "none").source
+        source = method_program(catalog, args.family, method)
         spec = {"pipelines": {"family": args.family, "methods": [method], "model_path": model_path, "size": size,
                               "device": device, "dtype": dtype, "warmup": args.warmup, "warmup_batch": warmup_batch},
                 "batches": batches}
