@@ -395,6 +395,16 @@ def _worker_main(conn, log_write, settings: dict) -> None:
         conn.send(answer)
 
 
+def set_thread_count(threads: int) -> None:
+    """Give torch ``threads`` CPU threads, leaving it alone when it already has that many: besides the count,
+    ``torch.set_num_threads`` turns MKL's dynamic threading off, so every small operator then wakes all threads
+    (measured on CPU: five workers at 0.967 x a bare loop's throughput with the call, 1.003 without it)."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 class _Server:
     """The worker's side of the protocol. Runs in the same process as the program, so it defends nothing: the
     parent's clock, nonce and checks are what cannot be faked."""
@@ -405,9 +415,7 @@ class _Server:
         self.quantize_threads = min(QUANTIZE_THREADS, len(os.sched_getaffinity(0)))  # after the worker was pinned
         self.pool = ThreadPoolExecutor(self.quantize_threads, thread_name_prefix="accelbench-quantize")
         if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+            set_thread_count(threads)
 
     def _quantize(self, images: np.ndarray, out: np.ndarray) -> int:
         """Quantise into ``out`` on a few threads (numpy releases the GIL) and return the number of NaN/inf

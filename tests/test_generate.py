@@ -463,6 +463,27 @@ def test_a_worker_runs_on_the_cores_it_is_given():
             assert worker.generate(["p"], [0], 8, 8).pixels.max() == expected
 
 
+def test_a_worker_gets_its_thread_count_and_a_count_it_has_is_not_set_again(monkeypatch):
+    """The count reaches the program; and ``torch.set_num_threads`` (which also turns MKL's dynamic threading
+    off, slowing small operators) is called only to change the count."""
+    import torch
+
+    from accelbench.builder import worker as worker_module
+
+    counter = ("import torch\nimport numpy as np\n\ndef load(model_id, device, dtype):\n    return None\n\n"
+               "def generate(pipe, prompts, generators, height, width):\n"
+               "    return np.full((len(prompts), height, width, 3), torch.get_num_threads() / 255)\n")
+    with worker_module.ProgramWorker(counter, model_path="none", device="cpu", dtype="float32", max_images=1,
+                                     max_resolution=8, threads=2) as worker:
+        assert worker.generate(["p"], [0], 8, 8).pixels.max() == 2
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    worker_module.set_thread_count(torch.get_num_threads())
+    assert calls == []
+    worker_module.set_thread_count(torch.get_num_threads() + 1)
+    assert calls == [torch.get_num_threads() + 1]
+
+
 def test_a_worker_that_cannot_start_is_a_crashed_unit(monkeypatch):
     """A forkserver (or sandbox) that cannot start a worker gives a WorkerFailure the runner records, and
     nothing of the worker is left behind."""
