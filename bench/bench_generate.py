@@ -686,27 +686,31 @@ def main():
         _free(device)
 
 
+def interval(bounds, spec=".3f", scale=1) -> str:
+    """``[low, high]``; "n/a" where too few units gave no CI (nan); "" where none applies (None)."""
+    if bounds is None:
+        return ""
+    low, high = bounds
+    return "n/a" if np.isnan(low) else f"[{scale * low:{spec}}, {scale * high:{spec}}]"
+
+
 def print_table(rows, pooled_ratios):
     """The rows of ``summarize`` as a table, then the every-method pooled ratio of each paired pass."""
-    def interval(bounds, spec, scale=1):
-        return ("" if bounds is None or np.isnan(bounds[0])
-                else f" [{scale * bounds[0]:{spec}}, {scale * bounds[1]:{spec}}]")
-
     print(f"{'method':<16}{'mode':<20}{'img/s':>8} {'vs bare [95% CI]':<24}{'speedup [95% CI]':>19}{'n':>4}"
           f"  {'vs bare speedup [95% CI]':<26}{'CV':>6}")
     for row in rows:
-        difference = (f"{100 * row['speedup_difference_to_bare']:+.1f}%"
+        difference = (f"{100 * row['speedup_difference_to_bare']:+.1f}% "
                       + interval(row.get("speedup_difference_ci"), "+.1f", scale=100))
         print(f"{row['method']:<16}{row['mode']:<20}{row['images_per_s']:>8.2f}"
-              f"{row['throughput_ratio_to_bare']:>8.3f}{interval(row['throughput_ratio_ci'], '.3f'):<17}"
-              f"{row['speedup']:>6.2f}x {interval(row['speedup_ci'], '.2f') or ' n/a':>13}{row['n_batches']:>4}"
+              f"{row['throughput_ratio_to_bare']:>8.3f} {interval(row['throughput_ratio_ci']):<16}"
+              f"{row['speedup']:>6.2f}x {interval(row['speedup_ci'], '.2f'):>13}{row['n_batches']:>4}"
               f"  {difference:<26}{100 * row['cv']:>5.1f}%")
     for name, pooled_ratio in pooled_ratios.items():
-        print(f"{name}, every method pooled: {pooled_ratio['ratio']:.3f}{interval(pooled_ratio['ci'], '.3f') or ' n/a'}"
+        print(f"{name}, every method pooled: {pooled_ratio['ratio']:.3f} {interval(pooled_ratio['ci'])}"
               f" of bare's throughput (n = {pooled_ratio['n_rounds']} rounds)")
         for side, subset in pooled_ratio.get("by_first", {}).items():
-            print(f"  rounds with the {side.split(': ')[1]} first: {subset['ratio']:.3f}"
-                  f"{interval(subset['ci'], '.3f') or ' n/a'} (n = {subset['n_rounds']} rounds)")
+            print(f"  rounds with the {side.split(': ')[1]} first: {subset['ratio']:.3f} "
+                  f"{interval(subset['ci'])} (n = {subset['n_rounds']} rounds)")
 
 
 def write(report, out):

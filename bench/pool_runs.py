@@ -5,6 +5,10 @@ rounds leave the harness-vs-bare comparison with CIs of +-5-8 %. Runs of the sam
 methods, each paired (harness and bare loop in the same rounds), can be pooled: their rounds are concatenated
 and every ratio is recomputed with bench_generate.py's own statistics, the CIs resampling rounds.
 
+Rounds of one run share its processes and its machine, and runs of one condition have disagreed by more than
+their CIs over rounds (bench/README.md section 1.2). A second table takes the run as the unit: each run's summed
+latencies, resampled together (a cluster bootstrap), with every run's own figure beside it.
+
     python bench/pool_runs.py bench/results/generate-sd15-h200-run8-bare-per-method.json \\
         bench/results/generate-sd15-h200-run9-bare-per-method-cores2-15.json
 """
@@ -22,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_generate import PAIRED_BARE as BARE  # noqa: E402
 from bench_generate import PAIRED_HARNESS as HARNESS  # noqa: E402
-from bench_generate import pooled, pooled_throughput_ratio, print_table, summarize  # noqa: E402
+from bench_generate import pooled, pooled_throughput_ratio, print_table, speedup_difference  # noqa: E402
+from bench_generate import interval, summarize, with_ci  # noqa: E402
 
 SLOW = 1.15  # a batch is slow above this multiple of its lane's 10th percentile (the lane's unhurried speed)
 
@@ -50,6 +55,39 @@ def first_in_rounds(report: dict, family: str) -> list[str]:
     entry = report["families"][family]
     rounds = len(next(row for row in entry["rows"] if row["mode"] == HARNESS)["batch_latencies_s"])
     return entry.get("paired_first") or [BARE] * rounds
+
+
+def run_sums(run: dict, methods: list[str]) -> dict[str, np.ndarray]:
+    """One run's summed latencies: per method (harness baseline, harness method, bare baseline, bare method),
+    and "all" (bare, harness: every method's batches)."""
+    def total(mode, method, key="latencies"):
+        return float(np.sum(run[mode][method][key]))
+
+    sums = {method: np.array([total(HARNESS, method, "baseline_latencies"), total(HARNESS, method),
+                              total(BARE, method, "baseline_latencies"), total(BARE, method)])
+            for method in methods}
+    sums["all"] = np.array([sum(total(BARE, method) for method in methods),
+                            sum(total(HARNESS, method) for method in methods)])
+    return sums
+
+
+def print_runs_as_unit(names: list[str], runs: list[dict], methods: list[str]) -> None:
+    """Throughput and speedup differences with the run as the resampling unit, and each run's own figures."""
+    from accelbench.scorer.functional import ratio_of_sums
+
+    sums = [run_sums(run, methods) for run in runs]
+    print(f"\nruns as the unit (n = {len(runs)} runs; CIs resample runs, each with its rounds' summed latencies)")
+    every = np.array([run["all"] for run in sums]).T
+    ratio, low, high = with_ci(ratio_of_sums, *every)
+    print(f"{'throughput vs bare':<32} {ratio:.3f} {interval((low, high))}   per run: "
+          + " ".join(f"{value:.3f}" for value in ratio_of_sums(*every[:, :, None])))
+    for method in methods[1:]:
+        columns = np.array([run[method] for run in sums]).T
+        point, low, high = with_ci(speedup_difference, *columns)
+        per_run = speedup_difference(*columns[:, :, None])  # each run alone: its sums over an axis of one
+        print(f"{method + ' speedup vs bare':<32} {100 * point:+.1f} % {interval((low, high), '+.1f', 100)}   "
+              "per run: " + " ".join(f"{100 * value:+.1f}" for value in per_run))
+    print("  runs: " + ", ".join(names))
 
 
 def main():
@@ -97,6 +135,8 @@ def main():
             floor_and_slow_share(side[method]["latencies"]) for side in (harness, bare_loop))
         print(f"{method:<16} 10th percentile x{harness_floor / bare_floor:.3f}   slow: harness "
               f"{100 * harness_slow:3.0f} %, bare {100 * bare_slow:3.0f} %")
+    if len(runs) > 1:
+        print_runs_as_unit([path.name for path in args.runs], runs, methods)
 
 
 if __name__ == "__main__":
