@@ -14,25 +14,30 @@ lane is compared with the first (a bare loop in a spawned process, unpinned) ove
 - ``worker default threads``: unpinned, with torch's default CPU thread count.
 
 ``--lanes`` picks some of them (the first named is the reference): fewer lanes give more rounds per minute.
+``--repeats`` runs the comparison again with fresh processes, to see whether a process keeps a speed offset.
 
     python bench/worker_placement.py --images 64 --methods none,deepcache --out bench/results/x.json
     python bench/worker_placement.py --images 240 --lanes bare,worker-pinned --out bench/results/y.json
+    python bench/worker_placement.py --device cpu --weights tiny --methods none --lanes bare,bare-pinned \\
+        --images 100 --repeats 8 --out bench/results/z.json
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
 from datetime import date
 from pathlib import Path
 
+from tqdm import trange
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_generate import (  # noqa: E402
-    METHOD_TASKS, BareLane, WorkerLane, batches_of, method_program, prompts, speedup_with_ci, write)
+    METHOD_TASKS, BareLane, WorkerLane, batches_of, method_program, prompts, interval, speedup_with_ci,
+    with_ci, write)
 
 
 LANES = ("bare", "bare-pinned", "worker-pinned", "worker-unpinned", "worker-other-cores", "worker-default-threads")
@@ -44,10 +49,6 @@ def lanes(timed_cores, other_cores):
     return [("bare", "bare", None, None), ("bare pinned", "bare", timed_cores, None),
             ("worker pinned", "worker", timed_cores, 1), ("worker unpinned", "worker", None, 1),
             ("worker other cores", "worker", other_cores, 1), ("worker default threads", "worker", None, None)]
-
-
-def interval(low, high) -> str:
-    return "n/a" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"  # n/a: too few rounds for a CI
 
 
 def pooled_over_methods(methods: dict) -> dict[str, dict]:
@@ -63,6 +64,55 @@ def pooled_over_methods(methods: dict) -> dict[str, dict]:
     return pooled
 
 
+def run_lanes(spec, method, source, chosen_lanes, batches, warmup_batch, warmup) -> dict[str, list[float]]:
+    """Start each lane in a fresh process, run every batch round-robin (each round starting at the next lane, so
+    no lane always goes first), stop them; lane label -> batch latencies."""
+    pipelines = spec["pipelines"]
+    running = {}
+    for label, kind, lane_cores, threads in chosen_lanes:
+        running[label] = (BareLane(spec, method, lane_cores) if kind == "bare" else
+                          WorkerLane(source, pipelines["model_path"], pipelines["device"], pipelines["dtype"],
+                                     pipelines["size"], len(batches[0][0]), lane_cores, threads, warmup_batch,
+                                     warmup))
+    labels = list(running)
+    latencies = {label: [] for label in labels}
+    try:
+        for index, batch in enumerate(batches):
+            for offset in range(len(labels)):
+                label = labels[(index + offset) % len(labels)]
+                latencies[label].append(running[label].run(index, batch))
+    finally:
+        for lane in running.values():
+            lane.close()
+    return latencies
+
+
+def between_processes(repeats: list[dict[str, list[float]]]) -> dict[str, dict]:
+    """Per lane, how its ratio to the reference moves from one set of processes to the next: each repeat's ratio
+    with its CI over rounds, the spread of those ratios against the spread the rounds' noise alone would give
+    (the median of the repeats' CI half-widths / 1.96), and a CI with the repeat as the resampling unit. A spread
+    well above the rounds' says each process keeps a speed offset of its own, which a CI over rounds misses."""
+    from accelbench.scorer.functional import ratio_of_sums
+
+    labels = list(repeats[0])
+    summary = {}
+    print(f"  between processes ({len(repeats)} repeats, each with fresh processes):")
+    for label in labels[1:]:
+        per_repeat = [speedup_with_ci(repeat[labels[0]], repeat[label]) for repeat in repeats]
+        ratios = [point for point, _, _ in per_repeat]
+        round_noise = statistics.median((high - low) / (2 * 1.96) for _, low, high in per_repeat)
+        sums = [[sum(repeat[key]) for repeat in repeats] for key in (labels[0], label)]
+        point, low, high = with_ci(ratio_of_sums, *sums)
+        summary[label] = {"ratios": ratios, "ratio_cis": [[low_, high_] for _, low_, high_ in per_repeat],
+                          "sd_between_repeats": statistics.stdev(ratios), "sd_from_rounds": round_noise,
+                          "ratio_over_repeats": point, "ratio_over_repeats_ci": [low, high],
+                          "n_repeats": len(repeats)}
+        print(f"    {label:<22} per repeat: {' '.join(f'{r:.3f}' for r in ratios)}\n"
+              f"    {'':<22} SD between repeats {statistics.stdev(ratios):.3f}, from the rounds alone "
+              f"{round_noise:.3f}; over repeats {point:.3f} {interval((low, high))} n={len(repeats)} repeats")
+    return summary
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="sd15")
@@ -73,8 +123,13 @@ def main():
     parser.add_argument("--weights", choices=["random", "tiny"], default="random")
     parser.add_argument("--lanes", default=",".join(LANES),
                         help="comma-separated, the first is the reference; of: " + ", ".join(LANES))
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run each method's comparison this many times, each with fresh processes, and show "
+                             "how the ratios move between process sets")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats: at least 1")
     chosen = args.lanes.split(",")
     if any(lane not in LANES for lane in chosen) or len(set(chosen)) != len(chosen):
         parser.error(f"--lanes {args.lanes}: each once, of {', '.join(LANES)}")
@@ -100,44 +155,39 @@ def main():
     device_name, versions = runner.environment(device)
     report = {"date": date.today().isoformat(), "device": device_name, "versions": versions, "cpus": len(cores),
               "timed_cores": timed_cores, "other_cores": other_cores, "lanes": chosen, "images": args.images,
-              "batch_size": batch_size, "family": args.family, "methods": {}}
+              "repeats": args.repeats, "batch_size": batch_size, "family": args.family, "methods": {}}
     print(f"device: {device_name}; {len(cores)} CPUs, timed cores {timed_cores}, other cores {other_cores}; "
           f"{args.family}, {args.images} images, batch {batch_size}")
+    placements = dict(zip(LANES, lanes(timed_cores, other_cores)))
+    chosen_lanes = [placements[key] for key in chosen]
     for method in args.methods.split(","):
         source = method_program(catalog, args.family, method)
         spec = {"pipelines": {"family": args.family, "methods": [method], "model_path": model_path, "size": size,
                               "device": device, "dtype": dtype, "warmup": args.warmup, "warmup_batch": warmup_batch},
                 "batches": batches}
-        running = {}
-        placements = dict(zip(LANES, lanes(timed_cores, other_cores)))
-        for label, kind, lane_cores, threads in (placements[key] for key in chosen):
-            running[label] = (BareLane(spec, method, lane_cores) if kind == "bare" else
-                              WorkerLane(source, model_path, device, dtype, size, batch_size, lane_cores, threads,
-                                         warmup_batch, args.warmup))
-        labels = list(running)
-        latencies = {label: [] for label in labels}
-        for index, batch in enumerate(batches):
-            for offset in range(len(labels)):  # each round starts at the next lane: no lane always goes first
-                label = labels[(index + offset) % len(labels)]
-                latencies[label].append(running[label].run(index, batch))
-        for lane in running.values():
-            lane.close()
+        repeats = [run_lanes(spec, method, source, chosen_lanes, batches, warmup_batch, args.warmup)
+                   for _ in trange(args.repeats, desc=f"{method}: repeats", disable=args.repeats == 1)]
+        labels = list(repeats[0])
+        latencies = {label: [x for repeat in repeats for x in repeat[label]] for label in labels}
+        rounds = len(latencies[labels[0]])
         rows = report["methods"][method] = []
-        print(f"\n{method}: {len(batches)} rounds; throughput vs '{labels[0]}' over the same rounds [95% CI]")
+        print(f"\n{method}: {rounds} rounds; throughput vs '{labels[0]}' over the same rounds [95% CI]")
         for label in labels:
             # The throughput ratio over the same rounds is the reference's summed latency over the lane's.
             point, low, high = speedup_with_ci(latencies[labels[0]], latencies[label])
-            rows.append({"lane": label, "ratio_to_bare": point, "ratio_ci": [low, high], "n_rounds": len(batches),
+            rows.append({"lane": label, "ratio_to_bare": point, "ratio_ci": [low, high], "n_rounds": rounds,
                          "median_s": statistics.median(latencies[label]), "min_s": min(latencies[label]),
                          "latencies_s": latencies[label]})
-            print(f"  {label:<24}{point:>7.3f} {interval(low, high)}  median {rows[-1]['median_s']:.3f} s  "
-                  f"min {rows[-1]['min_s']:.3f} s  n={len(batches)}")
+            print(f"  {label:<24}{point:>7.3f} {interval((low, high))}  median {rows[-1]['median_s']:.3f} s  "
+                  f"min {rows[-1]['min_s']:.3f} s  n={rounds}")
+        if args.repeats > 1:
+            report.setdefault("between_processes", {})[method] = between_processes(repeats)
         write(report, args.out)
     if len(report["methods"]) > 1:
         report["pooled"] = pooled_over_methods(report["methods"])
         print("\nevery method pooled (unit: one method's round)")
         for label, values in report["pooled"].items():
-            print(f"  {label:<24}{values['ratio_to_bare']:>7.3f} {interval(*values['ratio_ci'])}  n={values['n_units']}")
+            print(f"  {label:<24}{values['ratio_to_bare']:>7.3f} {interval(values['ratio_ci'])}  n={values['n_units']}")
         write(report, args.out)
 
 
