@@ -396,9 +396,9 @@ def _worker_main(conn, log_write, settings: dict) -> None:
 
 
 def set_thread_count(threads: int) -> None:
-    """Give torch ``threads`` CPU threads, leaving it alone when it already has that many: besides the count,
-    ``torch.set_num_threads`` turns MKL's dynamic threading off, so every small operator then wakes all threads
-    (measured on CPU: five workers at 0.967 x a bare loop's throughput with the call, 1.003 without it)."""
+    """Give torch ``threads`` CPU threads, leaving it alone when it already has that many: even with the count it
+    has, ``torch.set_num_threads`` slowed the five workers of an SD1.5 setting on a 2-core CPU to 0.967 x a bare
+    loop's throughput (1.003 without the call). It also turns MKL's dynamic threading off, the likely reason."""
     import torch
 
     if torch.get_num_threads() != threads:
