@@ -464,8 +464,8 @@ def test_a_worker_runs_on_the_cores_it_is_given():
 
 
 def test_a_worker_gets_its_thread_count_and_a_count_it_has_is_not_set_again(monkeypatch):
-    """The count reaches the program; and ``torch.set_num_threads`` (which also turns MKL's dynamic threading
-    off, slowing small operators) is called only to change the count."""
+    """The count reaches the program; and ``torch.set_num_threads`` (which slowed CPU workers even when given the
+    count they had) is called only to change the count."""
     import torch
 
     from accelbench.builder import worker as worker_module
