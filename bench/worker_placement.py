@@ -69,14 +69,14 @@ def run_lanes(spec, method, source, chosen_lanes, batches, warmup_batch, warmup)
     no lane always goes first), stop them; lane label -> batch latencies."""
     pipelines = spec["pipelines"]
     running = {}
-    for label, kind, lane_cores, threads in chosen_lanes:
-        running[label] = (BareLane(spec, method, lane_cores) if kind == "bare" else
-                          WorkerLane(source, pipelines["model_path"], pipelines["device"], pipelines["dtype"],
-                                     pipelines["size"], len(batches[0][0]), lane_cores, threads, warmup_batch,
-                                     warmup))
-    labels = list(running)
-    latencies = {label: [] for label in labels}
-    try:
+    try:  # inside: a lane that fails to start still stops those started before it
+        for label, kind, lane_cores, threads in chosen_lanes:
+            running[label] = (BareLane(spec, method, lane_cores) if kind == "bare" else
+                              WorkerLane(source, pipelines["model_path"], pipelines["device"], pipelines["dtype"],
+                                         pipelines["size"], len(batches[0][0]), lane_cores, threads, warmup_batch,
+                                         warmup))
+        labels = list(running)
+        latencies = {label: [] for label in labels}
         for index, batch in enumerate(batches):
             for offset in range(len(labels)):
                 label = labels[(index + offset) % len(labels)]
@@ -100,15 +100,16 @@ def between_processes(repeats: list[dict[str, list[float]]]) -> dict[str, dict]:
     for label in labels[1:]:
         per_repeat = [speedup_with_ci(repeat[labels[0]], repeat[label]) for repeat in repeats]
         ratios = [point for point, _, _ in per_repeat]
+        spread = statistics.stdev(ratios)
         round_noise = statistics.median((high - low) / (2 * 1.96) for _, low, high in per_repeat)
         sums = [[sum(repeat[key]) for repeat in repeats] for key in (labels[0], label)]
         point, low, high = with_ci(ratio_of_sums, *sums)
         summary[label] = {"ratios": ratios, "ratio_cis": [[low_, high_] for _, low_, high_ in per_repeat],
-                          "sd_between_repeats": statistics.stdev(ratios), "sd_from_rounds": round_noise,
+                          "sd_between_repeats": spread, "sd_from_rounds": round_noise,
                           "ratio_over_repeats": point, "ratio_over_repeats_ci": [low, high],
                           "n_repeats": len(repeats)}
         print(f"    {label:<22} per repeat: {' '.join(f'{r:.3f}' for r in ratios)}\n"
-              f"    {'':<22} SD between repeats {statistics.stdev(ratios):.3f}, from the rounds alone "
+              f"    {'':<22} SD between repeats {spread:.3f}, from the rounds alone "
               f"{round_noise:.3f}; over repeats {point:.3f} {interval((low, high))} n={len(repeats)} repeats")
     return summary
 
