@@ -9,8 +9,14 @@ Rounds of one run share its processes and its machine, and runs of one condition
 their CIs over rounds (bench/README.md section 1.2). A second table takes the run as the unit: each run's summed
 latencies, resampled together (a cluster bootstrap), with every run's own figure beside it.
 
+``--control`` takes runs of ``bench_generate.py --bare-vs-bare`` (a second bare loop in the harness's place, no
+harness at all) and sets the harness's figures against theirs, runs as the unit: what a paired run reads when
+nothing but the machine and the bench's own structure differ between the two sides.
+
     python bench/pool_runs.py bench/results/generate-sd15-h200-run8-bare-per-method.json \\
         bench/results/generate-sd15-h200-run9-bare-per-method-cores2-15.json
+    cd bench/results && python ../pool_runs.py generate-sd15-h200-run1[68]-*.json generate-sd15-h200-run21.json \\
+        --control generate-sd15-h200-run19-*.json generate-sd15-h200-run20-*.json
 """
 
 from __future__ import annotations
@@ -71,48 +77,107 @@ def run_sums(run: dict, methods: list[str]) -> dict[str, np.ndarray]:
     return sums
 
 
-def print_runs_as_unit(names: list[str], runs: list[dict], methods: list[str]) -> None:
-    """Throughput and speedup differences with the run as the resampling unit, and each run's own figures."""
+def runs_as_unit(runs: list[dict], methods: list[str]) -> dict[str, np.ndarray]:
+    """Per figure ("throughput" and each method), the runs' summed latencies as columns: one row per run."""
+    sums = [run_sums(run, methods) for run in runs]
+    return {"throughput": np.array([run["all"] for run in sums]).T,
+            **{method: np.array([run[method] for run in sums]).T for method in methods[1:]}}
+
+
+def figure(name: str):
+    """(the statistic of a figure over run sums, vectorised over the last axis; its label; its printed scale,
+    format and unit)."""
     from accelbench.scorer.functional import ratio_of_sums
 
-    sums = [run_sums(run, methods) for run in runs]
+    if name == "throughput":
+        return ratio_of_sums, "throughput vs bare", 1, ".3f", ""
+    return speedup_difference, f"{name} speedup vs bare", 100, "+.1f", " %"
+
+
+def print_runs_as_unit(names: list[str], runs: list[dict], methods: list[str]) -> None:
+    """Throughput and speedup differences with the run as the resampling unit, and each run's own figures."""
     print(f"\nruns as the unit (n = {len(runs)} runs; CIs resample runs, each with its rounds' summed latencies)")
-    every = np.array([run["all"] for run in sums]).T
-    ratio, low, high = with_ci(ratio_of_sums, *every)
-    print(f"{'throughput vs bare':<32} {ratio:.3f} {interval((low, high))}   per run: "
-          + " ".join(f"{value:.3f}" for value in ratio_of_sums(*every[:, :, None])))
-    for method in methods[1:]:
-        columns = np.array([run[method] for run in sums]).T
-        point, low, high = with_ci(speedup_difference, *columns)
-        per_run = speedup_difference(*columns[:, :, None])  # each run alone: its sums over an axis of one
-        print(f"{method + ' speedup vs bare':<32} {100 * point:+.1f} % {interval((low, high), '+.1f', 100)}   "
-              "per run: " + " ".join(f"{100 * value:+.1f}" for value in per_run))
+    for name, columns in runs_as_unit(runs, methods).items():
+        statistic, label, scale, spec, unit = figure(name)
+        point, low, high = with_ci(statistic, *columns)
+        per_run = statistic(*columns[:, :, None])  # each run alone: its sums over an axis of one
+        print(f"{label:<32} {scale * point:{spec}}{unit} {interval((low, high), spec, scale)}   per run: "
+              + " ".join(f"{scale * value:{spec}}" for value in per_run))
     print("  runs: " + ", ".join(names))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="bench_generate.py JSON results with a paired pass")
-    parser.add_argument("--family", help="default: the one family the runs share")
-    args = parser.parse_args()
+def two_group_ci(statistic, first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
+    """95 % bootstrap CI of ``statistic(first) - statistic(second)``, runs resampled within each group.
+
+    ``first`` and ``second``: run sums, one column per run. The two groups are independent; the columns of one
+    run stay together. Below the scorer's minimum number of runs in either group: (nan, nan)."""
+    from scipy.stats import bootstrap
+
+    from accelbench.scorer import functional
+
+    if min(first.shape[-1], second.shape[-1]) < functional.MIN_CI_UNITS:
+        return float("nan"), float("nan")
+
+    def difference(first_runs, second_runs, axis=-1):  # resampled run indices of each group
+        return statistic(*first[:, first_runs.astype(int)]) - statistic(*second[:, second_runs.astype(int)])
+
+    result = bootstrap((np.arange(first.shape[-1]), np.arange(second.shape[-1])), difference, paired=False,
+                       vectorized=True, n_resamples=functional.BOOTSTRAP_RESAMPLES,
+                       confidence_level=functional.CONFIDENCE_LEVEL, method="percentile",
+                       rng=np.random.default_rng(functional.BOOTSTRAP_SEED))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def print_against_control(runs: list[dict], controls: list[dict], methods: list[str]) -> None:
+    """Each figure of the harness's runs beside the control's (bare against bare), and their difference."""
+    print(f"\nthe harness against the control (a second bare loop in the harness's place), runs as the unit: "
+          f"harness n = {len(runs)} runs, control n = {len(controls)} runs; the CI resamples runs in each group")
+    harness, control = runs_as_unit(runs, methods), runs_as_unit(controls, methods)
+    for name in harness:
+        statistic, label, scale, spec, unit = figure(name)
+        ours, theirs = float(statistic(*harness[name])), float(statistic(*control[name]))
+        low, high = two_group_ci(statistic, harness[name], control[name])
+        signed = "+" + spec.lstrip("+")
+        print(f"{label:<32} harness {scale * ours:{spec}}{unit}   control {scale * theirs:{spec}}{unit}   "
+              f"difference {scale * (ours - theirs):{signed}}{unit} {interval((low, high), signed, scale)}")
+
+
+def read_runs(paths: list[Path], family: str | None, parser) -> tuple[str, list[dict], list[dict]]:
+    """(the family, the reports, their paired rounds), or the parser's error for runs that cannot be pooled."""
     try:
-        reports = [json.loads(path.read_text()) for path in args.runs]
+        reports = [json.loads(path.read_text()) for path in paths]
     except (OSError, json.JSONDecodeError) as error:
         parser.error(f"cannot read a run: {error}")
     families = set.intersection(*(set(report.get("families", {})) for report in reports))
-    family = args.family or (families.pop() if len(families) == 1 else None)
+    family = family or (families.pop() if len(families) == 1 else None)
     if family is None:
         parser.error(f"--family: the runs share {sorted(families) or 'no family'}")
     for key in ("batch_size", "device", "weights"):
         if len({report.get(key) for report in reports}) != 1:
             parser.error(f"the runs differ in {key}: {sorted({str(report.get(key)) for report in reports})}")
     try:
-        runs = [paired_rounds(report, family, path) for report, path in zip(reports, args.runs)]
+        runs = [paired_rounds(report, family, path) for report, path in zip(reports, paths)]
     except ValueError as error:
         parser.error(str(error))
-    methods = list(runs[0][HARNESS])
-    if any(list(run[HARNESS]) != methods for run in runs):
+    if any(list(run[HARNESS]) != list(runs[0][HARNESS]) for run in runs):
         parser.error("the runs measured different methods")
+    return family, reports, runs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="bench_generate.py JSON results with a paired pass")
+    parser.add_argument("--family", help="default: the one family the runs share")
+    parser.add_argument("--control", nargs="+", type=Path, default=[], metavar="RUN",
+                        help="runs of bench_generate.py --bare-vs-bare to set the runs against (runs as the unit)")
+    args = parser.parse_args()
+    # One read of runs and controls together: they must share the family, batch size, device, weights, methods.
+    family, reports, runs = read_runs(args.runs + args.control, args.family, parser)
+    for path, report in zip(args.control, reports[len(args.runs):]):
+        if not report.get("options", {}).get("bare_vs_bare"):
+            parser.error(f"--control: {path.name} is not a --bare-vs-bare run")
+    reports, runs, controls = reports[:len(args.runs)], runs[:len(args.runs)], runs[len(args.runs):]
+    methods = list(runs[0][HARNESS])
     harness, bare_loop = (pooled([run[mode] for run in runs]) for mode in (HARNESS, BARE))
     first = [side for report in reports for side in first_in_rounds(report, family)]
     batch_size = reports[0]["batch_size"]
@@ -137,6 +202,8 @@ def main():
               f"{100 * harness_slow:3.0f} %, bare {100 * bare_slow:3.0f} %")
     if len(runs) > 1:
         print_runs_as_unit([path.name for path in args.runs], runs, methods)
+    if args.control:
+        print_against_control(runs, controls, methods)
 
 
 if __name__ == "__main__":
