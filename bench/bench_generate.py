@@ -13,9 +13,10 @@ passes named by ``--modes`` (in that order; a mode may repeat):
   each round renders the bare loop's batch k of every method, then the harness's. Both see the same host
   state, so the throughput ratio gets a CI over rounds even where the host drifts; a line pools every
   method's batches of a round (the harness's overall throughput over bare's, CI over rounds). By default
-  (``--paired-order alternate``) odd rounds render the bare loop's batches after the harness's, and the pooled
-  ratio is also given for each order; the bare loop's rounds are also timed from this process, which gives
-  what a clock in the parent (as the harness's) adds per batch.
+  (``--paired-order alternate``) odd rounds render the bare loop's batches after the harness's (the whole round
+  at the next round's start, before that round's), and the pooled ratio is also given for each order; the bare
+  loop's rounds are also timed from this process, which gives what a clock in the parent (as the harness's)
+  adds per batch.
 
 Per method and pass it reports throughput (images per second of summed batch latency: the harness's clock
 includes the request, the worker's quantisation to uint8 and the pixels' transfer back), its ratio to bare
@@ -195,12 +196,16 @@ class BareServer:
         self.rounds[index], self.stages[index] = self.conn.recv()
         self.round_trips[index] = time.perf_counter() - started
 
-    def before_round(self, index):
-        """Render round ``index`` the first time the harness starts it (with ``--max-resident`` a setting runs
-        in groups, each through every round: later groups are paired with the first group's bare round)."""
+    def render_deferred(self):
+        """Render the round put off until after the harness's, if there is one."""
         if self.deferred is not None:
             self.render(self.deferred)
             self.deferred = None
+
+    def before_round(self, index):
+        """Render round ``index`` the first time the harness starts it (with ``--max-resident`` a setting runs
+        in groups, each through every round: later groups are paired with the first group's bare round)."""
+        self.render_deferred()
         if index in self.rounds:
             return
         if self.harness_first(index):
@@ -213,8 +218,7 @@ class BareServer:
 
     def close(self):
         """Stop the server; returns its :class:`BareRound` s in order."""
-        if self.deferred is not None:
-            self.render(self.deferred)
+        self.render_deferred()
         self.conn.send(None)
         self.process.join(timeout=60)
         return [BareRound(self.rounds[index], self.round_trips[index], self.harness_first(index),
@@ -230,12 +234,19 @@ class BareServerPerMethod:
                         for method in spec["pipelines"]["methods"]]
 
     def before_round(self, index):
+        # The whole put-off round first, then this one. Server by server, each would render its two batches back
+        # to back, and a batch that follows its own process's batch can run faster than one that follows another
+        # process's (bench/README.md section 1.2), while every harness batch follows another process's.
+        for server in self.servers:
+            server.render_deferred()
         for server in self.servers:
             server.before_round(index)
 
     def close(self):
         """As :meth:`BareServer.close`, each round's parts from every server together."""
-        rounds = zip(*(server.close() for server in self.servers))
+        for server in self.servers:
+            server.render_deferred()
+        rounds = zip(*[server.close() for server in self.servers])
         return [BareRound({method: latency for part in parts for method, latency in part.latencies.items()},
                           sum(part.round_trip_s for part in parts), parts[0].harness_first,
                           {method: stages for part in parts for method, stages in part.stages.items()})
@@ -604,7 +615,9 @@ def main():
     device_name, versions = runner.environment(device)
     report = {"date": date.today().isoformat(), "device": device_name, "versions": versions, "images": args.images,
               "batch_size": batch_size, "steps": 25, "weights": args.weights,
-              "options": {"modes": passes, "paired_order": args.paired_order,
+              # deferred_rounds_whole: a put-off bare round renders whole before the next (older results: server
+              # by server)
+              "options": {"modes": passes, "paired_order": args.paired_order, "deferred_rounds_whole": True,
                           "bare_one_process": args.bare_one_process,
                           "bare_release_memory": args.bare_release_memory, "max_resident": args.max_resident,
                           "workers_as_bare": args.workers_as_bare, "workers_spawned": args.workers_spawned,

@@ -9,9 +9,12 @@
 #   bash bench/gpu.sh sdxl-standard RESULTS   the standard suite's SDXL DDIM-25 tasks, generated and scored
 #   bash bench/gpu.sh sd15-gap RESULTS   SD1.5 paired against a bare loop with every pipeline in one process (the
 #                                    reference of runs 1-7), and worker placement (bench/README.md §1.2)
+#   bash bench/gpu.sh sd15-control RESULTS generate|bare-vs-bare   one 100-image paired SD1.5 run of generate, or of
+#                                    the no-harness control; alternate them and pool with
+#                                    bench/pool_runs.py RUNS --control CONTROLS (§1.2)
 # Every step runs even if an earlier one failed; RESULTS/ receives the JSON, logs and reports.
 set -u
-part=${1:?part: sd15, sdxl, sdxl-standard or sd15-gap}
+part=${1:?part: sd15, sdxl, sdxl-standard, sd15-gap or sd15-control}
 results=${2:?results folder}
 work=${WORK:-/tmp/accelbench-gpu}
 mkdir -p "$results" "$work"
@@ -60,6 +63,12 @@ case $part in
     step python bench/bench_generate.py --families sd15 --images 64 --device cuda --work "$work/bench" \
       --modes paired --bare-one-process --out "$results/generate-sd15-bare-one-process.json"
     step python bench/worker_placement.py --images 32 --methods none,deepcache --out "$results/worker-placement.json"
+    ;;
+  sd15-control)
+    side=${3:?side: generate or bare-vs-bare}
+    case $side in generate) flag= ;; bare-vs-bare) flag=--bare-vs-bare ;; *) echo "unknown side $side"; exit 2 ;; esac
+    step python bench/bench_generate.py --families sd15 --images 100 --device cuda --work "$work/bench-$side" \
+      --modes paired $flag --out "$results/generate-sd15-paired-$side-$(date -u +%Y%m%dT%H%M%S).json"
     ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac
