@@ -246,7 +246,7 @@ class BareServerPerMethod:
         """As :meth:`BareServer.close`, each round's parts from every server together."""
         for server in self.servers:
             server.render_deferred()
-        rounds = zip(*[server.close() for server in self.servers])
+        rounds = zip(*(server.close() for server in self.servers))
         return [BareRound({method: latency for part in parts for method, latency in part.latencies.items()},
                           sum(part.round_trip_s for part in parts), parts[0].harness_first,
                           {method: stages for part in parts for method, stages in part.stages.items()})

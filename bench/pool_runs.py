@@ -111,8 +111,6 @@ def two_group_ci(statistic, first: np.ndarray, second: np.ndarray) -> tuple[floa
 
     ``first`` and ``second``: run sums, one column per run. The two groups are independent; the columns of one
     run stay together. Below the scorer's minimum number of runs in either group: (nan, nan)."""
-    from scipy.stats import bootstrap
-
     from accelbench.scorer import functional
 
     if min(first.shape[-1], second.shape[-1]) < functional.MIN_CI_UNITS:
@@ -121,11 +119,8 @@ def two_group_ci(statistic, first: np.ndarray, second: np.ndarray) -> tuple[floa
     def difference(first_runs, second_runs, axis=-1):  # resampled run indices of each group
         return statistic(*first[:, first_runs.astype(int)]) - statistic(*second[:, second_runs.astype(int)])
 
-    result = bootstrap((np.arange(first.shape[-1]), np.arange(second.shape[-1])), difference, paired=False,
-                       vectorized=True, n_resamples=functional.BOOTSTRAP_RESAMPLES,
-                       confidence_level=functional.CONFIDENCE_LEVEL, method="percentile",
-                       rng=np.random.default_rng(functional.BOOTSTRAP_SEED))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return functional.bootstrap_ci(difference, np.arange(first.shape[-1]), np.arange(second.shape[-1]),
+                                   paired=False)
 
 
 def print_against_control(runs: list[dict], controls: list[dict], methods: list[str]) -> None:

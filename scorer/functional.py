@@ -161,14 +161,15 @@ def geometric_mean(values: np.ndarray, floor: float = 0.0, axis: int = -1) -> np
     return np.exp(np.mean(np.log(np.maximum(np.asarray(values, dtype=np.float64), floor)), axis=axis))
 
 
-def bootstrap_ci(statistic: Callable[..., np.ndarray], *samples: np.ndarray,
+def bootstrap_ci(statistic: Callable[..., np.ndarray], *samples: np.ndarray, paired: bool = True,
                  confidence_level: float = CONFIDENCE_LEVEL, n_resamples: int = BOOTSTRAP_RESAMPLES,
                  seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of ``statistic(*samples)`` (``scipy.stats.bootstrap``).
 
     Several samples are resampled *paired* (the same indices for all), so they must have equal lengths: a
     speedup resamples (baseline batch, accelerated batch) pairs, a quality loss (baseline image, accelerated
-    image) pairs. ``statistic`` must be vectorised over its last axis (like :func:`ratio_of_sums`). The
+    image) pairs. ``paired=False`` resamples each sample on its own, so lengths may differ: independent
+    groups, such as a difference between two groups of runs. ``statistic`` must be vectorised over its last axis (like :func:`ratio_of_sums`). The
     resampling generator is seeded, so the same samples always give the same interval. Percentile bounds, not
     BCa: BCa is undefined for degenerate samples (e.g. bit-identical latencies), where this returns the value
     itself. Fewer than 2 samples, or a statistic undefined in some resamples (0/0), give ``(nan, nan)``.
@@ -183,14 +184,14 @@ def bootstrap_ci(statistic: Callable[..., np.ndarray], *samples: np.ndarray,
     from scipy.stats import DegenerateDataWarning, bootstrap
 
     arrays = [np.asarray(sample, dtype=np.float64) for sample in samples]
-    if len({array.shape for array in arrays}) != 1 or arrays[0].ndim != 1:
-        raise ValueError("bootstrap samples must be 1-D and of equal length")
-    if arrays[0].size < 2:
+    if any(array.ndim != 1 for array in arrays) or (paired and len({array.shape for array in arrays}) != 1):
+        raise ValueError("bootstrap samples must be 1-D" + (" and of equal length" if paired else ""))
+    if min(array.size for array in arrays) < 2:
         return float("nan"), float("nan")
     with warnings.catch_warnings():
         # A statistic undefined in some resamples (0/0) makes scipy warn and return NaN bounds: NaN is the answer.
         warnings.simplefilter("ignore", DegenerateDataWarning)
         result = bootstrap(tuple(arrays), lambda *resampled, axis=-1: statistic(*resampled, axis=axis),
-                           n_resamples=n_resamples, paired=len(arrays) > 1, vectorized=True,
+                           n_resamples=n_resamples, paired=paired and len(arrays) > 1, vectorized=True,
                            confidence_level=confidence_level, method="percentile", rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -59,6 +59,21 @@ def test_bootstrap_ci_covers_the_true_ratio_of_noisy_samples():
     assert covered >= 34  # a 95 % interval: ~38 of 40 expected, 34 leaves room for chance
 
 
+def test_unpaired_bootstrap_ci_of_a_difference_between_groups_of_other_sizes():
+    """Two independent groups, 200 and 150 values: the CI of the difference of means matches the normal
+    approximation's width and covers the true difference."""
+    covered = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        first, second = rng.normal(0.0, 1.0, size=200), rng.normal(1.0, 1.0, size=150)
+        low, high = functional.bootstrap_ci(lambda a, b, axis=-1: np.mean(a, axis=axis) - np.mean(b, axis=axis),
+                                            first, second, paired=False)
+        assert high - low == pytest.approx(2 * 1.96 * np.sqrt(1 / 200 + 1 / 150), rel=0.2)
+        covered += low <= -1.0 <= high
+    assert covered >= 34  # a 95 % interval: ~38 of 40 expected
+    assert all(np.isnan(functional.bootstrap_ci(functional.ratio_of_sums, np.ones(5), np.ones(1), paired=False)))
+
+
 def test_bootstrap_ci_is_reproducible_and_handles_tiny_samples():
     rng = np.random.default_rng(3)
     sample = rng.normal(size=30)
