@@ -13,11 +13,12 @@ from pathlib import Path
 
 import click
 
+from accelbench import schema
 from accelbench.errors import RunError, UserInputError
 from accelbench.manifest import WEIGHTS_MODES, load_catalog
-from accelbench.schema import TIMING_MODES
-from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, SANDBOXES  # no torch at import
-from accelbench.builder.runner import GATE_MODES
+from accelbench.builder.isolation import SANDBOXES  # no torch at import
+from accelbench.builder.options import GATE_MODES
+from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S
 
 EXIT_FAILED = 1  # the command ran and found failures (failed rows, a program that fails the gate)
 EXIT_BAD_INPUT = 2  # bad input: nothing was run, nothing written
@@ -145,7 +146,7 @@ def task_pack(ctx, suite_id, out, task_patterns):
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--task", "task_id", required=True, help="Task the program claims to solve.")
 @click.option("--model", "model_path", help="Model folder or Hub id (default: the family's tiny synthetic model).")
-@click.option("--variant", type=click.Choice(["gt", "baseline"]), default="gt", show_default=True,
+@click.option("--variant", type=click.Choice([schema.GT, schema.BASELINE]), default=schema.GT, show_default=True,
               help="baseline: judge a baseline program of the task's setting (no not-a-no-op check).")
 @click.option("--resolution", type=int, help="Image size to ask for (default: tiny model's, else the model's).")
 @click.option("--device", default="cpu", show_default=True)
@@ -215,7 +216,7 @@ def _split(value: str | None) -> list[str] | None:
                    "tiny: tiny synthetic models. Default: the suite's.")
 @click.option("--model", "model_paths", multiple=True, metavar="FAMILY=PATH",
               help="Load FAMILY's pretrained weights from a local folder (repeatable).")
-@click.option("--timing", type=click.Choice(TIMING_MODES), default=TIMING_MODES[0], show_default=True,
+@click.option("--timing", type=click.Choice(schema.TIMING_MODES), default=schema.TIMING_MODES[0], show_default=True,
               help="interleaved: a setting's programs take turns batch by batch; sequential: one after another.")
 @click.option("--max-resident", type=click.IntRange(min=2), help="At most this many pipelines loaded at once per "
               "setting (default: all on CPU; on CUDA as many as the baseline's measured footprint lets fit, which "
@@ -243,7 +244,9 @@ def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit
 
     Every program runs in a worker process of its own; the harness times each batch. Exit 1 when baseline or GT
     rows fail (a submission's failures are its results)."""
-    from accelbench.builder import plan, runner
+    from accelbench.builder import plan
+    from accelbench.builder.generate import run_generate
+    from accelbench.builder.options import GenerateOptions
 
     overrides = {}
     for item in model_paths:
@@ -251,7 +254,7 @@ def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit
         if not sep or not path:
             raise UserError(f"--model takes FAMILY=PATH, got {item!r}")
         overrides[family] = path
-    options = runner.GenerateOptions(
+    options = GenerateOptions(
         suite=suite_id, out=out, tasks=_split(task_patterns), variants=_split(variants), limit=limit,
         device=device, weights=weights, shard=plan.parse_shard(shard) if shard else None, prompts_file=prompts_file,
         seeds=plan.parse_seeds(seeds) if seeds is not None else None, warmup_batches=warmup, model_paths=overrides,
@@ -260,7 +263,7 @@ def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit
         encode_workers=encode_workers,
         progress=not no_progress,
     )
-    summary = runner.run_generate(options, _catalog(ctx))
+    summary = run_generate(options, _catalog(ctx))
     click.echo(summary.format())
     ctx.exit(EXIT_FAILED if summary.reference_failed_rows else 0)
 
@@ -308,7 +311,7 @@ def score(ctx, directory, clip_model, clip_pretrained, device, batch_size, worke
 
     thresholds = _fast_p(fast_p)
     summary = score_dataset(directory, clip_model, clip_pretrained, device=device, batch_size=batch_size,
-                            num_workers=workers, progress=not no_progress, catalog=_catalog(ctx), fast_p=thresholds)
+                            num_workers=workers, progress=not no_progress, fast_p=thresholds)
     click.echo(summary.format())
     ctx.exit(0 if summary.complete else EXIT_FAILED)
 
@@ -317,13 +320,12 @@ def score(ctx, directory, clip_model, clip_pretrained, device, batch_size, worke
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--recipe", "recipe_id", help="CLIP recipe id to report (default: the only or the dataset's one).")
 @click.option("--fast-p", "fast_p", help=FAST_P_HELP)
-@click.pass_context
-def report(ctx, directory, recipe_id, fast_p):
+def report(directory, recipe_id, fast_p):
     """Rebuild DIR/report (summary.json/.csv, report.md, pareto.png; the leaderboard files with submissions)
     from the stored scores alone."""
     from accelbench.scorer.report import REPORT_MD, build_report
 
-    built = build_report(directory, recipe_id=recipe_id, catalog=_catalog(ctx), fast_p=_fast_p(fast_p))
+    built = build_report(directory, recipe_id=recipe_id, fast_p=_fast_p(fast_p))
     board = built.leaderboard
     click.echo(f"report: {built.folder / REPORT_MD} ({len(built.pooled)} task x variant rows"
                + (f"; leaderboard of {len(board.rows) - 1} submission(s))" if board else ")"))
@@ -344,20 +346,18 @@ def leaderboard(directories, out, fast_p, allow_mixed):
 
     Refuses datasets of different suites, and unless --allow-mixed, of different GPU models (device_name) or
     baseline programs (sha256): their speedups are not comparable."""
-    from accelbench.scorer import leaderboard as boards
-    from accelbench.scorer import markdown
+    from accelbench import dataset
+    from accelbench.scorer import leaderboard_files, leaderboard_markdown, leaderboard_merge, markdown
 
-    board = boards.merge(list(directories), fast_p=_fast_p(fast_p), allow_mixed=allow_mixed)
+    board = leaderboard_merge.merge(list(directories), fast_p=_fast_p(fast_p), allow_mixed=allow_mixed)
     title = f"{board.meta['suite']} ({len(directories)} dataset(s))"
-    header, cells = boards.table_rows(board)
+    header, cells = leaderboard_markdown.table_rows(board)
     click.echo(markdown.table(header, cells))
     if out is not None:
-        boards.write(out, board, title)
-        from accelbench import dataset
-
-        dataset.write_bytes_atomic(out / "leaderboard.md", (f"# accelbench leaderboard: {title}\n\n"
-                                                              + boards.markdown_section(board)).encode())
-        click.echo(f"leaderboard: {out / boards.LEADERBOARD_CSV}")
+        leaderboard_files.write(out, board, title)
+        dataset.write_bytes_atomic(out / leaderboard_files.LEADERBOARD_MD, (
+            f"# accelbench leaderboard: {title}\n\n" + leaderboard_markdown.markdown_section(board)).encode())
+        click.echo(f"leaderboard: {out / leaderboard_files.LEADERBOARD_CSV}")
     for note in board.notes:
         click.echo(f"note: {note}")
 
@@ -370,16 +370,14 @@ def leaderboard(directories, out, fast_p, allow_mixed):
 @click.option("--dry-run", "staging_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Only stage the Hub-ready folder here; upload nothing.")
 @click.option("--allow-unscored", is_flag=True, help="Publish generations without scores.")
-@click.pass_context
-def publish(ctx, directory, repo_id, private, revision, staging_dir, allow_unscored):
+def publish(directory, repo_id, private, revision, staging_dir, allow_unscored):
     """Publish a dataset to the Hugging Face Hub with a dataset card (token: HF_TOKEN or a cached login).
 
     Exits 1 when the Hub cannot be reached; running it again re-stages and re-uploads (see accelbench.hub.stage)."""
     from accelbench.hub import stage as hub
 
-    catalog = _catalog(ctx)
     if staging_dir is not None:
-        click.echo(hub.stage(directory, staging_dir, repo_id, catalog, allow_unscored=allow_unscored).format())
+        click.echo(hub.stage(directory, staging_dir, repo_id, allow_unscored=allow_unscored).format())
         return
-    url = hub.publish(directory, repo_id, catalog, private=private, revision=revision, allow_unscored=allow_unscored)
+    url = hub.publish(directory, repo_id, private=private, revision=revision, allow_unscored=allow_unscored)
     click.echo(f"published {url}")

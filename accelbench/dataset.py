@@ -8,14 +8,17 @@ warning, never read as data.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
+import math
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from accelbench import schema
@@ -25,8 +28,6 @@ log = logging.getLogger("accelbench")
 
 _UMASK = os.umask(0)  # the umask can only be read by setting it: put it straight back
 os.umask(_UMASK)
-STAGING_DIR = ".staging"  # per-batch part files of a run in progress (or of a run that was killed)
-SHARD_PREFIX = "generations-"
 ROW_GROUP_SIZE = 64  # rows per Parquet row group: readers stream images a group at a time
 
 
@@ -34,8 +35,54 @@ class DatasetError(UserInputError):
     """A dataset folder problem, as one line for the user."""
 
 
+def json_safe(value):
+    """``value`` as strict JSON can hold it: infinity as the string ``"inf"`` (``"-inf"``), NaN as null, numpy
+    scalars as Python numbers, paths as strings; dicts, lists and tuples converted item by item.
+
+    Example:
+        >>> json_safe({"psnr": float("inf"), "values": (1, float("nan")), "path": Path("a/b")})
+        {'psnr': 'inf', 'values': [1, None], 'path': 'a/b'}
+    """
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
 def write_json_atomic(path: Path, payload) -> None:
-    _atomic_write(Path(path), lambda handle: handle.write(json.dumps(payload, indent=2, sort_keys=True).encode()))
+    """``payload`` (through :func:`json_safe`) as indented JSON with sorted keys, atomically."""
+    text = json.dumps(json_safe(payload), indent=2, sort_keys=True, allow_nan=False)
+    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+
+
+def write_csv_atomic(path: Path, rows: list[dict], columns) -> None:
+    """``rows`` as a CSV file with exactly ``columns`` (a tuple of :class:`schema.Column`), atomically."""
+    buffer = io.BytesIO()
+    table = pa.Table.from_pylist(rows, schema=schema.arrow_schema(columns, with_features=False))
+    pacsv.write_csv(table, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def read_typed_csv(path: Path, columns, remedy: str) -> pa.Table:
+    """A CSV file written by :func:`write_csv_atomic`, typed as ``columns``. A missing file or column raises
+    :class:`DatasetError` naming the path and ``remedy`` (what to run to write it)."""
+    path = Path(path)
+    target = schema.arrow_schema(columns)
+    if not path.is_file():
+        raise DatasetError(f"{path}: not found: {remedy}")
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+        column_types=target, strings_can_be_null=True, quoted_strings_can_be_null=False))
+    missing = [name for name in target.names if name not in table.column_names]
+    if missing:
+        raise DatasetError(f"{path}: missing column {missing[0]}: {remedy}")
+    return table.select(target.names).cast(target)
 
 
 def write_table_atomic(table: pa.Table, path: Path, before_replace=None) -> None:
@@ -155,7 +202,8 @@ def remove_orphaned_temporaries(directory: Path, older_than_s: float = 0.0) -> l
 
 
 _DATASET_ENTRIES = {schema.DATASET_MANIFEST, schema.GENERATIONS_DIR, schema.PROGRAMS_DIR, schema.RUNS_DIR,
-                    schema.SCORES_DIR, schema.REPORT_DIR, schema.LOGS_DIR, STAGING_DIR}
+                    schema.SCORES_DIR, schema.REPORT_DIR, schema.LOGS_DIR, schema.STAGING_DIR, schema.GATE_DIR,
+                    schema.TASKS_DIR}
 
 
 def readable_parquet(paths) -> list[Path]:
@@ -173,12 +221,12 @@ def readable_parquet(paths) -> list[Path]:
 
 def shard_files(directory: Path) -> list[Path]:
     """Completed generation shards."""
-    return readable_parquet(sorted((Path(directory) / schema.GENERATIONS_DIR).glob(f"{SHARD_PREFIX}*.parquet")))
+    return readable_parquet(sorted((Path(directory) / schema.GENERATIONS_DIR).glob(f"{schema.SHARD_PREFIX}*.parquet")))
 
 
 def part_files(directory: Path, staging: str = "*") -> list[Path]:
     """Per-batch part files not yet compacted into a shard (``staging``: one run's staging folder name)."""
-    return readable_parquet(sorted((Path(directory) / STAGING_DIR).glob(f"{staging}/part-*.parquet")))
+    return readable_parquet(sorted((Path(directory) / schema.STAGING_DIR).glob(f"{staging}/{schema.PART_GLOB}")))
 
 
 def generation_files(directory: Path) -> list[Path]:

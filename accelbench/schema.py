@@ -11,6 +11,7 @@ A generated dataset folder looks like::
     DIR/scores/fidelity/             fidelity to the matched baseline, the task's GT and batch-size drift
                                      (FIDELITY_COLUMNS)
     DIR/gate/verdicts-*.parquet      the correctness gate's verdicts (GATE_COLUMNS)
+    DIR/tasks/<task_id>.json         every fact of a task the scorer uses (accelbench.task_facts)
     DIR/report/                      summary.json, summary.csv (SUMMARY_COLUMNS), report.md, pareto.png; with
                                      submissions also leaderboard.csv/.json (LEADERBOARD_COLUMNS),
                                      leaderboard_tasks.csv (LEADERBOARD_TASK_COLUMNS), fast_p.png,
@@ -36,8 +37,26 @@ SCORES_DIR = "scores"
 REPORT_DIR = "report"
 FIDELITY_DIR = "fidelity"  # under SCORES_DIR
 CLIP_DIR_PREFIX = "clip-"  # under SCORES_DIR, followed by the recipe id
-
 LOGS_DIR = "logs"
+GATE_DIR = "gate"  # DIR/gate/verdicts-*.parquet: one row per (program, task) the gate judged
+TASKS_DIR = "tasks"  # DIR/tasks/<task_id>.json: the task's facts (accelbench.task_facts)
+STAGING_DIR = ".staging"  # per-batch part files of a run in progress (or of a run that was killed)
+SHARD_PREFIX = "generations-"  # DIR/data/generations-<run>-<n>.parquet: a finished setting's rows
+PART_GLOB = "part-*.parquet"  # per-batch generation parts (.staging/<run>/) and score parts (scores/*/)
+VERDICTS_GLOB = "verdicts-*.parquet"
+
+
+def run_stem(run_id: str, rank: int) -> str:
+    """What names one rank's files of one run: its run record, staging folder, shards and verdicts."""
+    return f"{run_id}-r{rank}"
+
+
+def verdicts_file(run_id: str, rank: int, setting_id: str) -> str:
+    return f"{VERDICTS_GLOB.split('*')[0]}{run_stem(run_id, rank)}-{setting_id}.parquet"
+
+
+def part_file(name: str) -> str:
+    return f"{PART_GLOB.split('*')[0]}{name}.parquet"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"  # the program raised (or returned something that is not images)
@@ -47,12 +66,45 @@ STATUS_TIMEOUT = "timeout"  # the worker did not answer within the load or call 
 STATUS_CRASHED = "crashed"  # the worker process exited or was killed by a signal
 STATUS_MISSING = "missing"  # a submission has no program for the task
 STATUS_REJECTED = "rejected"  # the program failed the correctness gate and was not timed
+# Every failed status, in the order a task's failure reason names the first that applies.
+FAILED_STATUSES = (STATUS_MISSING, STATUS_REJECTED, STATUS_ERROR, STATUS_NONFINITE, STATUS_OOM, STATUS_TIMEOUT,
+                   STATUS_CRASHED)
+STATUSES = (STATUS_OK, *FAILED_STATUSES)
 
 # Variants: the shared baseline of a setting, the task's ground truth, and one per submission (`sub:<name>`).
 BASELINE = "baseline"
 GT = "gt"
 SUBMISSION_PREFIX = "sub:"
+VARIANTS_DOC = f"{BASELINE} | {GT} | {SUBMISSION_PREFIX}<name>"
 TIMING_MODES = ("interleaved", "sequential")
+
+
+def submission_variant(name: str) -> str:
+    """The variant of submission ``name``: ``sub:<name>``."""
+    return f"{SUBMISSION_PREFIX}{name}"
+
+
+def is_submission(variant: str | None) -> bool:
+    return bool(variant) and variant.startswith(SUBMISSION_PREFIX)
+
+
+def submission_name(variant: str) -> str:
+    """The leaderboard's name of a variant: the submission's name, or ``gt`` for the GT (the reference)."""
+    return variant.removeprefix(SUBMISSION_PREFIX)
+
+
+# Summary flags (accelbench.scorer.aggregate decides them).
+FLAG_NO_OP, FLAG_FAILED, FLAG_NONFINITE = "no-op", "failed-rows", "nonfinite"
+FLAG_SLOWDOWN, FLAG_NO_CLEAR_SPEEDUP, FLAG_SUSPICIOUS = "slowdown", "no-clear-speedup", "suspicious-speedup"
+FLAGS = {FLAG_NO_OP: "images identical to the baseline", FLAG_FAILED: "some rows failed",
+         FLAG_NONFINITE: "NaN/inf pixels", FLAG_SLOWDOWN: "the whole speedup CI below 1x",
+         FLAG_NO_CLEAR_SPEEDUP: "speedup < 1x, its CI reaching 1x or absent",
+         FLAG_SUSPICIOUS: "far faster than plausible, or a submission far faster than the GT and the denoiser-work "
+                          "bound"}
+
+# Why a (variant, task) is not correct on the leaderboard: the first of these that applies.
+REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES = "no-rows", "gate", "deviates"
+REASONS = (*FAILED_STATUSES, REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES)
 
 
 @dataclass(frozen=True)
@@ -74,7 +126,7 @@ GENERATION_COLUMNS = _columns(
     Column("record_id", pa.string(), "stable id of the image: hash of (suite, variant, unit, program sha256, seed, "
                                      "batch size, prompt index, prompt)"),
     Column("suite", pa.string(), "suite the row was generated for"),
-    Column("variant", pa.string(), "baseline | gt | sub:<name> (a submission's program)"),
+    Column("variant", pa.string(), f"{VARIANTS_DOC} (a submission's program)"),
     Column("submission", pa.string(), "name of the submission the program comes from; null for baseline and gt"),
     Column("unit_id", pa.string(), "what the program is for: the task id, or the setting id for the shared baseline"),
     Column("task_id", pa.string(), "task id; null for baseline rows, which serve every task of their setting"),
@@ -117,7 +169,7 @@ GENERATION_COLUMNS = _columns(
     Column("timer", pa.string(), "harness (the parent's perf_counter around the request; stages by CUDA events "
                                  "or wall clock inside the worker)"),
     # outcome
-    Column("status", pa.string(), "ok | error | nonfinite | oom | timeout | crashed | missing | rejected"),
+    Column("status", pa.string(), " | ".join(STATUSES)),
     Column("error", pa.string(), "one-line error message when status is not ok"),
     # environment
     Column("device", pa.string(), "torch device the program ran on"),
@@ -196,7 +248,7 @@ SCORES_COLUMNS = _columns(
 
 SUMMARY_COLUMNS = _columns(
     Column("task_id", pa.string(), "task"),
-    Column("variant", pa.string(), "baseline (the task's setting's shared baseline) | gt | sub:<name>"),
+    Column("variant", pa.string(), f"{VARIANTS_DOC} ({BASELINE}: the task's setting's shared baseline)"),
     Column("batch_size", pa.string(), "'all' (pooled) or one batch size (the per-batch-size breakdown)"),
     Column("model", pa.string(), "model family id"),
     Column("scheduler", pa.string(), "scheduler id"),
@@ -251,9 +303,7 @@ SUMMARY_COLUMNS = _columns(
     Column("drift_identical", pa.int64(), "of those, bit-identical pairs"),
     Column("undefined", pa.string(), "';'-joined metrics the data leave undefined (quality_loss: the matched "
                                      "baseline CLIP scores are all 0, e.g. clamped by a random-weight CLIP)"),
-    Column("flags", pa.string(), "';'-joined: no-op, failed-rows, nonfinite, slowdown (whole speedup CI below 1x), "
-                                 "no-clear-speedup (speedup < 1x, CI reaching 1x or absent), suspicious-speedup "
-                                 "(> 10x, or a submission > 1.5x the GT's speedup and above speedup_bound)"),
+    Column("flags", pa.string(), "';'-joined: " + "; ".join(f"{flag} ({meaning})" for flag, meaning in FLAGS.items())),
     Column("recipe_id", pa.string(), "CLIP recipe the scores come from"),
     Column("device_name", pa.string(), "hardware the timings come from"),
     Column("weights", pa.string(), "pretrained | random | tiny"),
@@ -262,12 +312,11 @@ SUMMARY_COLUMNS = _columns(
 
 # The leaderboard (accelbench.scorer.leaderboard): per (variant, task) results, then one row per submission.
 DEFAULT_FAST_P = (0.0, 1.0, 1.5, 2.0)  # speedup thresholds p of fast_p (KernelBench's fast_0, fast_1, ...)
-REASONS = ("missing", "rejected", "error", "nonfinite", "oom", "timeout", "crashed", "no-rows", "gate", "deviates")
 
 LEADERBOARD_TASK_COLUMNS = _columns(
     Column("dataset", pa.string(), "dataset folder (name) the result comes from"),
     Column("suite", pa.string(), "suite of that dataset"),
-    Column("variant", pa.string(), "gt | sub:<name>"),
+    Column("variant", pa.string(), f"{GT} | {SUBMISSION_PREFIX}<name>"),
     Column("submission", pa.string(), "submission name; 'gt' for the reference (the task's GT program)"),
     Column("task_id", pa.string(), "task"),
     Column("setting_id", pa.string(), "model-scheduler-steps of the task"),
@@ -322,7 +371,7 @@ def leaderboard_columns(fast_p=DEFAULT_FAST_P) -> tuple[Column, ...]:
                  Column(f"{name}_ci_high", pa.float64(), "")]
     return _columns(
         Column("submission", pa.string(), "submission name; 'gt' for the reference row"),
-        Column("variant", pa.string(), "gt | sub:<name>"),
+        Column("variant", pa.string(), f"{GT} | {SUBMISSION_PREFIX}<name>"),
         Column("reference", pa.bool_(), "true for the GT row, the reference the others are compared with"),
         Column("tasks", pa.int64(), "tasks on the leaderboard (every task of the datasets): the n of every "
                                     "fraction's CI"),
@@ -354,11 +403,10 @@ def leaderboard_columns(fast_p=DEFAULT_FAST_P) -> tuple[Column, ...]:
 
 LEADERBOARD_COLUMNS = leaderboard_columns()
 
-GATE_DIR = "gate"  # DIR/gate/verdicts-*.parquet: one row per (program, task) the gate judged
 GATE_COLUMNS = _columns(
     Column("program_sha256", pa.string(), "the judged program (programs/<sha256>.py)"),
     Column("task_id", pa.string(), "the task it was judged for"),
-    Column("variant", pa.string(), "gt | sub:<name>"),
+    Column("variant", pa.string(), f"{GT} | {SUBMISSION_PREFIX}<name>"),
     Column("submission", pa.string(), "submission name; null for gt"),
     Column("passed", pa.bool_(), "every check passed: the program is timed; else its rows are 'rejected'"),
     Column("failed_checks", pa.string(), "';'-joined names of the failed checks"),
@@ -406,10 +454,11 @@ PINNED_FIELDS = ("suite", "weights", "dtype_policy", "device_type", "prompts_sha
 
 
 def dataset_manifest(*, suite: str, weights: str, dtype_policy: str, device_type: str, prompts_sha256: str,
-                     seeds: list[int], batch_sizes: list[int], clip: dict[str, str]) -> dict:
+                     seeds: list[int], batch_sizes: list[int], clip: dict[str, str], suite_facts: dict) -> dict:
     """Content of ``DIR/accelbench.json``. The :data:`PINNED_FIELDS` are what every run that writes into DIR must
     agree on (timings from a CPU and a GPU, images from two prompt lists, never mix in one dataset); ``clip`` is
-    the suite's default CLIP recipe (``{"model", "pretrained"}``), which the scorer uses unless told otherwise."""
+    the suite's default CLIP recipe (``{"model", "pretrained"}``), which the scorer uses unless told otherwise;
+    ``suite_facts`` what the dataset card says of the suite (:func:`accelbench.task_facts.suite_facts`)."""
     return {"kind": DATASET_KIND, "schema_version": SCHEMA_VERSION, "suite": suite, "weights": weights,
             "dtype_policy": dtype_policy, "device_type": device_type, "prompts_sha256": prompts_sha256,
-            "seeds": list(seeds), "batch_sizes": list(batch_sizes), "clip": dict(clip)}
+            "seeds": list(seeds), "batch_sizes": list(batch_sizes), "clip": dict(clip), "suite_facts": suite_facts}

@@ -47,13 +47,13 @@ def write_dataset(directory: Path, count: int, size: int, pool) -> list[bytes]:
     pngs = list(pool.map(test_png, range(count), [size] * count, chunksize=16))
     dataset.init_dataset(directory, schema.dataset_manifest(
         suite="bench-score", weights="tiny", dtype_policy="float32", device_type="cpu", prompts_sha256="",
-        seeds=[0], batch_sizes=[1], clip={"model": "ViT-B-32", "pretrained": "random"}))
+        seeds=[0], batch_sizes=[1], clip={"model": "ViT-B-32", "pretrained": "random"}, suite_facts={}))
     rows = [schema.empty_row(schema.GENERATION_COLUMNS) | {
         "record_id": f"img{index:07d}", "prompt": PROMPTS[index % len(PROMPTS)], "status": schema.STATUS_OK,
         "image": {"bytes": png, "path": None}, "height": size, "width": size, "variant": "baseline"}
         for index, png in enumerate(pngs)]
     table = pa.Table.from_pylist(rows, schema=schema.arrow_schema(schema.GENERATION_COLUMNS))
-    dataset.write_table_atomic(table, directory / schema.GENERATIONS_DIR / f"{dataset.SHARD_PREFIX}bench.parquet")
+    dataset.write_table_atomic(table, directory / schema.GENERATIONS_DIR / f"{schema.SHARD_PREFIX}bench.parquet")
     return pngs
 
 
@@ -120,7 +120,7 @@ def main():
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from accelbench.builder.runner import environment
+    from accelbench.builder.host import environment
     from accelbench.scorer import clip
 
     cores = os.cpu_count() or 1

@@ -60,8 +60,8 @@ def main(argv=None) -> int:
         program = programs.render(catalog, task, baseline=baseline)
         module = programs.load_module(program.source, "accelbench_deviation")
         seed_global(0)
-        pipe = module.load(str(synthetic.materialize(task.model, "tiny")), "cpu", torch.float32)
-        size = synthetic.tiny_resolution(task.model)
+        pipe = module.load(str(synthetic.materialize(catalog.models[task.model], "tiny")), "cpu", torch.float32)
+        size = synthetic.tiny_resolution(catalog.models[task.model])
         if tome_seed is not None:
             module.TOME_SEED = tome_seed
         torch.set_num_threads(threads)

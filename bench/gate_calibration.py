@@ -72,8 +72,8 @@ def main(argv=None) -> int:
         program = programs.render(catalog, task, baseline=baseline)
         module = programs.load_module(program.source, "accelbench_calibration")
         seed_global(0)
-        pipe = module.load(str(synthetic.materialize(task.model, "tiny")), "cpu", torch.float32)
-        size = synthetic.tiny_resolution(task.model)
+        pipe = module.load(str(synthetic.materialize(catalog.models[task.model], "tiny")), "cpu", torch.float32)
+        size = synthetic.tiny_resolution(catalog.models[task.model])
         tome_rand = not baseline and task.method == "tome" and task.params.get("use_rand")
         started = time.perf_counter()
 

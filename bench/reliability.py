@@ -177,7 +177,7 @@ def read_rows(directory: Path) -> list[dict]:
 
 def raw_data_files(directory: Path) -> list[Path]:
     return sorted([*(directory / schema.GENERATIONS_DIR).glob("*.parquet"),
-                   *(directory / dataset.STAGING_DIR).glob("*/*.parquet")])
+                   *(directory / schema.STAGING_DIR).glob("*/*.parquet")])
 
 
 def run_record(directory: Path, before: set[str]) -> dict | None:
@@ -234,10 +234,10 @@ def compare(directory: Path, clean: dict[str, tuple], clean_rc: int, resume: dic
     temporaries = sorted(str(path.relative_to(directory)) for path in directory.rglob("*.tmp"))
     if temporaries:
         reasons.append(f"{len(temporaries)} temporary file(s) left: {', '.join(temporaries[:3])}")
-    staging = directory / dataset.STAGING_DIR
+    staging = directory / schema.STAGING_DIR
     leftovers = sorted(str(path.relative_to(directory)) for path in staging.rglob("*")) if staging.is_dir() else []
     if leftovers:
-        reasons.append(f"{len(leftovers)} entr(y/ies) left under {dataset.STAGING_DIR}/: {', '.join(leftovers[:3])}")
+        reasons.append(f"{len(leftovers)} entr(y/ies) left under {schema.STAGING_DIR}/: {', '.join(leftovers[:3])}")
     written = (resume.get("record") or {}).get("rows_written")
     if written is None:
         reasons.append("the resume wrote no run record")

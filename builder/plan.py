@@ -96,12 +96,8 @@ def select_tasks(catalog: Catalog, suite: Suite, patterns: list[str] | None) -> 
     return [catalog.tasks[task_id] for task_id in suite.tasks if task_id in chosen]
 
 
-def submission_variant(name: str) -> str:
-    return f"{schema.SUBMISSION_PREFIX}{name}"
-
-
 def available_variants(submission_names) -> list[str]:
-    return [schema.BASELINE, schema.GT, *map(submission_variant, submission_names)]
+    return [schema.BASELINE, schema.GT, *map(schema.submission_variant, submission_names)]
 
 
 def select_variants(requested: list[str] | None, submission_names: list[str]) -> tuple[str, ...]:
@@ -135,8 +131,8 @@ def build_units(catalog: Catalog, tasks: list[Task], variants: tuple[str, ...],
             if schema.GT in variants:
                 units.append(Unit(schema.GT, other.id, other, programs.render(catalog, other)))
             for name, submitted in submissions.items():
-                if submission_variant(name) in variants:
-                    units.append(Unit(submission_variant(name), other.id, other, submitted.get(other.id), name))
+                if schema.submission_variant(name) in variants:
+                    units.append(Unit(schema.submission_variant(name), other.id, other, submitted.get(other.id), name))
     return units
 
 

@@ -31,7 +31,7 @@ from string import Template
 from types import ModuleType
 
 from accelbench.errors import UserInputError
-from accelbench.manifest import Catalog, Task
+from accelbench.manifest import BASELINE_METHOD, Catalog, Task
 
 CONTRACT_VERSION = 1
 REQUIRED_FUNCTIONS = ("load", "generate")
@@ -84,7 +84,7 @@ def render(catalog: Catalog, task: Task, baseline: bool = False) -> Program:
     """The GT program of ``task``, or its baseline program, which depends only on (model, scheduler, steps)."""
     model = catalog.models[task.model]
     scheduler = catalog.schedulers[task.scheduler]
-    method = catalog.methods["none" if baseline else task.method]
+    method = catalog.methods[BASELINE_METHOD if baseline else task.method]
     binding = model.methods[method.id]
     values = {
         "pipeline": model.pipeline,

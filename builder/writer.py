@@ -3,7 +3,7 @@
 The generate loop hands over each finished batch (row metadata + uint8 pixels) and goes straight on to the next
 GPU call; the writer only holds it. Between rounds, when no timed call is running, ``flush`` has worker
 processes encode the held batches' PNGs in parallel and writes each batch as one part file
-``.staging/r<rank>-<run_id>/part-<n>.parquet`` (temporary name, fsync, rename). So no timed call shares the host
+``.staging/<run_id>-r<rank>/part-<n>.parquet`` (temporary name, fsync, rename). So no timed call shares the host
 with encoding or writing, whatever its cores (on an H200 this cost no measurable wall time, bench/README.md §1.2).
 A killed run loses at most the round in flight. When a unit
 ends, its parts are compacted into one shard ``data/generations-*.parquet`` (again atomically), and only then are
@@ -50,7 +50,7 @@ class ShardWriter:
         self.directory = Path(directory)
         self.rank = rank
         self.run_id = run_id
-        self.staging = self.directory / dataset.STAGING_DIR / f"r{rank}-{run_id}"
+        self.staging = self.directory / schema.STAGING_DIR / schema.run_stem(run_id, rank)
         self.compress_level = compress_level
         self.table_schema = schema.arrow_schema(schema.GENERATION_COLUMNS)
         self.parts_written = self.shards_written = self.rows_written = 0
@@ -112,7 +112,7 @@ class ShardWriter:
                 row.update(image={"bytes": png, "path": f"{row['record_id']}.png"}, image_sha256=pixel_hash)
         table = pa.Table.from_pylist(rows, schema=self.table_schema)
         self.parts_written += 1
-        dataset.write_table_atomic(table, self.staging / f"part-{self.parts_written:06d}.parquet")
+        dataset.write_table_atomic(table, self.staging / schema.part_file(f"{self.parts_written:06d}"))
         self.rows_written += len(rows)
         _failpoint("part", self.parts_written)
 
@@ -131,7 +131,7 @@ class ShardWriter:
             table = table.filter(pa.array(keep, type=pa.bool_()))
             if table.num_rows:
                 self.shards_written += 1
-                name = f"{dataset.SHARD_PREFIX}{self.run_id}-r{self.rank}-{self.shards_written:04d}.parquet"
+                name = f"{schema.SHARD_PREFIX}{schema.run_stem(self.run_id, self.rank)}-{self.shards_written:04d}.parquet"
                 count = self.shards_written
                 dataset.write_table_atomic(table.cast(self.table_schema), self.directory / schema.GENERATIONS_DIR / name,
                                            before_replace=lambda _: _failpoint("shard-write", count))
@@ -143,6 +143,6 @@ class ShardWriter:
 
     def _compact_orphans(self) -> None:
         """Parts left by an earlier run of this rank that was killed become a shard before new work starts."""
-        for staging in sorted((self.directory / dataset.STAGING_DIR).glob(f"r{self.rank}-*")):
+        for staging in sorted((self.directory / schema.STAGING_DIR).glob(schema.run_stem("*", self.rank))):
             if staging.is_dir() and staging != self.staging:
                 self._compact(staging)

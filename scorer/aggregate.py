@@ -40,14 +40,13 @@ import numpy as np
 import pyarrow as pa
 
 from accelbench import dataset, schema
+from accelbench.manifest import BASELINE_METHOD
 from accelbench.scorer import functional, pairing, store
-from accelbench.scorer.fidelity import KIND_BASELINE, KIND_DRIFT, KIND_GT
+from accelbench.schema import KIND_BASELINE, KIND_DRIFT, KIND_GT
 
 ALL_BATCH_SIZES = "all"
 SUSPICIOUS_SPEEDUP = 10.0  # any variant
 SUSPICIOUS_VS_GT = 1.5  # a submission faster than this multiple of the GT's speedup (and than speedup_bound)
-FLAG_NO_OP, FLAG_FAILED, FLAG_NONFINITE = "no-op", "failed-rows", "nonfinite"
-FLAG_SLOWDOWN, FLAG_NO_CLEAR_SPEEDUP, FLAG_SUSPICIOUS = "slowdown", "no-clear-speedup", "suspicious-speedup"
 UNDEFINED_QUALITY_LOSS = "quality_loss"
 
 GENERATION_FIELDS = ["variant", "submission", "unit_id", "task_id", "setting_id", "program_sha256", "model",
@@ -118,7 +117,7 @@ def summarize(rows: list[dict], clip_scores: dict[str, float] | None = None,
     baselines: dict[str, list[dict]] = {}
     accelerated: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
-        if row["variant"] == pairing.BASELINE:
+        if row["variant"] == schema.BASELINE:
             baselines.setdefault(row["setting_id"], []).append(row)
         else:
             accelerated.setdefault((row["task_id"], row["variant"]), []).append(row)
@@ -155,13 +154,13 @@ def _flag_relative_to_gt(summaries: list[dict]) -> None:
     gts = {(row["task_id"], row["batch_size"]): row for row in summaries if row["variant"] == schema.GT}
     for row in summaries:
         gt = gts.get((row["task_id"], row["batch_size"]))
-        if not pairing.is_submission(row["variant"]) or gt is None or row["speedup"] is None or not gt["speedup"]:
+        if not schema.is_submission(row["variant"]) or gt is None or row["speedup"] is None or not gt["speedup"]:
             continue
         flags = row["flags"].split(";") if row["flags"] else []
         bound = row["speedup_bound"]
-        if (FLAG_SUSPICIOUS not in flags and row["speedup"] > SUSPICIOUS_VS_GT * gt["speedup"]
+        if (schema.FLAG_SUSPICIOUS not in flags and row["speedup"] > SUSPICIOUS_VS_GT * gt["speedup"]
                 and (bound is None or row["speedup"] > bound)):
-            row["flags"] = ";".join(flags + [FLAG_SUSPICIOUS])
+            row["flags"] = ";".join(flags + [schema.FLAG_SUSPICIOUS])
 
 
 class _Context:
@@ -225,8 +224,8 @@ def _common(rows: list[dict], first: dict, context: _Context) -> dict:
     latencies = [row["image_latency_s"] for row in ok if _is_number(row["image_latency_s"])]
     memory = [row["peak_memory_bytes"] for row in rows if row["peak_memory_bytes"] is not None]
     failed = len(rows) - len(ok)
-    flags = ([FLAG_FAILED] if failed else []) + (
-        [FLAG_NONFINITE] if any(row["status"] == schema.STATUS_NONFINITE for row in rows) else [])
+    flags = ([schema.FLAG_FAILED] if failed else []) + (
+        [schema.FLAG_NONFINITE] if any(row["status"] == schema.STATUS_NONFINITE for row in rows) else [])
     return {
         **schema.empty_row(schema.SUMMARY_COLUMNS),
         "model": first["model"], "scheduler": first["scheduler"], "steps": first["steps"],
@@ -303,7 +302,7 @@ def _baseline_summary(rows: list[dict], first: dict, context: _Context) -> dict:
     method_params = rows[0]["method_params"] if rows else None
     # By definition: the baseline against itself, exactly (a CI of one point, given enough units).
     summary.update({
-        "variant": pairing.BASELINE, "method": "none", "method_params": method_params,
+        "variant": schema.BASELINE, "method": BASELINE_METHOD, "method_params": method_params,
         **_with_n("speedup", _exact(1.0, len(timed))),
         **_with_n("denoise_speedup", _exact(1.0, len(denoise_timed))),
         "speedup_bound": speedup_bound(rows),
@@ -352,7 +351,7 @@ def _variant_summary(rows: list[dict], base_rows: list[dict], context: _Context,
                            if ssims else (None, None, None, 0)))
     identical = sum(1 for row, base in pairs if row["image_sha256"] and row["image_sha256"] == base["image_sha256"])
     summary["identical_to_baseline"] = identical
-    if pairing.is_submission(rows[0]["variant"]):
+    if schema.is_submission(rows[0]["variant"]):
         gt_pairs = pairing.gt_references(gt_rows + rows)
         to_gt = context.fidelity_of(rows, KIND_GT)
         values, _, all_identical = _psnr_samples(to_gt)
@@ -365,14 +364,14 @@ def _variant_summary(rows: list[dict], base_rows: list[dict], context: _Context,
     summary.update(_drift(context, rows))
 
     if pairs and identical == len(pairs):
-        flags.insert(0, FLAG_NO_OP)
+        flags.insert(0, schema.FLAG_NO_OP)
     speedup, high = summary["speedup"], summary["speedup_ci_high"]
     if speedup is not None and high is not None and high < 1:
-        flags.append(FLAG_SLOWDOWN)
+        flags.append(schema.FLAG_SLOWDOWN)
     elif speedup is not None and speedup < 1:
-        flags.append(FLAG_NO_CLEAR_SPEEDUP)
+        flags.append(schema.FLAG_NO_CLEAR_SPEEDUP)
     if speedup is not None and speedup > SUSPICIOUS_SPEEDUP:
-        flags.append(FLAG_SUSPICIOUS)
+        flags.append(schema.FLAG_SUSPICIOUS)
     summary["flags"] = ";".join(flags)
     summary["undefined"] = ";".join(undefined) or None
     return summary

@@ -24,7 +24,6 @@ is not 'ok' have no image and are never scored.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import os
 import re
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from accelbench import dataset, schema
-from accelbench.manifest import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
+from accelbench.manifest import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, did_you_mean
 from accelbench.scorer import functional, images, store
 from accelbench.scorer.errors import ScoreError, UnknownClipModelError
 
@@ -172,7 +171,7 @@ def check_recipe(model: str, pretrained: str) -> None:
     register_configs()
     models = open_clip.list_models()
     if model not in models:
-        raise UnknownClipModelError(f"unknown CLIP model {model!r}{_did_you_mean(model, models)}; "
+        raise UnknownClipModelError(f"unknown CLIP model {model!r}{did_you_mean(model, models, lowercase=True)}; "
                                     f"open_clip.list_models() lists the {len(models)} known ones")
     if pretrained == RANDOM_WEIGHTS or Path(pretrained).is_file():
         return
@@ -180,14 +179,9 @@ def check_recipe(model: str, pretrained: str) -> None:
     if pretrained not in tags:
         known = ", ".join(tags[:6]) + (", ..." if len(tags) > 6 else "")
         raise UnknownClipModelError(f"open_clip has no pretrained weights {pretrained!r} for {model}"
-                                    f"{_did_you_mean(pretrained, tags)}; known tags: {known or 'none'}, "
+                                    f"{did_you_mean(pretrained, tags, lowercase=True)}; known tags: {known or 'none'}, "
                                     f"or '{RANDOM_WEIGHTS}' for random weights")
 
-
-def _did_you_mean(name: str, choices: list[str]) -> str:
-    by_lower = {choice.lower(): choice for choice in choices}
-    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def load_clip(model: str, pretrained: str, device: str = "cpu") -> ClipModel:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 
+from accelbench import schema
+
 WEIGHTS_TITLES = {"tiny": "tiny random-weight models", "random": "random weights: images meaningless"}
 WEIGHTS_CAVEATS = {  # weights mode (manifest.WEIGHTS_MODES) -> what it means for the numbers; pretrained: nothing
     "tiny": "Weights: tiny synthetic models (random weights, a few layers). Timings measure pipeline overhead, not "
@@ -75,6 +77,19 @@ def with_ci(row: dict, column: str, digits: int = 2, suffix: str = "", scale: fl
         return text if n is None else f"{text} n/a (n={n})"
     return (f"{text} [{number(low, digits, scale=scale)}, {number(high, digits, scale=scale)}]"
             + ("" if n is None else f" (n={n})"))
+
+
+def variant_label(task: str, variant: str, short: bool = False) -> str:
+    """A task's label for one variant: the task alone for the GT, else with the variant (``short``: the
+    submission's name) beside it.
+
+    Example:
+        >>> variant_label("tome", "gt"), variant_label("tome", "sub:alpha"), variant_label("tome", "sub:a", True)
+        ('tome', 'tome (sub:alpha)', 'tome (a)')
+    """
+    if variant == schema.GT:
+        return task
+    return f"{task} ({schema.submission_name(variant) if short else variant})"
 
 
 def short_ids(ids) -> dict[str, str]:

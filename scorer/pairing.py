@@ -18,9 +18,6 @@ import math
 
 from accelbench import schema
 
-BASELINE = "baseline"
-
-
 def is_ok(row: dict) -> bool:
     return row["status"] == schema.STATUS_OK
 
@@ -38,10 +35,6 @@ def cluster_key(row: dict) -> tuple:
     return row["prompt_index"], row["seed"]
 
 
-def is_submission(variant: str | None) -> bool:
-    return bool(variant) and variant.startswith(schema.SUBMISSION_PREFIX)
-
-
 def gt_references(rows: list[dict]) -> list[tuple[dict, dict]]:
     """``(submission row, the GT row of its task)`` with the same prompt, seed and batch size, both ok."""
     def key(row):
@@ -49,14 +42,14 @@ def gt_references(rows: list[dict]) -> list[tuple[dict, dict]]:
 
     gts = {key(row): row for row in rows if row["variant"] == schema.GT and is_ok(row)}
     return [(row, gts[key(row)]) for row in rows
-            if is_submission(row["variant"]) and is_ok(row) and key(row) in gts]
+            if schema.is_submission(row["variant"]) and is_ok(row) and key(row) in gts]
 
 
 def baseline_references(rows: list[dict]) -> list[tuple[dict, dict]]:
     """``(accelerated row, its baseline row)`` for every ok accelerated row whose baseline image is ok."""
-    baselines = {image_key(row): row for row in rows if row["variant"] == BASELINE and is_ok(row)}
+    baselines = {image_key(row): row for row in rows if row["variant"] == schema.BASELINE and is_ok(row)}
     return [(row, baselines[image_key(row)]) for row in rows
-            if row["variant"] != BASELINE and is_ok(row) and image_key(row) in baselines]
+            if row["variant"] != schema.BASELINE and is_ok(row) and image_key(row) in baselines]
 
 
 def drift_references(rows: list[dict]) -> list[tuple[dict, dict]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from accelbench import dataset, schema
-from accelbench.scorer import clip, fidelity, pairing, report
+from accelbench.scorer import clip, fidelity, leaderboard_files, markdown, report
 from accelbench.scorer.errors import NoImagesError
 
 MAX_TASK_LINES = 20  # format() stays on one screen; report.md has every task
@@ -43,21 +43,21 @@ class ScoreSummary:
             f"fidelity: {f.compared} pair(s) compared ({f.identical} identical), {f.skipped} already stored",
             f"report: {self.report.folder / report.REPORT_MD} ({self.seconds:.1f} s in all)",
         ]
-        accelerated = [row for row in self.report.pooled if row["variant"] != pairing.BASELINE]
+        accelerated = [row for row in self.report.pooled if row["variant"] != schema.BASELINE]
         if accelerated:
             lines += ["", f"{'task':<44} {'speedup':>8} {'quality loss':>13} {'PSNR':>7}  flags"]
             for row in accelerated[:MAX_TASK_LINES]:
                 speedup = "–" if row["speedup"] is None else f"{row['speedup']:.2f}x"
                 loss = "–" if row["quality_loss"] is None else f"{100 * row['quality_loss']:+.1f} %"
                 psnr = "–" if row["psnr"] is None else f"{row['psnr']:.1f}"
-                label = row["task_id"] + ("" if row["variant"] == "gt" else f" ({row['variant']})")
+                label = markdown.variant_label(row["task_id"], row["variant"])
                 lines.append(f"{label:<44} {speedup:>8} {loss:>13} {psnr:>7}  {row['flags'].replace(';', ', ')}")
             if len(accelerated) > MAX_TASK_LINES:
                 lines.append(f"... {len(accelerated) - MAX_TASK_LINES} more in {report.REPORT_MD}")
         board = self.report.leaderboard
         if board is not None:
             rank = schema.fast_column(1.0 if 1.0 in board.fast_p else board.fast_p[0])
-            lines += ["", f"leaderboard: {self.report.folder / 'leaderboard.csv'}",
+            lines += ["", f"leaderboard: {self.report.folder / leaderboard_files.LEADERBOARD_CSV}",
                       f"  {'submission':<30} {'correct':>8} {rank:>8} {'GT parity':>10}"]
             for row in board.rows:
                 name = row["submission"] + (" (reference)" if row["reference"] else "")
@@ -69,7 +69,7 @@ class ScoreSummary:
 
 def score_dataset(directory: Path, clip_model: str | None = None, clip_pretrained: str | None = None,
                   device: str = "cpu", batch_size: int = clip.DEFAULT_BATCH_SIZE, num_workers: int | None = None,
-                  progress: bool = True, catalog=None, fast_p=schema.DEFAULT_FAST_P) -> ScoreSummary:
+                  progress: bool = True, fast_p=schema.DEFAULT_FAST_P) -> ScoreSummary:
     """Score a dataset folder and rebuild its report.
 
     ``clip_model`` / ``clip_pretrained``: the open_clip recipe; what is not given comes from the dataset's
@@ -77,7 +77,7 @@ def score_dataset(directory: Path, clip_model: str | None = None, clip_pretraine
     CLIP and fidelity (default: CPU count). Raises a :class:`accelbench.errors.UserInputError`, before writing
     anything, for a missing folder, a folder that is not a dataset or has another schema version, a
     generation file that lacks a column, an unknown CLIP model, or a dataset without any ok image.
-    ``catalog`` and ``fast_p``: for the leaderboard of a dataset with submissions (:func:`report.build_report`)."""
+    ``fast_p``: the leaderboard's thresholds, for a dataset with submissions (:func:`report.build_report`)."""
     start = time.perf_counter()
     directory = Path(directory)
 
@@ -104,5 +104,5 @@ def score_dataset(directory: Path, clip_model: str | None = None, clip_pretraine
     fidelity_summary = fidelity.score_fidelity(directory, num_workers=num_workers, progress=progress)
 
     # 5. The report, from the stored scores of this recipe.
-    built = report.build_report(directory, recipe_id=clip_summary.recipe_id, catalog=catalog, fast_p=fast_p)
+    built = report.build_report(directory, recipe_id=clip_summary.recipe_id, fast_p=fast_p)
     return ScoreSummary(directory, clip_summary, fidelity_summary, built, time.perf_counter() - start)

@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 
 from accelbench import dataset, schema
 
-PART_GLOB = "part-*.parquet"
 RECIPE_FILE = "recipe.json"
 FIDELITY_KEY = ("record_id", "kind")
 
@@ -54,7 +53,7 @@ def read_recipe(directory: Path, recipe_id: str) -> dict | None:
 
 
 def part_files(folder: Path) -> list[Path]:
-    return dataset.readable_parquet(sorted(Path(folder).glob(PART_GLOB)))
+    return dataset.readable_parquet(sorted(Path(folder).glob(schema.PART_GLOB)))
 
 
 def read_scores(folder: Path, columns: tuple[schema.Column, ...], key: tuple[str, ...] = ("record_id",)) -> pa.Table:
@@ -79,7 +78,7 @@ def read_gate_verdicts(directory: Path) -> pa.Table | None:
     """The correctness gate's verdicts (GATE_COLUMNS) from ``DIR/gate/verdicts-*.parquet``; None when the
     dataset has none (it was not gated, which fails no task). Of several verdicts for one (program, task),
     the latest (``checked_at``) comes first."""
-    paths = dataset.readable_parquet(sorted(gate_dir(directory).glob("verdicts-*.parquet")))
+    paths = dataset.readable_parquet(sorted(gate_dir(directory).glob(schema.VERDICTS_GLOB)))
     if not paths:
         return None
     target = schema.arrow_schema(schema.GATE_COLUMNS, with_features=False)
@@ -118,7 +117,7 @@ def scores_table(directory: Path, recipe_id: str) -> pa.Table:
 def write_part(folder: Path, rows: list[dict], columns: tuple[schema.Column, ...]) -> Path:
     """Write ``rows`` as a new part file of ``folder`` (atomically) and return its path."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    path = Path(folder) / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+    path = Path(folder) / schema.part_file(f"{stamp}-{uuid.uuid4().hex[:8]}")
     table = pa.Table.from_pylist(rows, schema=schema.arrow_schema(columns))
     dataset.write_table_atomic(table, path)
     return path
@@ -131,7 +130,7 @@ def unreadable_generation_files(directory: Path) -> list[Path]:
     no report: the score stage reports them and exits 1, publish refuses the dataset."""
     directory = Path(directory)
     # The files dataset.shard_files and dataset.part_files look at, before they drop the unreadable ones.
-    named = sorted((directory / schema.GENERATIONS_DIR).glob(f"{dataset.SHARD_PREFIX}*.parquet"))
-    named += sorted((directory / dataset.STAGING_DIR).glob("*/part-*.parquet"))
+    named = sorted((directory / schema.GENERATIONS_DIR).glob(f"{schema.SHARD_PREFIX}*.parquet"))
+    named += sorted((directory / schema.STAGING_DIR).glob(f"*/{schema.PART_GLOB}"))
     readable = set(dataset.readable_parquet(named))
     return [path.relative_to(directory) for path in named if path not in readable]

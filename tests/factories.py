@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from accelbench import dataset, schema
+from accelbench import dataset, schema, task_facts
 from accelbench.builder.encode import pixel_sha256, to_uint8
 from accelbench.manifest import load_catalog
 from accelbench.scorer import clip, fidelity, report, store
@@ -155,7 +155,7 @@ def write_verdicts(directory: Path, verdicts: list[dict]) -> Path:
     rows = [{**schema.empty_row(schema.GATE_COLUMNS), "checked_at": NOW, "failed_checks": "" if v["passed"] else
              "steps", "reason": None if v["passed"] else "steps: 7 scheduler steps, the task has 8", **v}
             for v in verdicts]
-    path = directory / schema.GATE_DIR / "verdicts-run1-r0.parquet"
+    path = directory / schema.GATE_DIR / schema.verdicts_file("run1", 0, SETTING)
     dataset.write_table_atomic(pa.Table.from_pylist(rows, schema=schema.arrow_schema(schema.GATE_COLUMNS)), path)
     return path
 
@@ -195,18 +195,24 @@ def generation_table(rows: list[dict]) -> pa.Table:
 def shard_path(directory: Path, unit: str, submission: str | None = None) -> Path:
     suffix = f"-{submission}" if submission else ""
     return (directory / schema.GENERATIONS_DIR
-            / f"{dataset.SHARD_PREFIX}run1-r0-{UNITS.index(unit):04d}{suffix}.parquet")
+            / f"{schema.SHARD_PREFIX}run1-r0-{UNITS.index(unit):04d}{suffix}.parquet")
 
 
-def write_dataset(directory: Path, units=UNITS, rows: list[dict] | None = None) -> Path:
+def write_dataset(directory: Path, units=UNITS, rows: list[dict] | None = None, facts: bool = True) -> Path:
     """A generated dataset: the manifest (default CLIP recipe: the tiny one), one shard, program and run record
-    per unit. ``rows``: instead of :func:`dataset_rows` of ``units``."""
+    per unit, and (``facts``) the task facts of the catalogue's tasks, as ``generate`` records them. ``rows``:
+    instead of :func:`dataset_rows` of ``units``."""
     rows = dataset_rows(units) if rows is None else rows
     directory.mkdir(parents=True, exist_ok=True)
     dataset.write_json_atomic(directory / schema.DATASET_MANIFEST, schema.dataset_manifest(
         suite="smoke", weights="tiny", dtype_policy="float32", device_type="cpu",
         prompts_sha256=hashlib.sha256("\n".join(PROMPTS).encode()).hexdigest(), seeds=[0],
-        batch_sizes=list(BATCH_SIZES), clip={"model": TINY[0], "pretrained": TINY[1]}))
+        batch_sizes=list(BATCH_SIZES), clip={"model": TINY[0], "pretrained": TINY[1]},
+        suite_facts=task_facts.suite_facts(CATALOG.suite("smoke"), None)))
+    if facts:
+        task_ids = sorted({record["task_id"] for record in rows if record["task_id"]})
+        task_facts.record(directory, [task_facts.facts(CATALOG, CATALOG.task(task_id), {
+            schema.GT: program_sha256(task_id), schema.BASELINE: program_sha256(SETTING)}) for task_id in task_ids])
     for unit, submission in dict.fromkeys((record["unit_id"], record["submission"]) for record in rows):
         dataset.write_table_atomic(generation_table([record for record in rows if record["unit_id"] == unit
                                                      and record["submission"] == submission]),

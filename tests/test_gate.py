@@ -341,18 +341,17 @@ def test_inputs_are_drawn_at_random_unless_seeded():
     assert second.prompts[1:] == first.prompts[::-1] and second.prompts[0] not in first.prompts
 
 
-def test_programs_run_under_one_module_name_in_the_gate_and_in_generate():
-    from accelbench.builder import trace, worker
-
-    assert gate.PROGRAM_MODULE == trace.PROGRAM_MODULE == worker.PROGRAM_MODULE
-
-
 def test_tolerances():
-    task = CATALOG.task(DEEPCACHE)
-    assert gate.tolerance(task, "cpu", "float32") == gate.CPU_FP32
-    assert gate.tolerance(task, "cuda", "float16") == gate.UNCALIBRATED
-    assert gate.tolerance(CATALOG.task(TOME), "cpu", "float32").max_abs == gate.TOME_RANDOM_PATTERN.max_abs
-    assert gate.tolerance(CATALOG.task(TOME), "cpu", "float32", schema.BASELINE) == gate.CPU_FP32
+    task, tome = CATALOG.task(DEEPCACHE), CATALOG.task(TOME)
+    methods = CATALOG.methods
+    assert gate.tolerance(task, methods[task.method], "cpu", "float32") == gate.CPU_FP32
+    assert gate.tolerance(task, methods[task.method], "cuda", "float16") == gate.UNCALIBRATED
+    assert tome.params["use_rand"] and methods["tome"].gate_tolerance.when == "use_rand"
+    own = gate.tolerance(tome, methods["tome"], "cpu", "float32")
+    assert (own.max_abs, own.mean_abs) == (methods["tome"].gate_tolerance.max_abs, methods["tome"].gate_tolerance.mean_abs)
+    assert gate.tolerance(tome, methods["tome"], "cpu", "float32", schema.BASELINE) == gate.CPU_FP32
+    without_rand = dataclasses.replace(tome, params={**tome.params, "use_rand": False})
+    assert gate.tolerance(without_rand, methods["tome"], "cpu", "float32") == gate.CPU_FP32
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -22,8 +22,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from accelbench import dataset, schema
-from accelbench.builder import plan, programs, runner
-from accelbench.builder.worker import PROGRAM_MODULE, ProgramWorker
+from accelbench.builder import host, plan, programs, rounds
+from accelbench.builder.generate import run_generate
+from accelbench.builder.options import GenerateOptions
+from accelbench.builder.programs import PROGRAM_MODULE
+from accelbench.builder.worker import ProgramWorker
 from accelbench.cli import main
 from accelbench.manifest import load_catalog
 
@@ -34,8 +37,9 @@ SLICE = ["smoke-sd15-ddim-8-deepcache", "smoke-pixart-alpha-dpmpp_2m-8-tgate"]
 SLICE_ARGS = ["--suite", "smoke", "--tasks", ",".join(SLICE), "--limit", "2", "--no-progress"]
 
 
-def generate(out, **options):
-    return runner.run_generate(runner.GenerateOptions(suite="smoke", out=out, progress=False, **options), CATALOG)
+def generate(out, before_round=None, **options):
+    return run_generate(GenerateOptions(suite="smoke", out=out, progress=False, **options), CATALOG,
+                        before_round=before_round)
 
 
 def rows(directory, columns=None):
@@ -87,7 +91,7 @@ def test_smoke_suite_writes_every_planned_image(smoke):
     assert {row["variant"] for row in table} == {"baseline", "gt"}
     assert all(row["task_id"] is None and row["submission"] is None for row in table if row["variant"] == "baseline")
     assert {row["weights"] for row in table} == {"tiny"}
-    assert not (out / dataset.STAGING_DIR).exists() or not any((out / dataset.STAGING_DIR).iterdir())
+    assert not (out / schema.STAGING_DIR).exists() or not any((out / schema.STAGING_DIR).iterdir())
     # One log per (unit, batch size): every program ran in a worker of its own.
     assert len(list((out / schema.LOGS_DIR).glob("*.log"))) == len(units) * len(SMOKE.batch_sizes)
 
@@ -170,10 +174,10 @@ def test_float_images_match_across_batch_sizes_within_1e_5():
     from accelbench.builder.synthetic import materialize, tiny_resolution
 
     module = programs.load_module(gt_source("smoke-sdxl-euler-8-deepcache-tgate"), PROGRAM_MODULE)
-    pipe = module.load(str(materialize("sdxl")), "cpu", None)
+    pipe = module.load(str(materialize(CATALOG.models["sdxl"])), "cpu", None)
     prompts = list(SMOKE.prompts.inline[:2])
     seeds = [image_seed(0, index) for index in range(2)]
-    size = tiny_resolution("sdxl")
+    size = tiny_resolution(CATALOG.models["sdxl"])
     pair = module.generate(pipe, prompts, make_generators(seeds), height=size, width=size)
     singles = [module.generate(pipe, [prompt], make_generators([seed]), height=size, width=size)[0]
                for prompt, seed in zip(prompts, seeds)]
@@ -271,7 +275,7 @@ def test_batches_are_encoded_and_written_between_rounds_never_during_a_call(tmp_
     worker for its memory (driver queries that would sit inside the clock)."""
     def rows_on_disk():
         return sum(pq.read_metadata(path).num_rows
-                   for path in (tmp_path / dataset.STAGING_DIR).glob("*/part-*.parquet"))
+                   for path in (tmp_path / schema.STAGING_DIR).glob("*/part-*.parquet"))
 
     written_during_calls, on_disk_at_round_start, memory_asked = [], [], []
     timed_call = ProgramWorker.generate
@@ -280,7 +284,7 @@ def test_batches_are_encoded_and_written_between_rounds_never_during_a_call(tmp_
         before = rows_on_disk()
         reply = timed_call(self, prompts, *args, **kwargs)
         written_during_calls.append(rows_on_disk() - before)
-        memory_asked.append((prompts[0] == runner.WARMUP_PROMPT.format(index=0), kwargs.get("memory", False)))
+        memory_asked.append((prompts[0] == rounds.WARMUP_PROMPT.format(index=0), kwargs.get("memory", False)))
         return reply
 
     monkeypatch.setattr(ProgramWorker, "generate", watched)
@@ -451,7 +455,7 @@ def test_load_timeout_and_the_output_cap(tmp_path):
 
 
 def test_a_worker_runs_on_the_cores_it_is_given():
-    """The timed worker's placement (``runner.core_split``) reaches the process that runs the program."""
+    """The timed worker's placement (``host.core_split``) reaches the process that runs the program."""
     from accelbench.builder.worker import ProgramWorker
 
     counter = ("import os\nimport numpy as np\n\ndef load(model_id, device, dtype):\n    return None\n\n"
@@ -469,6 +473,7 @@ def test_a_worker_gets_its_thread_count_and_a_count_it_has_is_not_set_again(monk
     import torch
 
     from accelbench.builder import worker as worker_module
+    from accelbench.builder import worker_process
 
     counter = ("import torch\nimport numpy as np\n\ndef load(model_id, device, dtype):\n    return None\n\n"
                "def generate(pipe, prompts, generators, height, width):\n"
@@ -478,9 +483,9 @@ def test_a_worker_gets_its_thread_count_and_a_count_it_has_is_not_set_again(monk
         assert worker.generate(["p"], [0], 8, 8).pixels.max() == 2
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    worker_module.set_thread_count(torch.get_num_threads())
+    worker_process.set_thread_count(torch.get_num_threads())
     assert calls == []
-    worker_module.set_thread_count(torch.get_num_threads() + 1)
+    worker_process.set_thread_count(torch.get_num_threads() + 1)
     assert calls == [torch.get_num_threads() + 1]
 
 
@@ -512,16 +517,16 @@ def test_a_worker_that_cannot_start_is_a_crashed_unit(monkeypatch):
 
 def test_each_local_rank_gets_timed_cores_no_encoder_uses(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
-    assert runner.core_split("cuda:0", None) == ([0, 1], list(range(2, 16)))
+    assert host.core_split("cuda:0", None) == ([0, 1], list(range(2, 16)))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    assert runner.core_split("cuda:1", 1) == ([2, 3], list(range(4, 16)))
-    assert runner.core_split("cpu", None) == (None, None)
+    assert host.core_split("cuda:1", 1) == ([2, 3], list(range(4, 16)))
+    assert host.core_split("cpu", None) == (None, None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
-    assert runner.core_split("cuda:1", 1) == (None, None)  # 2 ranks x 2 cores leave too few for encoding
+    assert host.core_split("cuda:1", 1) == (None, None)  # 2 ranks x 2 cores leave too few for encoding
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
-    monkeypatch.setattr(runner, "cpu_siblings", lambda core: {core % 4, core % 4 + 4})  # 4 cores x 2 threads
-    assert runner.core_split("cuda:0", None) == ([0, 1], [2, 3, 6, 7])  # not on 4 and 5: the timed cores' twins
+    monkeypatch.setattr(host, "cpu_siblings", lambda core: {core % 4, core % 4 + 4})  # 4 cores x 2 threads
+    assert host.core_split("cuda:0", None) == ([0, 1], [2, 3, 6, 7])  # not on 4 and 5: the timed cores' twins
 
 
 def test_submission_with_correct_programs_and_a_missing_task(tmp_path):
@@ -767,7 +772,7 @@ def test_resume_after_an_external_sigkill_mid_run(clean_slice, honest, tmp_path)
                                 "--submission", str(honest)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.monotonic() + 300
-    while len(list((tmp_path / dataset.STAGING_DIR).glob("*/part-*.parquet"))) < 2 and time.monotonic() < deadline:
+    while len(list((tmp_path / schema.STAGING_DIR).glob("*/part-*.parquet"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)  # workers (own groups) and encoders exit once their parent is gone
     process.wait()
@@ -838,4 +843,4 @@ def test_sandbox_bwrap_hides_the_dataset_folder_and_the_network(tmp_path):
 @pytest.mark.parametrize("max_resident, capacity, expected", [(None, None, 5), (3, None, 3), (None, 2, 2),
                                                                (3, 2, 2), (2, 4, 2), (9, 9, 5)])
 def test_max_resident_bounds_what_the_device_was_measured_to_hold(max_resident, capacity, expected):
-    assert runner.resident_limit(max_resident, capacity, lanes=5) == expected
+    assert rounds.resident_limit(max_resident, capacity, lanes=5) == expected

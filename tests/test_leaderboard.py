@@ -18,9 +18,10 @@ from factories import (BROKEN, CATALOG, FAST, HAND_RECIPE, NOOP, SETTING, datase
                        program_sha256, row, submission_rows, write_clip_scores, write_dataset, write_verdicts)
 from PIL import Image
 
-from accelbench import dataset, schema
+from accelbench import dataset, schema, task_facts
 from accelbench.cli import EXIT_BAD_INPUT, main
-from accelbench.scorer import aggregate, fidelity, functional, leaderboard, markdown, report, store
+from accelbench.scorer import (aggregate, correctness, fidelity, functional, leaderboard, leaderboard_files,
+                               leaderboard_markdown, markdown, report, store)
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -74,7 +75,7 @@ def test_fast_p_on_hand_made_cases():
 
 def hand_result(variant, task, correct=True, speedup=2.0, **extra):
     return {**schema.empty_row(schema.LEADERBOARD_TASK_COLUMNS), "dataset": "d", "variant": variant,
-            "submission": leaderboard._submission_name(variant), "task_id": task, "model": "sd15", "method": "tome",
+            "submission": schema.submission_name(variant), "task_id": task, "model": "sd15", "method": "tome",
             "level": 1, "correct": correct, "speedup": speedup if correct else None, "gt_speedup": 2.0,
             "reaches_gt": correct, "reason_kind": None if correct else "error",
             "reason": None if correct else "error: boom", **extra}
@@ -136,7 +137,8 @@ def test_gate_verdicts_decide_and_their_absence_fails_nothing(scored):
     directory, built, rows = scored
     generation = aggregate.load_generations(directory)
     # No verdicts: not gated. The rejected rows still fail on their status; the rest is as before.
-    ungated = leaderboard.from_report(directory, generation, built.pooled, CATALOG, None, {"suite": "smoke"},
+    facts = task_facts.read(directory)[0]
+    ungated = leaderboard.from_report(directory, generation, built.pooled, facts, None, {"suite": "smoke"},
                                       n_resamples=50)
     assert [(r["variant"], r["task_id"], r["correct"]) for r in ungated.tasks] == [
         (r["variant"], r["task_id"], r["correct"]) for r in built.leaderboard.tasks]
@@ -148,7 +150,7 @@ def test_gate_verdicts_decide_and_their_absence_fails_nothing(scored):
             verdict["passed"] = False
     write_verdicts(directory, verdicts)
     try:
-        gated = leaderboard.from_report(directory, generation, built.pooled, CATALOG,
+        gated = leaderboard.from_report(directory, generation, built.pooled, facts,
                                         store.read_gate_verdicts(directory), {"suite": "smoke"}, n_resamples=50)
     finally:
         write_verdicts(directory, passing_verdicts(rows))
@@ -158,15 +160,15 @@ def test_gate_verdicts_decide_and_their_absence_fails_nothing(scored):
 
 def test_deviation_threshold_follows_the_gt_drift():
     declared = CATALOG.methods["deepcache"].deviation_psnr_db
-    assert leaderboard.deviation_threshold("deepcache", CATALOG, None) == declared
-    assert leaderboard.deviation_threshold("deepcache", CATALOG, math.inf) == declared  # bit-identical drift
-    assert leaderboard.deviation_threshold("deepcache", CATALOG, 20.0) == 17.0  # the GT drifts: 3 dB below it
-    assert leaderboard.deviation_threshold("none", CATALOG, 20.0) is None
+    assert correctness.deviation_threshold(declared, None) == declared
+    assert correctness.deviation_threshold(declared, math.inf) == declared  # bit-identical drift
+    assert correctness.deviation_threshold(declared, 20.0) == 17.0  # the GT drifts: 3 dB below it
+    assert correctness.deviation_threshold(None, 20.0) is None  # a method without a threshold
     # Close images (another kernel's rounding) pass, unrelated ones deviate; the threshold is the GT drift's.
     rows = [row(SETTING, p, b) for p in range(4) for b in (1, 2)] + [row(FAST, p, b) for p in range(4) for b in (1, 2)]
     summary = {"psnr_gt": 25.0, "gt_pairs": 8, "identical_to_gt": 0}
-    assert leaderboard._correctness(rows, None, summary, 30.0)[1].startswith("deviates: mean PSNR")
-    assert leaderboard._correctness(rows, None, summary, 17.0) == (True, None, False)
+    assert correctness._correctness(rows, None, summary, 30.0)[1].startswith("deviates: mean PSNR")
+    assert correctness._correctness(rows, None, summary, 17.0) == (True, None, False)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -204,7 +206,7 @@ def test_curves_and_plots(scored):
     curves = leaderboard.fast_p_curve(built.leaderboard.tasks, thresholds)
     assert curves["sub:alpha"].tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1 / 3, 0.0])
     assert curves["gt"].tolist() == pytest.approx([2 / 3, 1 / 3, 1 / 3, 0.0, 0.0])
-    for name in (leaderboard.FAST_P_PNG, leaderboard.HEATMAP_PNG):
+    for name in (leaderboard_files.FAST_P_PNG, leaderboard_files.HEATMAP_PNG):
         with Image.open(directory / schema.REPORT_DIR / name) as image:
             image.load()
             assert image.format == "PNG" and image.size[0] > 400
@@ -229,8 +231,8 @@ def markdown_rows(text: str, first_header: str) -> list[list[str]]:
 def test_report_csv_and_json_agree_cell_by_cell(scored):
     directory, built, _ = scored
     folder = directory / schema.REPORT_DIR
-    csv_rows = leaderboard.read_leaderboard(directory).to_pylist()
-    payload = json.loads((folder / leaderboard.LEADERBOARD_JSON).read_text())
+    csv_rows = leaderboard_files.read_leaderboard(directory).to_pylist()
+    payload = json.loads((folder / leaderboard_files.LEADERBOARD_JSON).read_text())
     assert [c.name for c in schema.LEADERBOARD_COLUMNS] == list(csv_rows[0])
     assert set(csv_rows[0]) == set(payload["rows"][0]) and len(payload["rows"]) == len(csv_rows)
     for from_csv, from_json in zip(csv_rows, payload["rows"]):
@@ -253,7 +255,7 @@ def test_report_csv_and_json_agree_cell_by_cell(scored):
         assert line[7].startswith(markdown.number(r["geomean_speedup"], suffix="×"))
         assert line[9].startswith(markdown.number(r["psnr_gt"], 1))
         assert line[11] == (r["reasons"] or "").replace(";", ",")
-    tasks = leaderboard.read_task_results(directory)
+    tasks = leaderboard_files.read_task_results(directory)
     assert tasks == built.leaderboard.tasks and len(tasks) == 9
     failed = markdown_rows(text, "Submission | Task")
     assert [(c[0], c[1].strip("`"), c[2]) for c in failed] == [
@@ -262,14 +264,14 @@ def test_report_csv_and_json_agree_cell_by_cell(scored):
 
 def test_readme_worked_example_is_this_code_on_the_test_dataset(scored):
     _, built, _ = scored
-    header, cells = leaderboard.table_rows(built.leaderboard)
+    header, cells = leaderboard_markdown.table_rows(built.leaderboard)
     assert markdown.table(header, cells) in README
 
 
 def test_a_dataset_without_submissions_has_no_leaderboard(tmp_path):
     built = build(tmp_path / "ds", dataset_rows(), verdicts=False, resamples=50)
     assert built.leaderboard is None
-    assert not (tmp_path / "ds" / schema.REPORT_DIR / leaderboard.LEADERBOARD_CSV).exists()
+    assert not (tmp_path / "ds" / schema.REPORT_DIR / leaderboard_files.LEADERBOARD_CSV).exists()
     assert "## Leaderboard" not in (tmp_path / "ds" / schema.REPORT_DIR / report.REPORT_MD).read_text()
 
 
@@ -285,7 +287,7 @@ def test_report_command_writes_the_leaderboard_and_score_prints_it(tmp_path):
     result = CliRunner().invoke(main, ["report", str(directory), "--fast-p", "1,2.5"])
     assert result.exit_code == 0, result.output
     assert "leaderboard of 1 submission(s)" in result.stdout
-    board = leaderboard.read(directory)
+    board = leaderboard_files.read(directory)
     assert board.fast_p == (1.0, 2.5) and board_row(board, "alpha")["fast_2_5"] == 1.0
     assert "No gate verdicts" in (directory / schema.REPORT_DIR / report.REPORT_MD).read_text()
     # What `accelbench score` prints after scoring (the report is the one just built).
@@ -322,14 +324,14 @@ def test_leaderboard_merges_datasets_of_one_suite(scored, tmp_path):
     other = second_dataset(tmp_path / "other")
     result = run_leaderboard(directory, other, "--out", tmp_path / "board")
     assert result.exit_code == 0, result.output
-    board = leaderboard.read(tmp_path / "board")
+    board = leaderboard_files.read(tmp_path / "board")
     assert [r["submission"] for r in board.rows] == ["gt", "alpha", "gamma", "beta"]  # fast_1, correct, name
     gamma = board_row(board, "gamma")
     assert gamma["tasks"] == 3 and gamma["correct"] == 1 and gamma["reasons"] == "no-rows: 2"  # the union of tasks
     assert board_row(board, "gt")["datasets"] == 1  # FAST's GT result of the second dataset is a duplicate
     assert "appear in more than one dataset" in result.stdout
     assert (tmp_path / "board" / "leaderboard.md").read_text().startswith("# accelbench leaderboard: smoke")
-    assert (tmp_path / "board" / leaderboard.HEATMAP_PNG).is_file()
+    assert (tmp_path / "board" / leaderboard_files.HEATMAP_PNG).is_file()
 
 
 def test_leaderboard_refuses_mixed_devices_and_baselines(scored, tmp_path):
@@ -372,17 +374,17 @@ def test_published_leaderboard_config_loads_offline(scored, tmp_path):
     from accelbench.hub import stage as hub
 
     directory, built, _ = scored
-    staged = hub.stage(directory, tmp_path / "staging", "some-org/accelbench-board", CATALOG)
+    staged = hub.stage(directory, tmp_path / "staging", "some-org/accelbench-board")
     assert staged.rows["leaderboard"] == 3
     loaded = load_dataset(str(staged.path), "leaderboard", split="train", cache_dir=str(tmp_path / "cache"))
     assert loaded.column_names == [c.name for c in schema.LEADERBOARD_COLUMNS]
-    assert loaded.to_list() == leaderboard.read_leaderboard(directory).to_pylist() == built.leaderboard.rows
+    assert loaded.to_list() == leaderboard_files.read_leaderboard(directory).to_pylist() == built.leaderboard.rows
     card = DatasetCard.load(staged.path / "README.md")
     configs = {entry["config_name"] for entry in card.data.to_dict()["configs"]}
     assert {"leaderboard", "gate"} <= configs
     gate = load_dataset(str(staged.path), "gate", split="train", cache_dir=str(tmp_path / "cache"))
     assert gate.column_names == [c.name for c in schema.GATE_COLUMNS] and gate.num_rows > 0
-    header, cells = leaderboard.table_rows(built.leaderboard)
+    header, cells = leaderboard_markdown.table_rows(built.leaderboard)
     assert "## Leaderboard" in card.text and markdown.table(header, cells) in card.text
     assert "](report/fast_p.png)" in card.text and "`fast_1_5`" in card.text  # the columns, documented
     scores = load_dataset(str(staged.path), "scores", split="train", cache_dir=str(tmp_path / "cache"))
@@ -403,9 +405,11 @@ def test_fidelity_to_the_gt_is_stored_per_submission_image(scored):
 def test_docstring_examples_and_the_manifest_key():
     import doctest
 
-    from accelbench.manifest import ManifestError, parse_methods, read_yaml
+    from accelbench.manifest import ManifestError
+    from accelbench.manifest.checks import read_yaml
+    from accelbench.manifest.sections import parse_methods
 
-    assert doctest.testmod(leaderboard).failed == 0
+    assert doctest.testmod(correctness).failed == 0
     methods = read_yaml(Path(CATALOG.root) / "methods.yaml")
     assert parse_methods(methods, "methods.yaml")["tome"].deviation_psnr_db == 15.0
     for bad, problem in (("high", "must be a number, got a string 'high'"), (0, "between 0 and 100, got 0"),

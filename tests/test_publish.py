@@ -51,7 +51,7 @@ def staged(reported, tmp_path_factory):
     """The reported dataset staged once, for the read-only checks."""
     root, built = reported
     before = snapshot(root)
-    result = hub.stage(root, tmp_path_factory.mktemp("out") / "staging", REPO, CATALOG)
+    result = hub.stage(root, tmp_path_factory.mktemp("out") / "staging", REPO)
     return root, built, result, before
 
 
@@ -122,7 +122,7 @@ def test_card_body_is_built_from_the_dataset_and_its_report(staged):
 
 def test_several_recipes_get_one_config_each_the_reported_one_as_scores(tmp_path):
     root, _ = reported_dataset(tmp_path / "ds", recipes=(HAND_RECIPE, OTHER_RECIPE), report_recipe=OTHER_RECIPE)
-    result = hub.stage(root, tmp_path / "staging", REPO, CATALOG)
+    result = hub.stage(root, tmp_path / "staging", REPO)
     assert result.recipes == [OTHER_RECIPE, HAND_RECIPE]
     assert set(result.configs) == {"generations", "scores", f"scores-{HAND_RECIPE}", "fidelity", "summary"}
     assert set(load(result.path, "scores", tmp_path)["recipe_id"]) == {OTHER_RECIPE}
@@ -132,8 +132,8 @@ def test_several_recipes_get_one_config_each_the_reported_one_as_scores(tmp_path
 def test_unscored_dataset_is_refused_unless_allowed(tmp_path):
     root = write_dataset(tmp_path / "ds")
     with pytest.raises(hub.PublishError, match="no CLIP scores.*--allow-unscored"):
-        hub.stage(root, tmp_path / "staging", REPO, CATALOG)
-    result = hub.stage(root, tmp_path / "staging", REPO, CATALOG, allow_unscored=True)
+        hub.stage(root, tmp_path / "staging", REPO)
+    result = hub.stage(root, tmp_path / "staging", REPO, allow_unscored=True)
     assert set(result.configs) == {"generations"}
     assert "Not scored" in DatasetCard.load(result.path / "README.md").text
 
@@ -144,7 +144,7 @@ def test_a_recipe_without_scores_is_unscored_for_publish_as_for_report(tmp_path)
     dataset.write_json_atomic(store.clip_dir(root, HAND_RECIPE) / store.RECIPE_FILE, {"recipe_id": HAND_RECIPE})
     assert any("No CLIP scores" in note for note in report.build_report(root, n_resamples=10).notes)
     with pytest.raises(hub.PublishError, match="no CLIP scores"):
-        hub.stage(root, tmp_path / "staging", REPO, CATALOG)
+        hub.stage(root, tmp_path / "staging", REPO)
 
 
 def test_staging_folder_rules(tmp_path, staged):
@@ -153,14 +153,14 @@ def test_staging_folder_rules(tmp_path, staged):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(hub.PublishError, match="not empty and not an earlier publish staging"):
-        hub.stage(root, foreign, REPO, CATALOG)
+        hub.stage(root, foreign, REPO)
     assert (foreign / "notes.txt").read_text() == "mine"
     with pytest.raises(hub.PublishError, match="outside the dataset folder"):
-        hub.stage(root, root / "hub", REPO, CATALOG)
+        hub.stage(root, root / "hub", REPO)
     again = tmp_path / "again"
-    hub.stage(root, again, REPO, CATALOG)
+    hub.stage(root, again, REPO)
     (again / "data" / "generations" / "stale.parquet").write_bytes(b"old")
-    hub.stage(root, again, REPO, CATALOG)  # an earlier staging is replaced, stale files included
+    hub.stage(root, again, REPO)  # an earlier staging is replaced, stale files included
     assert not (again / "data" / "generations" / "stale.parquet").exists()
 
 
@@ -172,9 +172,9 @@ def test_staging_folder_rules(tmp_path, staged):
 def test_unfinished_parts_are_refused(tmp_path):
     root = write_dataset(tmp_path / "ds", units=(SETTING,))
     dataset.write_table_atomic(generation_table([row(FAST, 0, 1)]),
-                               root / dataset.STAGING_DIR / "r0-run2" / "part-000001.parquet")
+                               root / schema.STAGING_DIR / "r0-run2" / "part-000001.parquet")
     with pytest.raises(hub.PublishError, match="unfinished part file.*rerun `accelbench generate` with the same"):
-        hub.stage(root, tmp_path / "staging", REPO, CATALOG, allow_unscored=True)
+        hub.stage(root, tmp_path / "staging", REPO, allow_unscored=True)
     assert not (tmp_path / "staging").exists()  # refused before anything was written
 
 
@@ -182,14 +182,14 @@ def test_an_unreadable_shard_is_refused(tmp_path):
     root = write_dataset(tmp_path / "ds", units=(SETTING, FAST))
     shard_path(root, SETTING).write_bytes(b"not parquet")
     with pytest.raises(hub.PublishError, match=f"{shard_path(root, SETTING)} is not a readable Parquet file"):
-        hub.stage(root, tmp_path / "staging", REPO, CATALOG, allow_unscored=True)
+        hub.stage(root, tmp_path / "staging", REPO, allow_unscored=True)
 
 
 def test_scored_dataset_without_report_is_refused(tmp_path):
     root = write_dataset(tmp_path / "ds", units=(SETTING,))
     write_clip_scores(root, known_scores(root))
     with pytest.raises(hub.PublishError, match="scored but has no report"):
-        hub.stage(root, tmp_path / "staging", REPO, CATALOG)
+        hub.stage(root, tmp_path / "staging", REPO)
 
 
 @pytest.mark.parametrize("repo_id", ["just-a-name", "org/name/extra", "org/", "/name", "org/bad name", "org/x--y",
@@ -197,9 +197,9 @@ def test_scored_dataset_without_report_is_refused(tmp_path):
 def test_bad_repo_id_is_refused(repo_id, reported, tmp_path):
     api = mock.create_autospec(HfApi, instance=True)
     with pytest.raises(hub.PublishError, match="repo"):
-        hub.publish(reported[0], repo_id, CATALOG, api=api)
+        hub.publish(reported[0], repo_id, api=api)
     with pytest.raises(hub.PublishError, match="repo"):
-        hub.stage(reported[0], tmp_path / "staging", repo_id, CATALOG)
+        hub.stage(reported[0], tmp_path / "staging", repo_id)
     assert not api.method_calls
 
 
@@ -231,7 +231,7 @@ def temporary_stagings(root: Path) -> list[Path]:
 def test_publish_calls_the_hub_with_the_right_arguments(reported, capsys, caplog):
     root = reported[0]
     api, uploaded = fake_api()
-    url = hub.publish(root, REPO, CATALOG, private=True, revision="v1", token=TOKEN, api=api)
+    url = hub.publish(root, REPO, private=True, revision="v1", token=TOKEN, api=api)
     api.create_repo.assert_called_once_with(REPO, repo_type="dataset", private=True, exist_ok=True, token=TOKEN)
     api.create_branch.assert_called_once_with(REPO, branch="v1", repo_type="dataset", exist_ok=True, token=TOKEN)
     kwargs = api.upload_folder.call_args.kwargs
@@ -254,11 +254,11 @@ def test_publish_calls_the_hub_with_the_right_arguments(reported, capsys, caplog
 def test_token_from_the_environment_is_not_written_either(reported, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     api, uploaded = fake_api()
-    hub.publish(reported[0], REPO, CATALOG, api=api)
+    hub.publish(reported[0], REPO, api=api)
     assert api.create_repo.call_args.kwargs["token"] is None  # left to huggingface_hub's own resolution
     api.create_branch.assert_not_called()
     assert api.upload_folder.call_args.kwargs["revision"] is None
-    result = hub.stage(reported[0], tmp_path / "staging", REPO, CATALOG)
+    result = hub.stage(reported[0], tmp_path / "staging", REPO)
     assert not any(TOKEN.encode() in path.read_bytes() for path in result.path.rglob("*") if path.is_file())
     assert not any(TOKEN.encode() in content for content in uploaded.values())
     captured = capsys.readouterr()

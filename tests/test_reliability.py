@@ -90,10 +90,10 @@ def test_click_argument_errors_are_one_line_and_exit_2(args, message):
 def test_a_run_larger_than_the_free_space_is_announced(tmp_path, monkeypatch, caplog):
     from collections import namedtuple
 
-    from accelbench.builder import runner
+    from accelbench.builder import generate
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(runner.shutil, "disk_usage", lambda path: usage(10_000, 9_000, 1_000))
+    monkeypatch.setattr(generate.shutil, "disk_usage", lambda path: usage(10_000, 9_000, 1_000))
     with caplog.at_level("WARNING", logger="accelbench"):
         result = invoke(*ARGS, "--out", str(tmp_path / "out"), "--variants", "baseline", "--seeds", "0")
     assert result.exit_code == 0, result.output

@@ -138,7 +138,7 @@ def test_new_rows_are_scored_incrementally(tmp_path):
     first = clip.score_clip(directory, *TINY, num_workers=0, progress=False)
     extra = [row(FAST, prompt_index, 1) for prompt_index in range(len(PROMPTS))]
     dataset.write_table_atomic(generation_table(extra),
-                               directory / dataset.STAGING_DIR / "r0-test" / "part-000001.parquet")
+                               directory / schema.STAGING_DIR / "r0-test" / "part-000001.parquet")
     second = clip.score_clip(directory, *TINY, num_workers=0, progress=False)
     assert (second.scored, second.skipped) == (len(extra), first.scored)
     assert len(store.part_files(first.folder)) == 2

@@ -1,5 +1,6 @@
 """Tests for accelbench.builder.synthetic: tiny pipelines on CPU, full-size configs on the meta device, offline."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,10 @@ import tomesd
 import torch
 
 from accelbench.builder import synthetic
+from accelbench.manifest import load_catalog
+
+MODELS = load_catalog().models  # the packaged families, each naming its synthetic architecture
+FAMILIES = tuple(MODELS)
 
 
 PROMPT = "A photo of an astronaut riding a horse on Mars, 4k, highly detailed!"
@@ -30,16 +35,16 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def folders(cache_dir):
-    return {family: synthetic.materialize(family, "tiny", cache_dir) for family in synthetic.FAMILIES}
+    return {family: synthetic.materialize(MODELS[family], "tiny", cache_dir) for family in FAMILIES}
 
 
 @pytest.fixture(scope="module")
 def pipelines():
-    return {family: synthetic.build_pipeline(family) for family in synthetic.FAMILIES}
+    return {family: synthetic.build_pipeline(MODELS[family]) for family in FAMILIES}
 
 
 def _generate(pipe, family, steps=2):
-    resolution = synthetic.tiny_resolution(family)
+    resolution = synthetic.tiny_resolution(MODELS[family])
     kwargs = {"use_resolution_binning": False} if family.startswith("pixart") else {}
     pipe.set_progress_bar_config(disable=True)
     return pipe(
@@ -70,15 +75,15 @@ def test_import_is_light():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_unknown_family_or_size():
-    with pytest.raises(ValueError, match="family"):
-        synthetic.build_pipeline("sd3")
+def test_unknown_architecture_or_size():
+    with pytest.raises(ValueError, match="architecture 'sd3'"):
+        synthetic.build_pipeline(dataclasses.replace(MODELS["sd15"], synthetic="sd3"))
     with pytest.raises(ValueError, match="size"):
-        synthetic.materialize("sd15", "medium")
+        synthetic.materialize(MODELS["sd15"], "medium")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", synthetic.FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_saved_pipeline_loads_and_matches(family, folders, pipelines):
     folder = folders[family]
     assert folder.name.startswith(f"{family}-tiny-")
@@ -90,11 +95,11 @@ def test_saved_pipeline_loads_and_matches(family, folders, pipelines):
         assert not any(m.training for model in _models(p).values() for m in model.modules())
     # The denoiser's sample size makes tiny_resolution the pipeline's default size.
     denoiser = pipe.transformer if family.startswith("pixart") else pipe.unet
-    assert denoiser.config.sample_size * pipe.vae_scale_factor == synthetic.tiny_resolution(family)
+    assert denoiser.config.sample_size * pipe.vae_scale_factor == synthetic.tiny_resolution(MODELS[family])
 
     expected = _generate(pipe, family)
     images = _generate(loaded, family)
-    resolution = synthetic.tiny_resolution(family)
+    resolution = synthetic.tiny_resolution(MODELS[family])
     assert images.shape == (1, resolution, resolution, 3)
     assert np.isfinite(images).all()
     assert np.abs(images - expected).max() <= 1e-6
@@ -108,7 +113,7 @@ def test_materialize_is_idempotent(folders, cache_dir, monkeypatch):
         raise AssertionError("materialize rebuilt an existing folder")
 
     monkeypatch.setattr(synthetic, "build_pipeline", no_rebuild)
-    assert synthetic.materialize("sd15", "tiny", cache_dir) == folder
+    assert synthetic.materialize(MODELS["sd15"], "tiny", cache_dir) == folder
     assert (folder / "model_index.json").stat().st_mtime_ns == mtime
     # Only complete folders remain: no temporary siblings.
     assert sorted(p.name for p in cache_dir.iterdir()) == sorted(f.name for f in folders.values())
@@ -127,7 +132,7 @@ def _replace_build(monkeypatch, save_pretrained):
 def test_fingerprint_covers_seed_and_dtype(folders, tmp_path, monkeypatch):
     _replace_build(monkeypatch, lambda folder: (folder / "model_index.json").write_text("{}"))
     names = [
-        synthetic.materialize("sd15", "tiny", tmp_path, **kwargs).name
+        synthetic.materialize(MODELS["sd15"], "tiny", tmp_path, **kwargs).name
         for kwargs in ({}, {"seed": 1}, {"dtype": torch.float16})
     ]
     # The name does not depend on the cache folder.
@@ -142,7 +147,7 @@ def test_materialize_crash_leaves_nothing(tmp_path, monkeypatch):
 
     _replace_build(monkeypatch, crash)
     with pytest.raises(RuntimeError, match="crash while saving"):
-        synthetic.materialize("pixart-sigma", "tiny", tmp_path)
+        synthetic.materialize(MODELS["pixart-sigma"], "tiny", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -156,22 +161,22 @@ def test_materialize_keeps_the_winner_of_a_race(folders, tmp_path, monkeypatch):
         (final / "model_index.json").write_text("theirs")
 
     _replace_build(monkeypatch, lose_race)
-    assert synthetic.materialize("pixart-sigma", "tiny", tmp_path) == final
+    assert synthetic.materialize(MODELS["pixart-sigma"], "tiny", tmp_path) == final
     assert (final / "model_index.json").read_text() == "theirs"
     assert list(tmp_path.iterdir()) == [final]
 
 
 def test_default_cache_dir_follows_env(folders, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELBENCH_CACHE", str(tmp_path))
-    folder = synthetic.materialize("pixart-sigma", "tiny")
+    folder = synthetic.materialize(MODELS["pixart-sigma"], "tiny")
     assert folder == tmp_path / "synthetic" / folders["pixart-sigma"].name
     assert (folder / "model_index.json").is_file()
 
 
 def test_weights_depend_only_on_seed(pipelines):
     rng_state = torch.get_rng_state()
-    same = _weights(synthetic.build_pipeline("sd15", seed=0))
-    other = _weights(synthetic.build_pipeline("sd15", seed=1))
+    same = _weights(synthetic.build_pipeline(MODELS["sd15"], seed=0))
+    other = _weights(synthetic.build_pipeline(MODELS["sd15"], seed=1))
     # Building leaves the caller's RNG alone.
     assert torch.equal(torch.get_rng_state(), rng_state)
 
@@ -184,7 +189,7 @@ def test_weights_depend_only_on_seed(pipelines):
 
 
 def test_dtype(pipelines):
-    pipe = synthetic.build_pipeline("pixart-sigma", dtype=torch.bfloat16)
+    pipe = synthetic.build_pipeline(MODELS["pixart-sigma"], dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for model in _models(pipe).values() for p in model.parameters())
     assert all(p.dtype == torch.float32 for p in pipelines["pixart-sigma"].transformer.parameters())
 
@@ -229,9 +234,9 @@ REAL_PARAMETERS = {
 }
 
 
-@pytest.mark.parametrize("family", synthetic.FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_full_size_parameter_counts(family):
-    pipe = synthetic.build_pipeline(family, "full", device="meta")
+    pipe = synthetic.build_pipeline(MODELS[family], "full", device="meta")
     models = _models(pipe)
     assert models.keys() == REAL_PARAMETERS[family].keys()
     for name, expected in REAL_PARAMETERS[family].items():
@@ -246,14 +251,14 @@ def test_full_size_parameter_counts(family):
 
 
 def test_full_size_details():
-    sdxl = synthetic.build_pipeline("sdxl", "full", device="meta")
+    sdxl = synthetic.build_pipeline(MODELS["sdxl"], "full", device="meta")
     assert not hasattr(sdxl.unet.down_blocks[0], "attentions")
     assert sdxl.vae.config.scaling_factor == 0.13025 and sdxl.vae.config.force_upcast
     assert type(sdxl.scheduler).__name__ == "EulerDiscreteScheduler"
     assert sdxl.scheduler.config.timestep_spacing == "leading"
 
-    alpha = synthetic.build_pipeline("pixart-alpha", "full", device="meta")
-    sigma = synthetic.build_pipeline("pixart-sigma", "full", device="meta")
+    alpha = synthetic.build_pipeline(MODELS["pixart-alpha"], "full", device="meta")
+    sigma = synthetic.build_pipeline(MODELS["pixart-sigma"], "full", device="meta")
     assert alpha.transformer.use_additional_conditions and not sigma.transformer.use_additional_conditions
     assert (alpha.vae.config.scaling_factor, sigma.vae.config.scaling_factor) == (0.18215, 0.13025)
     assert sigma.transformer.config.interpolation_scale == 2

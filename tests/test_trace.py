@@ -22,12 +22,12 @@ def load(task_id, baseline=False, replace=None):
     for old, new in (replace or {}).items():
         assert old in source
         source = source.replace(old, new)
-    module = programs.load_module(source, trace.PROGRAM_MODULE)
+    module = programs.load_module(source, programs.PROGRAM_MODULE)
     programs.quiet_library_output()
     import torch
 
     seed_global(0)
-    pipe = module.load(str(synthetic.materialize(CATALOG.task(task_id).model, "tiny")), "cpu", torch.float32)
+    pipe = module.load(str(synthetic.materialize(CATALOG.models[CATALOG.task(task_id).model], "tiny")), "cpu", torch.float32)
     return module, pipe
 
 

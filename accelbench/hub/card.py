@@ -13,9 +13,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from accelbench import schema
-from accelbench.manifest import Catalog
-from accelbench.scorer import leaderboard as boards
-from accelbench.scorer import markdown, report
+from accelbench.manifest import BASELINE_METHOD
+from accelbench.scorer import leaderboard, leaderboard_files, leaderboard_markdown, markdown, report
 
 GENERATIONS_CONFIG = "generations"
 SCORES_CONFIG = "scores"  # the report's CLIP recipe; "scores-<recipe_id>" for every further recipe
@@ -33,7 +32,7 @@ CONFIG_CONTENTS = {
     FIDELITY_CONFIG: "PSNR/SSIM of each image to the image it is compared with, as the scorer wrote it",
     SUMMARY_CONFIG: f"the report's summary table (`{schema.REPORT_DIR}/{report.SUMMARY_CSV}`): one row per task "
                     f"and variant, batch sizes pooled",
-    LEADERBOARD_CONFIG: f"the leaderboard (`{schema.REPORT_DIR}/{boards.LEADERBOARD_CSV}`): one row per "
+    LEADERBOARD_CONFIG: f"the leaderboard (`{schema.REPORT_DIR}/{leaderboard_files.LEADERBOARD_CSV}`): one row per "
                         f"submission, the GT first as the reference: correct tasks, fast_p, GT parity, geomean speedup",
     GATE_CONFIG: "the correctness gate's verdict on every submission program it judged before timing: checks, "
                  "the first failure, the trace digest and the random inputs",
@@ -44,16 +43,17 @@ BASE_TAGS = ("diffusion", "benchmark", "acceleration", "text-to-image", "accelbe
 EXAMPLE_TEXTS = 3  # task texts and prompts quoted on the card
 
 
-def build_card(*, repo_id: str, manifest: dict, catalog: Catalog, rows: list[dict], runs: list[dict],
+def build_card(*, repo_id: str, manifest: dict, facts: dict[str, dict], rows: list[dict], runs: list[dict],
                configs: dict[str, str], counts: dict[str, int], recipes: list[dict], summary: list[dict],
-               staging_dir: Path, leaderboard: boards.Leaderboard | None = None):
+               staging_dir: Path, board: leaderboard.Leaderboard | None = None):
     """The ``huggingface_hub.DatasetCard`` of a staged dataset.
 
-    ``rows``: the generation rows without images; ``runs``: the run records; ``configs``: config name ->
+    ``facts``: the dataset's task facts (:func:`accelbench.task_facts.read`); ``rows``: the generation rows
+    without images; ``runs``: the run records; ``configs``: config name ->
     data_files pattern and ``counts``: config name -> rows, the generations config first; ``recipes``: per CLIP
     recipe, ``{"config", "rows", "recipe"}`` (``recipe``: its recipe.json), the ``scores`` config's first;
     ``summary``: the report's pooled rows (SUMMARY_COLUMNS, typed), empty when unscored; ``staging_dir``: the
-    staged folder, whose ``report/`` the card links to; ``leaderboard``: the report's leaderboard (datasets with
+    staged folder, whose ``report/`` the card links to; ``board``: the report's leaderboard (datasets with
     submissions), whose table and definitions become the card's leaderboard section."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -61,24 +61,24 @@ def build_card(*, repo_id: str, manifest: dict, catalog: Catalog, rows: list[dic
     data = DatasetCardData(
         license=LICENSE, task_categories=["text-to-image"], size_categories=[_size_category(len(rows))],
         pretty_name=f"AccelBench: {suite} suite",
-        tags=[*BASE_TAGS, *_method_tags(sorted({row["method"] for row in rows}), catalog)], language=["en"],
+        tags=[*BASE_TAGS, *_method_tags(facts)], language=["en"],
         configs=[{"config_name": name, "data_files": [{"split": "train", "path": pattern}],
                   **({"default": True} if name == GENERATIONS_CONFIG else {})} for name, pattern in configs.items()],
     )
-    prompt_source = _prompt_source(catalog, suite, runs)
+    prompt_source = _prompt_source(manifest)
     sections = [
-        _intro_section(manifest, catalog, rows, configs, counts),
-        _tasks_section(catalog, rows),
-        _models_methods_section(catalog, rows),
+        _intro_section(manifest, rows, configs, counts),
+        _tasks_section(facts, rows),
+        _models_methods_section(facts, rows),
         _generation_section(manifest, rows, runs, prompt_source),
         _scoring_section(recipes) if recipes else
         "## Scores\n\nNot scored: this dataset holds the images and timings only (published with --allow-unscored).",
-        _leaderboard_section(leaderboard, staging_dir) if leaderboard is not None else "",
+        _leaderboard_section(board, staging_dir) if board is not None else "",
         _results_section(summary, staging_dir) if summary else "",
         _usage_section(repo_id, configs),
-        _columns_section(configs, {LEADERBOARD_CONFIG: schema.leaderboard_columns(leaderboard.fast_p)}
-                         if leaderboard is not None else {}),
-        _caveats_section(manifest, catalog, rows, recipes, summary),
+        _columns_section(configs, {LEADERBOARD_CONFIG: schema.leaderboard_columns(board.fast_p)}
+                         if board is not None else {}),
+        _caveats_section(manifest, facts, rows, recipes, summary),
         _license_section(rows, prompt_source),
     ]
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(filter(None, sections)) + "\n")
@@ -95,20 +95,15 @@ def _size_category(rows: int) -> str:
     return next((label for bound, label in bounds if rows < bound), "10M<n<100M")
 
 
-def _method_tags(methods, catalog: Catalog) -> list[str]:
+def _method_tags(facts: dict[str, dict]) -> list[str]:
     """Tags from the methods' display names: DeepCache -> deepcache, T-GATE -> t-gate, A+B -> both."""
-    tags = []
-    for method in methods:
-        if method == "none":
-            continue
-        name = catalog.methods[method].name if method in catalog.methods else method
-        tags += [part.strip().lower().replace(" ", "-") for part in name.split("+")]
-    return list(dict.fromkeys(tags))
+    names = sorted({task["method"]["name"] for task in facts.values() if task["method"]["id"] != BASELINE_METHOD})
+    return list(dict.fromkeys(part.strip().lower().replace(" ", "-") for name in names for part in name.split("+")))
 
 
-def _intro_section(manifest, catalog, rows, configs, counts) -> str:
+def _intro_section(manifest, rows, configs, counts) -> str:
     suite = manifest["suite"]
-    description = catalog.suites[suite].description if suite in catalog.suites else ""
+    description = (manifest.get("suite_facts") or {}).get("description", "")
     tasks = {row["task_id"] for row in rows if row["task_id"]}
     failed = sum(row["status"] != schema.STATUS_OK for row in rows)
     table = markdown.table(
@@ -123,7 +118,7 @@ def _intro_section(manifest, catalog, rows, configs, counts) -> str:
             f"baseline image of the same model, scheduler, steps, prompt, seed and batch size.\n\n{table}")
 
 
-def _tasks_section(catalog, rows) -> str:
+def _tasks_section(facts, rows) -> str:
     tasks: dict[str, dict] = {}
     for row in rows:
         if row["task_id"] and row["task_id"] not in tasks:
@@ -136,8 +131,9 @@ def _tasks_section(catalog, rows) -> str:
     # One example text per method, so the examples show the variety of requests.
     examples: dict[str, str] = {}
     for task_id, row in sorted(tasks.items()):
-        if task_id in catalog.tasks and row["method"] not in examples:
-            examples[row["method"]] = catalog.tasks[task_id].text
+        text = (facts.get(task_id) or {}).get("text")
+        if text and row["method"] not in examples:
+            examples[row["method"]] = text
     quoted = "\n".join(f"- *{text}*" for text in list(examples.values())[:EXAMPLE_TEXTS])
     settings = {row["setting_id"] for row in rows}
     return ("## Tasks\n\n"
@@ -148,39 +144,39 @@ def _tasks_section(catalog, rows) -> str:
             + (f"Example task texts:\n\n{quoted}\n\n" if quoted else "") + listing)
 
 
-def _models_methods_section(catalog, rows) -> str:
+def _models_methods_section(facts, rows) -> str:
     sources: dict[str, set] = defaultdict(set)
     for row in rows:
         sources[row["model"]].add(row["model_source"] or "")
+    models = {task["model"]["id"]: task["model"] for task in facts.values()}
+    methods = {task["method"]["id"]: task["method"] for task in facts.values()}
     model_table = markdown.table(
         ["model", "name", "loaded from", "denoiser", "resolution"],
-        [[f"`{model}`", catalog.models[model].name if model in catalog.models else "",
+        [[f"`{model}`", (models.get(model) or {}).get("name") or "",
           ", ".join(f"`{source}`" for source in sorted(found) if source),
-          catalog.models[model].denoiser if model in catalog.models else "",
+          (models.get(model) or {}).get("denoiser") or "",
           ", ".join(sorted({f"{row['width']}×{row['height']}" for row in rows if row["model"] == model}))]
          for model, found in sorted(sources.items())])
     versions = markdown.versions(rows)
     method_rows = []
     for method in sorted({row["method"] for row in rows}):
-        entry = catalog.methods.get(method)
-        library = entry.library if entry else None
-        method_rows.append([f"`{method}`", entry.name if entry else "", library or "",
+        entry = methods.get(method) or {}
+        library = entry.get("library")
+        method_rows.append([f"`{method}`", entry.get("name") or "", library or "",
                             ", ".join(versions.get(library, ())) if library else ""])
     return (f"## Models and methods\n\n{model_table}\n\n"
             + markdown.table(["method", "name", "library", "version"], method_rows))
 
 
-def _prompt_source(catalog, suite_id, runs) -> str:
-    """Where the prompts came from, as words (empty when the suite is not in the catalogue)."""
-    suite = catalog.suites.get(suite_id)
-    if any("--prompts" in (run.get("argv") or []) for run in runs):
-        return "a prompt file given on the command line"
-    if suite and suite.prompts.hub:
-        return (f"the Hub dataset [`{suite.prompts.hub}`](https://huggingface.co/datasets/{suite.prompts.hub}) "
-                f"(column `{suite.prompts.column}`, in order)")
-    if suite and suite.prompts.file:
-        return f"the suite's prompt file `{suite.prompts.file.name}`"
-    return "the suite manifest" if suite else ""
+def _prompt_source(manifest: dict) -> str:
+    """Where the prompts came from, as words (empty for a dataset that did not record it)."""
+    prompts = (manifest.get("suite_facts") or {}).get("prompts") or {}
+    kind = prompts.get("kind")
+    if kind == "hub":
+        return (f"the Hub dataset [`{prompts['name']}`](https://huggingface.co/datasets/{prompts['name']}) "
+                f"(column `{prompts.get('column')}`, in order)")
+    return {"suite-file": f"the suite's prompt file `{prompts.get('name')}`", "inline": "the suite manifest",
+            "command-line": "a prompt file given on the command line"}.get(kind, "")
 
 
 def _generation_section(manifest, rows, runs, prompt_source) -> str:
@@ -282,11 +278,11 @@ def _usage_section(repo_id, configs) -> str:
             f"every row.")
 
 
-def _leaderboard_section(board: boards.Leaderboard, staging_dir: Path) -> str:
+def _leaderboard_section(board: leaderboard.Leaderboard, staging_dir: Path) -> str:
     """The report's leaderboard table, definitions and plots (images linked from the staged report/)."""
-    present = all((staging_dir / schema.REPORT_DIR / name).is_file() for name in (boards.FAST_P_PNG,
-                                                                                   boards.HEATMAP_PNG))
-    return boards.markdown_section(board, images=present, image_dir=f"{schema.REPORT_DIR}/").rstrip()
+    present = all((staging_dir / schema.REPORT_DIR / name).is_file()
+                  for name in (leaderboard_files.FAST_P_PNG, leaderboard_files.HEATMAP_PNG))
+    return leaderboard_markdown.markdown_section(board, images=present, image_dir=f"{schema.REPORT_DIR}/").rstrip()
 
 
 def _columns_section(configs, extra: dict | None = None) -> str:
@@ -301,10 +297,9 @@ def _columns_section(configs, extra: dict | None = None) -> str:
     return "## Columns\n\n" + "\n\n".join(blocks)
 
 
-def _caveats_section(manifest, catalog, rows, recipes, summary) -> str:
-    libraries = {catalog.methods[method].library for method in {row["method"] for row in rows}
-                 if method in catalog.methods}
-    denoisers = {catalog.models[model].denoiser for model in {row["model"] for row in rows} if model in catalog.models}
+def _caveats_section(manifest, facts, rows, recipes, summary) -> str:
+    libraries = {task["method"].get("library") for task in facts.values()}
+    denoisers = {task["model"].get("denoiser") for task in facts.values()}
     statuses = Counter(row["status"] for row in rows)
     no_ops = sorted({row["task_id"] for row in summary if "no-op" in row["flags"].split(";")})
     caveats = markdown.weights_caveats({row["weights"] for row in rows if row["weights"]} or {manifest.get("weights")})

@@ -47,11 +47,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from accelbench import dataset, schema
+from accelbench import dataset, schema, task_facts
 from accelbench.errors import RunError, UserInputError
 from accelbench.hub import card
-from accelbench.manifest import Catalog
-from accelbench.scorer import leaderboard, report, store
+from accelbench.scorer import leaderboard_files, report, store
 
 STAGING_MARKER = ".accelbench-publish.json"  # marks a folder as a staging this module made (never uploaded)
 STAGING_KIND = "accelbench-publish-staging"
@@ -108,12 +107,11 @@ def check_repo_id(repo_id: str) -> None:
         raise PublishError(f"--repo-id {repo_id!r} is not a valid Hub repo id: {error}") from None
 
 
-def stage(directory: Path, staging_dir: Path, repo_id: str, catalog: Catalog,
-          allow_unscored: bool = False) -> StagedDataset:
-    """Check ``directory`` is publishable and write the Hub-ready folder ``staging_dir`` (``--dry-run``).
+def stage(directory: Path, staging_dir: Path, repo_id: str, allow_unscored: bool = False) -> StagedDataset:
+    """Check ``directory`` is publishable and write the Hub-ready folder ``staging_dir`` (``--dry-run``), from
+    the dataset alone (its task facts give the card its task texts, model and method names).
 
-    ``staging_dir`` must be new, empty or an earlier staging (which is replaced). ``catalog``: the manifests the
-    dataset was generated with (task texts, model and method names on the card)."""
+    ``staging_dir`` must be new, empty or an earlier staging (which is replaced)."""
     check_repo_id(repo_id)
     directory, staging_dir = Path(directory), Path(staging_dir)
     manifest = dataset.read_manifest(directory)
@@ -134,7 +132,7 @@ def stage(directory: Path, staging_dir: Path, repo_id: str, catalog: Catalog,
 
     for path in shards:
         _link(path, staging_dir / schema.GENERATIONS_DIR / card.GENERATIONS_CONFIG / path.name)
-    for name in (schema.PROGRAMS_DIR, schema.RUNS_DIR, schema.REPORT_DIR):
+    for name in (schema.PROGRAMS_DIR, schema.RUNS_DIR, schema.REPORT_DIR, schema.TASKS_DIR):
         for path in _plain_files(directory / name):
             _link(path, staging_dir / name / path.name)
     _link(directory / schema.DATASET_MANIFEST, staging_dir / schema.DATASET_MANIFEST)
@@ -152,9 +150,9 @@ def stage(directory: Path, staging_dir: Path, repo_id: str, catalog: Catalog,
     if summary is not None:
         add_config(card.SUMMARY_CONFIG, summary)
     board = None
-    if (directory / schema.REPORT_DIR / leaderboard.LEADERBOARD_CSV).is_file():
-        board = leaderboard.read(directory)
-        add_config(card.LEADERBOARD_CONFIG, leaderboard.read_leaderboard(directory))
+    if (directory / schema.REPORT_DIR / leaderboard_files.LEADERBOARD_CSV).is_file():
+        board = leaderboard_files.read(directory)
+        add_config(card.LEADERBOARD_CONFIG, leaderboard_files.read_leaderboard(directory))
 
     verdicts = store.read_gate_verdicts(directory)
     if verdicts is not None:
@@ -162,10 +160,11 @@ def stage(directory: Path, staging_dir: Path, repo_id: str, catalog: Catalog,
 
     runs = [json.loads(path.read_text()) for path in _plain_files(directory / schema.RUNS_DIR)
             if path.suffix == ".json"]
+    generations = dataset.read_generations(directory).to_pylist()
     dataset_card = card.build_card(
-        repo_id=repo_id, manifest=manifest, catalog=catalog, rows=dataset.read_generations(directory).to_pylist(),
+        repo_id=repo_id, manifest=manifest, facts=task_facts.read(directory, generations)[0], rows=generations,
         runs=runs, configs=configs, counts=rows, recipes=recipes,
-        summary=summary.to_pylist() if summary is not None else [], staging_dir=staging_dir, leaderboard=board)
+        summary=summary.to_pylist() if summary is not None else [], staging_dir=staging_dir, board=board)
     dataset_card.save(staging_dir / "README.md")
     files = [path for path in staging_dir.rglob("*") if path.is_file() and path.name != STAGING_MARKER]
     return StagedDataset(path=staging_dir, repo_id=repo_id, suite=manifest["suite"], configs=configs, rows=rows,
@@ -219,7 +218,7 @@ def upload(staged: StagedDataset, private: bool = False, revision: str | None = 
     return f"{url.rstrip('/')}/tree/{revision}" if revision else url
 
 
-def publish(directory: Path, repo_id: str, catalog: Catalog, private: bool = False, revision: str | None = None,
+def publish(directory: Path, repo_id: str, private: bool = False, revision: str | None = None,
             allow_unscored: bool = False, token: str | None = None, api=None) -> str:
     """Stage ``directory`` into a temporary folder beside it and upload it; return the dataset's URL.
 
@@ -232,7 +231,7 @@ def publish(directory: Path, repo_id: str, catalog: Catalog, private: bool = Fal
     except OSError:
         temporary = Path(tempfile.mkdtemp(prefix="accelbench-publish-"))
     try:
-        staged = stage(directory, temporary, repo_id, catalog, allow_unscored=allow_unscored)
+        staged = stage(directory, temporary, repo_id, allow_unscored=allow_unscored)
         return upload(staged, private=private, revision=revision, token=token, api=api)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -247,7 +246,7 @@ def _check_publishable(directory: Path, allow_unscored: bool) -> list[Path]:
     """The generation shards, once the dataset is complete, readable, scored (unless allowed) and reported."""
     parts = dataset.part_files(directory)
     if parts:
-        raise PublishError(f"{directory} has {len(parts)} unfinished part file(s) in {dataset.STAGING_DIR}/ (a run "
+        raise PublishError(f"{directory} has {len(parts)} unfinished part file(s) in {schema.STAGING_DIR}/ (a run "
                            f"that was interrupted or is still going): rerun `accelbench generate` with the same "
                            f"arguments to finish them, then publish")
     unreadable = store.unreadable_generation_files(directory)
@@ -257,7 +256,7 @@ def _check_publishable(directory: Path, allow_unscored: bool) -> list[Path]:
     shards = dataset.shard_files(directory)
     if not shards:
         raise PublishError(f"{directory} has no generation shards ({schema.GENERATIONS_DIR}/"
-                           f"{dataset.SHARD_PREFIX}*.parquet): run `accelbench generate` first")
+                           f"{schema.SHARD_PREFIX}*.parquet): run `accelbench generate` first")
     if not store.clip_recipe_ids(directory):
         if not allow_unscored:
             raise PublishError(f"{directory} has no CLIP scores ({schema.SCORES_DIR}/{schema.CLIP_DIR_PREFIX}*/): "

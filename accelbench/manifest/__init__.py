@@ -1,0 +1,24 @@
+"""Load and strictly validate the YAML manifests into one typed :class:`Catalog`.
+
+A manifest root holds ``models.yaml``, ``methods.yaml``, ``schedulers.yaml``, ``tasks/*.yaml`` and
+``suites/*.yaml``. Every problem is reported as one :class:`ManifestError` line naming the file, the key and
+what is wrong (with a did-you-mean for unknown keys and names); nothing is silently corrected.
+
+The package: :mod:`.model` (the typed entries), :mod:`.load` (:func:`load_catalog`), the parsers
+(:mod:`.sections`, :mod:`.tasks`, :mod:`.suites`, on :mod:`.checks`) and :mod:`.text` (task text, rendered and
+parsed back). Pure Python + PyYAML: ``accelbench --help`` and the scorer import it, so no torch here.
+"""
+
+from accelbench.manifest.load import default_root, load_catalog
+from accelbench.manifest.model import (BASELINE_METHOD, DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, DENOISERS,
+                                       DTYPES, LEVELS, WEIGHTS_MODES, Catalog, GateTolerance, ManifestError, Method,
+                                       MethodBinding, Model, ParamSpec, PromptSource, Scheduler, Suite, Task,
+                                       did_you_mean, setting_id, task_level, unknown_name)
+from accelbench.manifest.suites import expand_task_patterns
+from accelbench.manifest.text import parse_task_text, render_task_text
+
+__all__ = ["BASELINE_METHOD", "DEFAULT_CLIP_MODEL", "DEFAULT_CLIP_PRETRAINED", "DENOISERS", "DTYPES", "LEVELS",
+           "WEIGHTS_MODES", "Catalog", "GateTolerance", "ManifestError", "Method", "MethodBinding", "Model",
+           "ParamSpec", "PromptSource", "Scheduler", "Suite", "Task", "default_root", "did_you_mean",
+           "expand_task_patterns", "load_catalog", "parse_task_text", "render_task_text", "setting_id",
+           "task_level", "unknown_name"]

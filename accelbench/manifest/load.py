@@ -1,0 +1,52 @@
+"""Loading a manifest root: ``models.yaml``, ``methods.yaml``, ``schedulers.yaml``, ``tasks/*.yaml`` and
+``suites/*.yaml``, parsed and cross-checked into one :class:`Catalog`."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from accelbench.manifest.checks import read_yaml
+from accelbench.manifest.model import Catalog, ManifestError, Suite, Task
+from accelbench.manifest.sections import parse_methods, parse_models, parse_schedulers
+from accelbench.manifest.suites import parse_suite
+from accelbench.manifest.tasks import parse_tasks
+
+
+
+def default_root() -> Path:
+    """The packaged manifests (``manifests/`` in the source tree, ``accelbench/manifests`` when installed)."""
+    return Path(str(resources.files("accelbench.manifests")))
+
+
+def load_catalog(root: Path | str | None = None, extra_files=()) -> Catalog:
+    """Load and validate a manifest root, plus optional extra task/suite files validated against it."""
+    root = Path(root) if root is not None else default_root()
+    for required in ("models.yaml", "methods.yaml", "schedulers.yaml"):
+        if not (root / required).is_file():
+            raise ManifestError(root, "", f"not a manifest root: {required} is missing")
+    methods = parse_methods(read_yaml(root / "methods.yaml"), root / "methods.yaml")
+    schedulers = parse_schedulers(read_yaml(root / "schedulers.yaml"), root / "schedulers.yaml")
+    models = parse_models(read_yaml(root / "models.yaml"), root / "models.yaml", methods)
+    task_files = sorted((root / "tasks").glob("*.yaml")) if (root / "tasks").is_dir() else []
+    suite_files = sorted((root / "suites").glob("*.yaml")) if (root / "suites").is_dir() else []
+    for path in map(Path, extra_files):
+        data = read_yaml(path)
+        kind = "suite" if isinstance(data, dict) and "suite" in data else "tasks"
+        (suite_files if kind == "suite" else task_files).append(path)
+
+    tasks: dict[str, Task] = {}
+    for path in task_files:
+        for task in parse_tasks(read_yaml(path), path, models, schedulers, methods):
+            if task.id in tasks:
+                raise ManifestError(path, f"tasks ({task.id})",
+                                    f"duplicate task id {task.id!r}, first defined in {tasks[task.id].source}")
+            tasks[task.id] = task
+    suites: dict[str, Suite] = {}
+    for path in suite_files:
+        suite = parse_suite(read_yaml(path), path, tasks)
+        if suite.id in suites:
+            raise ManifestError(path, "suite", f"duplicate suite {suite.id!r}, first defined in "
+                                               f"{suites[suite.id].source}")
+        suites[suite.id] = suite
+    return Catalog(root=root, models=models, methods=methods, schedulers=schedulers, tasks=tasks, suites=suites)

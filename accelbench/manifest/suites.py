@@ -1,0 +1,84 @@
+"""Parsing ``suites/*.yaml``: the tasks (ids or glob patterns), prompts, seeds, batch sizes and defaults of a
+suite."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from accelbench.manifest.checks import Checker
+from accelbench.manifest.model import (DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, DTYPES, WEIGHTS_MODES,
+                                       PromptSource, Suite, Task, did_you_mean)
+
+
+def expand_task_patterns(patterns, task_ids, unmatched) -> list[str]:
+    """The ids among ``task_ids`` that task ids or glob patterns (case-sensitive) select, each once, in the
+    order first selected. ``unmatched(index, pattern)`` is called for a pattern that selects nothing."""
+    selected: list[str] = []
+    for index, pattern in enumerate(patterns):
+        matches = [task_id for task_id in task_ids if fnmatch.fnmatchcase(task_id, pattern)]
+        if not matches:
+            unmatched(index, pattern)
+        selected.extend(task_id for task_id in matches if task_id not in selected)
+    return selected
+
+
+def parse_suite(data, source, tasks: dict[str, Task]) -> Suite:
+    check = Checker(source)
+    check.mapping(data, "", required=("suite",))
+    entry = check.mapping(data["suite"], "suite",
+                          required=("description", "tasks", "prompts", "seeds", "batch_sizes"),
+                          optional=("warmup_batches", "weights", "dtype", "clip"))
+    patterns = [check.string(pattern, f"suite.tasks[{index}]")
+                for index, pattern in enumerate(check.sequence(entry["tasks"], "suite.tasks"))]
+    selected = expand_task_patterns(patterns, tasks, lambda index, pattern: check.fail(
+        f"suite.tasks[{index}]", f"no task matches {pattern!r}{did_you_mean(pattern, tasks)}"))
+    seeds = check.sequence(entry["seeds"], "suite.seeds")
+    for index, seed in enumerate(seeds):
+        check.integer(seed, f"suite.seeds[{index}]", minimum=0)
+    if len(set(seeds)) != len(seeds):
+        check.fail("suite.seeds", f"seeds must be distinct, got {seeds}")
+    batch_sizes = check.sequence(entry["batch_sizes"], "suite.batch_sizes")
+    for index, size in enumerate(batch_sizes):
+        check.integer(size, f"suite.batch_sizes[{index}]", minimum=1)
+    if len(set(batch_sizes)) != len(batch_sizes):
+        check.fail("suite.batch_sizes", f"batch sizes must be distinct, got {batch_sizes}")
+    clip = check.mapping(entry.get("clip") or {}, "suite.clip", optional=("model", "pretrained"))
+    return Suite(
+        id=Path(source).stem, description=check.string(entry["description"], "suite.description"),
+        tasks=tuple(selected), prompts=_parse_prompt_source(check, entry["prompts"], Path(source).parent),
+        seeds=tuple(seeds), batch_sizes=tuple(batch_sizes),
+        warmup_batches=check.integer(entry.get("warmup_batches", 2), "suite.warmup_batches", minimum=0),
+        weights=check.choice(entry.get("weights", "pretrained"), "suite.weights", WEIGHTS_MODES, "weights mode"),
+        dtype=check.choice(entry.get("dtype", "auto"), "suite.dtype", DTYPES, "dtype"),
+        clip_model=check.string(clip.get("model", DEFAULT_CLIP_MODEL), "suite.clip.model"),
+        clip_pretrained=check.string(clip.get("pretrained", DEFAULT_CLIP_PRETRAINED), "suite.clip.pretrained"),
+        source=str(source),
+    )
+
+
+def _parse_prompt_source(check: Checker, value, base: Path) -> PromptSource:
+    entry = check.mapping(value, "suite.prompts", optional=("inline", "file", "hub", "split", "column", "limit"))
+    given = [name for name in ("inline", "file", "hub") if name in entry]
+    if len(given) != 1:
+        check.fail("suite.prompts", f"give exactly one of inline, file or hub (got {', '.join(given) or 'none'})")
+    limit = entry.get("limit")
+    source = PromptSource(
+        split=check.string(entry.get("split", "train"), "suite.prompts.split"),
+        column=check.string(entry.get("column", "Prompt"), "suite.prompts.column"),
+        limit=check.integer(limit, "suite.prompts.limit", minimum=1) if limit is not None else None,
+    )
+    if "inline" in entry:
+        prompts = check.sequence(entry["inline"], "suite.prompts.inline")
+        for index, prompt in enumerate(prompts):
+            check.string(prompt, f"suite.prompts.inline[{index}]")
+        return replace(source, inline=tuple(prompts))
+    if "file" in entry:
+        path = Path(check.string(entry["file"], "suite.prompts.file"))
+        return replace(source, file=path if path.is_absolute() else (base / path))
+    hub = check.string(entry["hub"], "suite.prompts.hub")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", hub):
+        check.fail("suite.prompts.hub", f"must be a Hub dataset id ORG/NAME, got {hub!r}")
+    return replace(source, hub=hub)

@@ -1,0 +1,62 @@
+"""The leaderboard in Markdown, for ``report.md`` and the dataset card: its table, definitions, breakdown and
+failed tasks. Every field that comes from a submission is escaped by :func:`accelbench.scorer.markdown.cell`."""
+
+from __future__ import annotations
+
+from accelbench import schema
+from accelbench.scorer import markdown
+from accelbench.scorer.leaderboard import Leaderboard, definitions
+from accelbench.scorer.leaderboard_files import FAST_P_PNG, HEATMAP_PNG
+
+
+def _fraction(row: dict, column: str) -> str:
+    return markdown.with_ci(row, column, n=row["tasks"])
+
+
+def table_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    """The leaderboard table of report.md and the dataset card: header and cells, from the leaderboard rows."""
+    header = (["Submission", "Correct"] + [f"fast_{p:g}" for p in board.fast_p]
+              + ["GT parity", "Geomean speedup", "Quality loss", "PSNR to GT (dB)", "Identical to GT", "Failures"])
+    cells = []
+    for row in board.rows:
+        name = f"**{row['submission']}** (reference)" if row["reference"] else f"`{row['submission']}`"
+        cells.append([name, f"{row['correct']}/{row['tasks']}"]
+                     + [_fraction(row, schema.fast_column(p)) for p in board.fast_p]
+                     + [_fraction(row, "gt_parity"), markdown.with_ci(row, "geomean_speedup", suffix="×"),
+                        markdown.with_ci(row, "quality_loss", suffix=" %", scale=100.0, undefined="n/a"),
+                        markdown.number(row["psnr_gt"], 1) + (f" (n={row['psnr_gt_n']})" if row["psnr_gt_n"] else ""),
+                        markdown.number(row["identical_to_gt"], 0, " %", 100.0),
+                        (row["reasons"] or "").replace(";", ",")])
+    return header, cells
+
+
+def markdown_section(board: Leaderboard, heading: str = "##", images: bool = True, image_dir: str = "") -> str:
+    header, cells = table_rows(board)
+    d = definitions(board)
+    lines = [f"{heading} Leaderboard", "",
+             f"{len(board.rows) - 1} submission(s) on {board.rows[0]['tasks'] if board.rows else 0} task(s), "
+             f"the GT first as the reference. Timings on {', '.join(board.meta.get('device_names') or ['?'])}; "
+             f"weights {board.meta.get('weights')}.", "",
+             markdown.table(header, cells), "",
+             f"- **Correct**: {d['correct']}.",
+             f"- **fast_p**: {d['fast_p']}. **GT parity**: {d['gt_parity']}. **Geomean speedup**: "
+             f"{d['geomean_speedup']}. Quality loss, PSNR and identical images: over the correct tasks.",
+             f"- **Confidence intervals**: {d['resampling']}; n beside each. n/a: no CI, or undefined.",
+             f"- **Level**: {d['level']}."]
+    lines += [f"- {note}" for note in board.notes]
+    if images:
+        lines += ["", f"![fast_p curves]({image_dir}{FAST_P_PNG})", "",
+                  f"![speedup per task and submission]({image_dir}{HEATMAP_PNG})"]
+    lines += ["", f"{heading}# Breakdown", "",
+              markdown.table(["By", "Group", "Submission", "Correct"] + [f"fast_{p:g}" for p in board.fast_p]
+                             + ["GT parity", "Geomean speedup"],
+                             [[row["by"], row["group"], row["submission"], f"{row['correct']}/{row['tasks']}"]
+                              + [markdown.number(row[schema.fast_column(p)]) for p in board.fast_p]
+                              + [markdown.number(row["gt_parity"]), markdown.number(row["geomean_speedup"], suffix="×")]
+                              for row in board.breakdown])]
+    failed = [result for result in board.tasks if not result["correct"]]
+    if failed:
+        lines += ["", f"{heading}# Failed tasks", "", markdown.table(
+            ["Submission", "Task", "Reason"],
+            [[result["submission"], f"`{result['task_id']}`", result["reason"]] for result in failed])]
+    return "\n".join(lines) + "\n"
