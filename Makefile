@@ -6,11 +6,13 @@ SUITE ?= smoke
 OUT ?= runs/$(SUITE)
 ARGS ?=
 
-.PHONY: install test demo generate score report publish bench clean help
+.PHONY: install lint test test-fast demo generate score report publish bench clean help
 
 help:
 	@echo "make install                  create $(VENV) with the pinned, tested packages (constraints.txt)"
 	@echo "make test                     install if needed, run the test suite (CPU, offline)"
+	@echo "make test-fast                the tests not marked slow (a quick check while developing)"
+	@echo "make lint                     ruff over the whole tree (configured in pyproject.toml)"
 	@echo "make demo                     install; generate, gate, score the smoke suite + a demo submission on CPU"
 	@echo "make generate SUITE=.. OUT=.. render a suite into a dataset folder (ARGS='--device cuda ...')"
 	@echo "make score OUT=..             CLIP scores, fidelity and the report, from the dataset alone"
@@ -29,6 +31,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 test: install
 	$(BIN)/python -m pytest -q --durations=10
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" --durations=5
+
+lint: install
+	$(BIN)/ruff check .
 
 DEMO_SUBMISSION := examples/demo-submission
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import click
 
-from accelbench import schema
-from accelbench.errors import RunError, UserInputError
-from accelbench.manifest import WEIGHTS_MODES, load_catalog
+from accelbench import __version__, schema
 from accelbench.builder.isolation import SANDBOXES  # no torch at import
 from accelbench.builder.options import GATE_MODES
 from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S
+from accelbench.errors import RunError, UserInputError
+from accelbench.manifest import WEIGHTS_MODES, load_catalog
 
 EXIT_FAILED = 1  # the command ran and found failures (failed rows, a program that fails the gate)
 EXIT_BAD_INPUT = 2  # bad input: nothing was run, nothing written
@@ -57,7 +57,7 @@ class Group(click.Group):
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--manifests", type=click.Path(file_okay=False, path_type=Path), envvar="ACCELBENCH_MANIFESTS",
               help="Manifest root to use instead of the packaged one (env ACCELBENCH_MANIFESTS).")
-@click.version_option(package_name="accelbench")
+@click.version_option(version=__version__, package_name="accelbench")
 @click.pass_context
 def main(ctx, manifests):
     """Benchmark diffusion-pipeline acceleration: tasks, programs, generation, scoring, publishing."""
@@ -133,12 +133,12 @@ def gt_code(ctx, task_id, baseline):
 def task_pack(ctx, suite_id, out, task_patterns):
     """Write what an agent is given: README.md (contract, checks, rules), tasks.jsonl, <task>/TASK.md and
     <task>/baseline.py. No ground-truth programs."""
-    from accelbench.builder import plan, submissions
+    from accelbench.builder import plan, task_pack
 
     catalog = _catalog(ctx)
     suite = catalog.suite(suite_id)
     tasks = plan.select_tasks(catalog, suite, _split(task_patterns))
-    written = submissions.write_task_pack(catalog, suite, tasks, out)
+    written = task_pack.write_task_pack(catalog, suite, tasks, out)
     click.echo(f"task pack: {len(tasks)} tasks, {len(written)} files in {out}")
 
 
@@ -154,7 +154,7 @@ def task_pack(ctx, suite_id, out, task_patterns):
                                        "records it).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the verdict, as JSON, on stdout.")
 @click.option("--trace", "show_trace", is_flag=True,
-              help="Also print the program's execution trace (its first call) as JSON (inside the verdict with --json).")
+              help="Also print the program's execution trace (its first call) as JSON (in the verdict with --json).")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the program's own output to this file (default: copied to stderr).")
 @click.pass_context

@@ -178,7 +178,8 @@ GENERATION_COLUMNS = _columns(
     Column("weights", pa.string(), "pretrained | random (full-size, random weights) | tiny (synthetic)"),
     Column("generator_device", pa.string(), "device of the per-image torch.Generators"),
     Column("warmup_batches", pa.int32(), "untimed batches run before the first timed batch of each batch size"),
-    Column("versions", pa.string(), "JSON object: python, torch, diffusers, transformers, method libraries, accelbench"),
+    Column("versions", pa.string(), "JSON object: python, torch, diffusers, transformers, method libraries, "
+                                    "accelbench"),
     Column("run_id", pa.string(), "id of the run (process group) that wrote the row"),
     Column("rank", pa.int32(), "rank of the process that wrote the row"),
     Column("world_size", pa.int32(), "number of processes sharing the work list"),
@@ -188,7 +189,8 @@ GENERATION_COLUMNS = _columns(
 
 CLIP_SCORE_COLUMNS = _columns(
     Column("record_id", pa.string(), "the scored generation row"),
-    Column("recipe_id", pa.string(), "readable id of the recipe: model and pretrained tag, e.g. vit-b-32--laion2b-s34b-b79k"),
+    Column("recipe_id", pa.string(), "readable id of the recipe: model and pretrained tag, e.g. "
+                                     "vit-b-32--laion2b-s34b-b79k"),
     Column("clip_model", pa.string(), "open_clip model name"),
     Column("clip_pretrained", pa.string(), "open_clip pretrained tag, or 'random' (meaningless scores)"),
     Column("clip_preprocess", pa.string(), "image preprocessing of the model (resize, crop, normalisation)"),

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from multiprocessing import connection
 
-
 ANSWERED, TIMED_OUT, GONE = "answered", "timed out", "gone"
 
 

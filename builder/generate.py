@@ -26,13 +26,13 @@ from pathlib import Path
 
 from accelbench import dataset, schema, task_facts
 from accelbench.builder import host, plan, programs, submissions
+from accelbench.builder.isolation import SANDBOX_NONE, hide_from_workers
 from accelbench.builder.options import GenerateOptions
 from accelbench.builder.rounds import RunContext, RunState, run_setting
 from accelbench.builder.rows import utc_now
 from accelbench.builder.seeding import GENERATOR_DEVICE
 from accelbench.builder.sources import ModelSources
 from accelbench.builder.verdicts import gate_setting
-from accelbench.builder.isolation import SANDBOX_NONE, hide_from_workers
 from accelbench.builder.writer import ShardWriter
 from accelbench.manifest import Catalog
 

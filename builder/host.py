@@ -7,6 +7,7 @@ import os
 import platform
 from pathlib import Path
 
+import accelbench
 from accelbench.builder.plan import PlanError
 from accelbench.manifest import Model
 
@@ -51,7 +52,7 @@ def environment(device: str, threads: int | None = None) -> tuple[str, dict[str,
     name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else _cpu_name()
     # CPU float results depend on the thread count, so it is recorded too.
     versions = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda or "",
-                "torch_num_threads": str(threads or torch.get_num_threads()), "accelbench": _version("accelbench")}
+                "torch_num_threads": str(threads or torch.get_num_threads()), "accelbench": accelbench.__version__}
     for package in ("diffusers", "transformers", "DeepCache", "tomesd", "tgate"):
         versions[package] = _version(package)
     return name, versions

@@ -1,18 +1,8 @@
 """Pipeline programs: the contract, and rendering the baseline and ground-truth (GT) program of every task.
 
-The contract (version 1)
-------------------------
-A pipeline program is one self-contained Python file that defines
-
-``MODEL_ID``
-    the default model: a Hub id, or a local folder that ``from_pretrained`` reads.
-``load(model_id=MODEL_ID, device="cuda", dtype=DTYPE) -> pipe``
-    builds the pipeline, sets the task's sampler, moves it to ``device`` and applies the acceleration method.
-``generate(pipe, prompts, generators, height=HEIGHT, width=WIDTH) -> numpy.ndarray``
-    one image per prompt, image ``i`` drawn from ``generators[i]`` (a ``torch.Generator``), returned as a float
-    array of shape ``[len(prompts), height, width, 3]`` with values in [0, 1] (diffusers' ``output_type="np"``).
-
-and can be run by hand: ``python program.py "a prompt" --out image.png [--model PATH] [--device cpu]``.
+The contract (:data:`CONTRACT`, written once here: the task pack, the README and the error messages quote it):
+a pipeline program is one self-contained Python file that defines ``MODEL_ID``, ``load`` and ``generate``, and
+can be run by hand: ``python program.py "a prompt" --out image.png [--model PATH] [--device cpu]``.
 Programs are not trusted: :mod:`accelbench.builder.gate` runs them and checks what they actually did.
 
 Every value a program uses (steps, sampler, method parameters) comes from the typed manifest fields, never
@@ -36,17 +26,33 @@ from accelbench.manifest import BASELINE_METHOD, Catalog, Task
 CONTRACT_VERSION = 1
 REQUIRED_FUNCTIONS = ("load", "generate")
 PROGRAM_MODULE = "accelbench_program"  # every program is loaded under this module name: in generate and in the gate
+SIGNATURES = ("load(model_id, device, dtype) -> pipe",
+              "generate(pipe, prompts, generators, height, width) -> float array [N, H, W, 3] in [0, 1]")
+CONTRACT = '''MODEL_ID = "..."   # Hub id or local folder; the harness passes a local folder
+
+def load(model_id=MODEL_ID, device="cuda", dtype=torch.float16):
+    """Build the pipeline, set the task's sampler, move it to `device`, apply the method. Return `pipe`."""
+
+def generate(pipe, prompts, generators, height=HEIGHT, width=WIDTH):
+    """One image per prompt, image i drawn from generators[i] (a torch.Generator); return a float
+    numpy array [N, H, W, 3] in [0, 1] (what diffusers returns with output_type="np")."""
+'''
 
 _HEADER = '''"""accelbench pipeline program (contract v{contract}): {title}.
 
 {request}
 
-load(model_id, device, dtype) -> pipe
-generate(pipe, prompts, generators, height, width) -> float array [N, H, W, 3] in [0, 1]
+{signatures}
 Run by hand: python {filename} "a prompt" --out image.png [--model PATH] [--device cpu]
 """
 
 '''
+
+
+def missing_functions(missing: list[str]) -> str:
+    """What a program lacks, in the words of the contract."""
+    return (f"program defines no {' or '.join(f'{name}()' for name in missing)} (contract v{CONTRACT_VERSION} needs "
+            f"{' and '.join(signature.split(' -> ')[0] for signature in SIGNATURES)})")
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,8 @@ def render(catalog: Catalog, task: Task, baseline: bool = False) -> Program:
         request, filename = baseline_request(catalog, task), f"{task.setting_id}.baseline.py"
     else:
         title, request, filename = f"ground truth of task {task.id}", task.text, f"{task.id}.gt.py"
-    header = _HEADER.format(contract=CONTRACT_VERSION, title=title, request=request, filename=filename)
+    header = _HEADER.format(contract=CONTRACT_VERSION, title=title, request=request, filename=filename,
+                            signatures="\n".join(SIGNATURES))
     body = _template(method.template).substitute(values)
     return Program(header + body + _template("_main").template, origin=f"template:{method.template}")
 
@@ -127,8 +134,7 @@ def load_module(source: str, name: str) -> ModuleType:
     exec(code, module.__dict__)
     missing = [fn for fn in REQUIRED_FUNCTIONS if not callable(getattr(module, fn, None))]
     if missing:
-        raise ContractError(f"program defines no {' or '.join(missing)}() (contract v{CONTRACT_VERSION} needs "
-                            f"load(model_id, device, dtype) and generate(pipe, prompts, generators, height, width))")
+        raise ContractError(missing_functions(missing))
     return module
 
 

@@ -114,7 +114,8 @@ class ProgramWorker:
             for end in (child_conn, parent_conn, log_read, log_write):
                 end.close()
             self.close()
-            raise WorkerFailure(schema.STATUS_CRASHED, f"the worker could not start: {describe_error(error)}") from error
+            reason = f"the worker could not start: {describe_error(error)}"
+            raise WorkerFailure(schema.STATUS_CRASHED, reason) from error
         child_conn.close()
         log_write.close()
         self._conn = parent_conn

@@ -131,9 +131,10 @@ class ShardWriter:
             table = table.filter(pa.array(keep, type=pa.bool_()))
             if table.num_rows:
                 self.shards_written += 1
-                name = f"{schema.SHARD_PREFIX}{schema.run_stem(self.run_id, self.rank)}-{self.shards_written:04d}.parquet"
                 count = self.shards_written
-                dataset.write_table_atomic(table.cast(self.table_schema), self.directory / schema.GENERATIONS_DIR / name,
+                name = f"{schema.SHARD_PREFIX}{schema.run_stem(self.run_id, self.rank)}-{count:04d}.parquet"
+                dataset.write_table_atomic(table.cast(self.table_schema),
+                                           self.directory / schema.GENERATIONS_DIR / name,
                                            before_replace=lambda _: _failpoint("shard-write", count))
                 _failpoint("shard", self.shards_written)
         for path in staging.glob("*"):

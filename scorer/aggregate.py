@@ -41,8 +41,8 @@ import pyarrow as pa
 
 from accelbench import dataset, schema
 from accelbench.manifest import BASELINE_METHOD
-from accelbench.scorer import functional, pairing, store
 from accelbench.schema import KIND_BASELINE, KIND_DRIFT, KIND_GT
+from accelbench.scorer import functional, pairing, store
 
 ALL_BATCH_SIZES = "all"
 SUSPICIOUS_SPEEDUP = 10.0  # any variant

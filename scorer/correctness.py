@@ -121,7 +121,8 @@ def task_results(rows: list[dict], pooled: list[dict], facts: dict[str, dict], v
             is_gt = variant == schema.GT
             results.append({
                 **schema.empty_row(schema.LEADERBOARD_TASK_COLUMNS),
-                "dataset": dataset_name, "suite": suite, "variant": variant, "submission": schema.submission_name(variant),
+                "dataset": dataset_name, "suite": suite, "variant": variant,
+                "submission": schema.submission_name(variant),
                 **{name: first[name] for name in ("task_id", "setting_id", "model", "scheduler", "steps", "method",
                                                   "method_params")},
                 "level": task.get("level"),

@@ -6,7 +6,7 @@ scikit-image and scipy are imported inside the functions that need them: importi
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -169,7 +169,8 @@ def bootstrap_ci(statistic: Callable[..., np.ndarray], *samples: np.ndarray, pai
     Several samples are resampled *paired* (the same indices for all), so they must have equal lengths: a
     speedup resamples (baseline batch, accelerated batch) pairs, a quality loss (baseline image, accelerated
     image) pairs. ``paired=False`` resamples each sample on its own, so lengths may differ: independent
-    groups, such as a difference between two groups of runs. ``statistic`` must be vectorised over its last axis (like :func:`ratio_of_sums`). The
+    groups, such as a difference between two groups of runs. ``statistic`` must be vectorised over its last axis
+    (like :func:`ratio_of_sums`). The
     resampling generator is seeded, so the same samples always give the same interval. Percentile bounds, not
     BCa: BCa is undefined for degenerate samples (e.g. bit-identical latencies), where this returns the value
     itself. Fewer than 2 samples, or a statistic undefined in some resamples (0/0), give ``(nan, nan)``.

@@ -27,10 +27,9 @@ import pyarrow as pa
 
 from accelbench import schema
 from accelbench.errors import UserInputError
-from accelbench.scorer import functional
 from accelbench.manifest import LEVELS
-from accelbench.scorer.correctness import (DRIFT_MARGIN_DB, GT_SPEED_FRACTION, QUALITY_MARGIN, complete,
-                                          task_results)
+from accelbench.scorer import functional
+from accelbench.scorer.correctness import DRIFT_MARGIN_DB, GT_SPEED_FRACTION, QUALITY_MARGIN, complete, task_results
 
 SPEEDUP_FLOOR = 0.1  # geometric mean: each speedup counts as at least this
 BREAKDOWNS = ("model", "method", "level")

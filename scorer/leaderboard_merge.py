@@ -51,7 +51,7 @@ def merge(directories: list[Path], fast_p=schema.DEFAULT_FAST_P, allow_mixed: bo
                    "baselines": {setting: sorted(shas) for setting, shas in sorted(baselines.items())},
                    "datasets": [str(directory) for directory, _ in metas],
                    "gated": all(m.get("gated") for _, m in metas)}
-    for directory, meta in metas:
+    for directory, _ in metas:
         notes += [f"{directory}: {note}" for note in read_meta(directory).get("notes", [])
                   if note.startswith("No gate verdicts")]
     return build(results, merged_meta, fast_p, n_resamples, notes)

@@ -18,6 +18,7 @@ import math
 
 from accelbench import schema
 
+
 def is_ok(row: dict) -> bool:
     return row["status"] == schema.STATUS_OK
 

@@ -23,8 +23,18 @@ import pyarrow as pa
 
 from accelbench import dataset, schema, task_facts
 from accelbench.schema import KIND_BASELINE, KIND_DRIFT, KIND_GT
-from accelbench.scorer import (aggregate, clip, functional, leaderboard, leaderboard_files, leaderboard_markdown,
-                               markdown, pairing, plots, store)
+from accelbench.scorer import (
+    aggregate,
+    clip,
+    functional,
+    leaderboard,
+    leaderboard_files,
+    leaderboard_markdown,
+    markdown,
+    pairing,
+    plots,
+    store,
+)
 from accelbench.scorer.errors import ScoreError
 
 SUMMARY_JSON, SUMMARY_CSV, BY_BATCH_SIZE_CSV = "summary.json", "summary.csv", "by_batch_size.csv"

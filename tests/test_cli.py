@@ -39,3 +39,14 @@ def test_makefile_targets_named_in_the_readme_exist():
     targets = set(re.findall(r"^([a-z]+):", makefile, flags=re.M))
     for target in set(re.findall(r"\bmake ([a-z]+)\b", README)):
         assert target in targets, target
+
+
+def test_the_readme_layout_names_every_module():
+    """Each module of the import root appears in the README's layout table (a package's modules in its row)."""
+    root = Path(__file__).resolve().parents[1]
+    layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    for folder in ("accelbench", "builder", "scorer"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path.name in ("__init__.py", "__main__.py"):
+                continue
+            assert path.name in layout or path.stem in layout, path.relative_to(root)

@@ -14,14 +14,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from factories import (BROKEN, CATALOG, FAST, HAND_RECIPE, NOOP, SETTING, dataset_rows, known_scores, passing_verdicts,
-                       program_sha256, row, submission_rows, write_clip_scores, write_dataset, write_verdicts)
+from factories import (
+    BROKEN,
+    CATALOG,
+    FAST,
+    HAND_RECIPE,
+    NOOP,
+    SETTING,
+    dataset_rows,
+    known_scores,
+    passing_verdicts,
+    program_sha256,
+    row,
+    submission_rows,
+    write_clip_scores,
+    write_dataset,
+    write_verdicts,
+)
 from PIL import Image
 
 from accelbench import dataset, schema, task_facts
 from accelbench.cli import EXIT_BAD_INPUT, main
-from accelbench.scorer import (aggregate, correctness, fidelity, functional, leaderboard, leaderboard_files,
-                               leaderboard_markdown, markdown, report, store)
+from accelbench.scorer import (
+    aggregate,
+    correctness,
+    fidelity,
+    functional,
+    leaderboard,
+    leaderboard_files,
+    leaderboard_markdown,
+    markdown,
+    report,
+    store,
+)
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

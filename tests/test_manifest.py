@@ -125,8 +125,9 @@ MALFORMED = {
                                    "methods.tgate.needs_loader: must be"),
     "unknown method in a model": (_edit("models.yaml", _set(["models", "sd15", "methods", "tgat"], {})),
                                   "models.sd15.methods.tgat: unknown key 'tgat' (did you mean 'tgate'?)"),
-    "unknown parameter type": (_edit("methods.yaml", _set(["methods", "tome", "params", "ratio", "type"], "flaot")),
-                               "methods.tome.params.ratio.type: unknown parameter type 'flaot' (did you mean 'float'?)"),
+    "unknown parameter type": (
+        _edit("methods.yaml", _set(["methods", "tome", "params", "ratio", "type"], "flaot")),
+        "methods.tome.params.ratio.type: unknown parameter type 'flaot' (did you mean 'float'?)"),
     "default outside its bounds": (
         _edit("methods.yaml", _set(["methods", "deepcache", "params", "cache_interval", "default"], 0)),
         "methods.deepcache.params.cache_interval.default: must be >= 1, got 0"),
@@ -138,14 +139,17 @@ MALFORMED = {
                                         "schedulers.ddim.class: must name a diffusers scheduler class"),
     "unknown scheduler key": (_edit("schedulers.yaml", _set(["schedulers", "ddim", "clas"], "x")),
                               "schedulers.ddim.clas: unknown key 'clas' (did you mean 'class'?)"),
-    "steps zero": (_edit("tasks/sd15.yaml", _task(0, steps=0)), "tasks[0] (sd15-ddim-25-deepcache).steps: must be >= 1, got 0"),
+    "steps zero": (_edit("tasks/sd15.yaml", _task(0, steps=0)),
+                   "tasks[0] (sd15-ddim-25-deepcache).steps: must be >= 1, got 0"),
     "steps negative": (_edit("tasks/sd15.yaml", _task(1, steps=-5)), ".steps: must be >= 1, got -5"),
     "steps a string": (_edit("tasks/sd15.yaml", _task(0, steps="25")), ".steps: must be an integer, got a string '25'"),
     "unknown scheduler": (_edit("tasks/sd15.yaml", _task(0, scheduler="dpmpp2m")),
                           ".scheduler: unknown scheduler 'dpmpp2m' (did you mean 'dpmpp_2m'?)"),
-    "unknown model": (_edit("tasks/sd15.yaml", _task(0, model="sd-15")), ".model: unknown model 'sd-15' (did you mean 'sd15'?)"),
-    "method not for the model": (_edit("tasks/pixart.yaml", _task(0, method="tome")),
-                                 ".method: method 'tome' does not apply to model 'pixart-alpha' (applies: none, tgate)"),
+    "unknown model": (_edit("tasks/sd15.yaml", _task(0, model="sd-15")),
+                      ".model: unknown model 'sd-15' (did you mean 'sd15'?)"),
+    "method not for the model": (
+        _edit("tasks/pixart.yaml", _task(0, method="tome")),
+        ".method: method 'tome' does not apply to model 'pixart-alpha' (applies: none, tgate)"),
     "duplicate task id": (_edit("tasks/sdxl.yaml", _task(0, id="sd15-ddim-25-deepcache")),
                           "duplicate task id 'sd15-ddim-25-deepcache', first defined in"),
     "text disagrees with steps": (
@@ -174,7 +178,8 @@ MALFORMED = {
                            "suite.prompts: give exactly one of inline, file or hub (got inline, hub)"),
     "unknown weights mode": (_edit("suites/smoke.yaml", _set(["suite", "weights"], "randm")),
                              "suite.weights: unknown weights mode 'randm' (did you mean 'random'?)"),
-    "task list not a list": (_edit("tasks/smoke.yaml", _set(["tasks"], {"id": "x"})), "tasks: must be a list, got a mapping"),
+    "task list not a list": (_edit("tasks/smoke.yaml", _set(["tasks"], {"id": "x"})),
+                             "tasks: must be a list, got a mapping"),
 }
 
 

@@ -13,9 +13,24 @@ from unittest import mock
 import pytest
 from click.testing import CliRunner
 from datasets import load_dataset
-from factories import (CATALOG, DEVICE_NAME, FAST, HAND_RECIPE, NOOP, PROMPTS, SETTING, VERSIONS,
-                       generation_table, known_scores, ok_record_ids, reported_dataset, row, shard_path,
-                       write_clip_scores, write_dataset)
+from factories import (
+    CATALOG,
+    DEVICE_NAME,
+    FAST,
+    HAND_RECIPE,
+    NOOP,
+    PROMPTS,
+    SETTING,
+    VERSIONS,
+    generation_table,
+    known_scores,
+    ok_record_ids,
+    reported_dataset,
+    row,
+    shard_path,
+    write_clip_scores,
+    write_dataset,
+)
 from huggingface_hub import DatasetCard, HfApi
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import filter_repo_objects, httpx

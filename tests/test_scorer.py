@@ -14,9 +14,28 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from factories import (BATCH_SIZES, BROKEN, FAST, HAND_RECIPE, NOOP, PROMPTS, SETTING, TASKS, TINY, TINY_RECIPE,
-                       dataset_rows, generation_table, known_scores, ok_record_ids, record_id, reported_dataset, row,
-                       shard_path, write_clip_scores, write_dataset)
+from factories import (
+    BATCH_SIZES,
+    BROKEN,
+    FAST,
+    HAND_RECIPE,
+    NOOP,
+    PROMPTS,
+    SETTING,
+    TASKS,
+    TINY,
+    TINY_RECIPE,
+    dataset_rows,
+    generation_table,
+    known_scores,
+    ok_record_ids,
+    record_id,
+    reported_dataset,
+    row,
+    shard_path,
+    write_clip_scores,
+    write_dataset,
+)
 from PIL import Image
 
 from accelbench import dataset, schema

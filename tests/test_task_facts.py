@@ -8,8 +8,20 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from factories import (CATALOG, FAST, HAND_RECIPE, SETTING, dataset_rows, known_scores, passing_verdicts,
-                       program_sha256, submission_rows, write_clip_scores, write_dataset, write_verdicts)
+from factories import (
+    CATALOG,
+    FAST,
+    HAND_RECIPE,
+    SETTING,
+    dataset_rows,
+    known_scores,
+    passing_verdicts,
+    program_sha256,
+    submission_rows,
+    write_clip_scores,
+    write_dataset,
+    write_verdicts,
+)
 
 from accelbench import schema, task_facts
 from accelbench.cli import main

@@ -27,7 +27,8 @@ def load(task_id, baseline=False, replace=None):
     import torch
 
     seed_global(0)
-    pipe = module.load(str(synthetic.materialize(CATALOG.models[CATALOG.task(task_id).model], "tiny")), "cpu", torch.float32)
+    model = CATALOG.models[CATALOG.task(task_id).model]
+    pipe = module.load(str(synthetic.materialize(model, "tiny")), "cpu", torch.float32)
     return module, pipe
 
 

@@ -10,10 +10,30 @@ parsed back). Pure Python + PyYAML: ``accelbench --help`` and the scorer import 
 """
 
 from accelbench.manifest.load import default_root, load_catalog
-from accelbench.manifest.model import (BASELINE_METHOD, DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, DENOISERS,
-                                       DTYPES, LEVELS, WEIGHTS_MODES, Catalog, GateTolerance, ManifestError, Method,
-                                       MethodBinding, Model, ParamSpec, PromptSource, Scheduler, Suite, Task,
-                                       did_you_mean, setting_id, task_level, unknown_name)
+from accelbench.manifest.model import (
+                                       BASELINE_METHOD,
+                                       DEFAULT_CLIP_MODEL,
+                                       DEFAULT_CLIP_PRETRAINED,
+                                       DENOISERS,
+                                       DTYPES,
+                                       LEVELS,
+                                       WEIGHTS_MODES,
+                                       Catalog,
+                                       GateTolerance,
+                                       ManifestError,
+                                       Method,
+                                       MethodBinding,
+                                       Model,
+                                       ParamSpec,
+                                       PromptSource,
+                                       Scheduler,
+                                       Suite,
+                                       Task,
+                                       did_you_mean,
+                                       setting_id,
+                                       task_level,
+                                       unknown_name,
+)
 from accelbench.manifest.suites import expand_task_patterns
 from accelbench.manifest.text import parse_task_text, render_task_text
 

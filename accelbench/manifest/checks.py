@@ -9,6 +9,7 @@ import yaml
 
 from accelbench.manifest.model import PARAM_TYPES, ManifestError, ParamSpec, did_you_mean, unknown_name
 
+
 class Checker:
     """Checks YAML values of one file, naming the file and key path in every error."""
 

@@ -13,7 +13,6 @@ from accelbench.manifest.suites import parse_suite
 from accelbench.manifest.tasks import parse_tasks
 
 
-
 def default_root() -> Path:
     """The packaged manifests (``manifests/`` in the source tree, ``accelbench/manifests`` when installed)."""
     return Path(str(resources.files("accelbench.manifests")))

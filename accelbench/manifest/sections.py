@@ -5,8 +5,20 @@ from __future__ import annotations
 import re
 
 from accelbench.manifest.checks import Checker, check_param_value
-from accelbench.manifest.model import (BASELINE_METHOD, DENOISERS, DTYPES, PARAM_TYPES, TEMPLATE_NAME, GateTolerance,
-                                       Method, MethodBinding, Model, ParamSpec, Scheduler, did_you_mean)
+from accelbench.manifest.model import (
+    BASELINE_METHOD,
+    DENOISERS,
+    DTYPES,
+    PARAM_TYPES,
+    TEMPLATE_NAME,
+    GateTolerance,
+    Method,
+    MethodBinding,
+    Model,
+    ParamSpec,
+    Scheduler,
+    did_you_mean,
+)
 
 
 def _template_exists(name: str) -> bool:

@@ -9,8 +9,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from accelbench.manifest.checks import Checker
-from accelbench.manifest.model import (DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, DTYPES, WEIGHTS_MODES,
-                                       PromptSource, Suite, Task, did_you_mean)
+from accelbench.manifest.model import (
+    DEFAULT_CLIP_MODEL,
+    DEFAULT_CLIP_PRETRAINED,
+    DTYPES,
+    WEIGHTS_MODES,
+    PromptSource,
+    Suite,
+    Task,
+    did_you_mean,
+)
 
 
 def expand_task_patterns(patterns, task_ids, unmatched) -> list[str]:

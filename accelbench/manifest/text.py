@@ -10,6 +10,7 @@ import yaml
 
 from accelbench.manifest.model import BASELINE_METHOD, Method, Model, Scheduler, unknown_name
 
+
 def format_param_value(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 

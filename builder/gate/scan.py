@@ -26,8 +26,7 @@ def contract_problem(source: str) -> str | None:
             defined.update((a.asname or a.name).split(".")[0] for a in node.names)
     missing = [name for name in programs.REQUIRED_FUNCTIONS if name not in defined]
     if missing:
-        return (f"program defines no {' or '.join(f'{m}()' for m in missing)} (contract v{programs.CONTRACT_VERSION} "
-                f"needs load(model_id, device, dtype) and generate(pipe, prompts, generators, height, width))")
+        return programs.missing_functions(missing)
     return None
 
 
