@@ -1,0 +1,137 @@
+"""Submissions in generate: correct programs and missing tasks, the gate before timing and on the real model,
+retrying failed rows, bad submission folders, and the task pack an agent is given."""
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from generating import CATALOG, FAKE, SLICE, SMOKE, generate, gt_source, raw_record_ids, rows, submission
+
+from accelbench import dataset, schema
+from accelbench.builder import programs
+from accelbench.cli import main
+
+
+def test_submission_with_correct_programs_and_a_missing_task(tmp_path):
+    folder = submission(tmp_path / "honest", {task: gt_source(task) for task in SLICE[:1]})
+    summary = generate(tmp_path / "out", submissions=[folder], tasks=["smoke-sd15-ddim-8-deepcache",
+                                                                      "smoke-sd15-ddim-8-tome"], limit=2)
+    assert summary.reference_failed_rows == 0
+    table = rows(tmp_path / "out")
+    sub = {row["unit_id"]: row["status"] for row in table if row["variant"] == "sub:honest"}
+    assert sub == {"smoke-sd15-ddim-8-deepcache": "ok", "smoke-sd15-ddim-8-tome": "missing"}
+    # The submitted copy of the GT program renders the GT's images: same program, same inputs.
+    by_key = defaultdict(dict)
+    for row in table:
+        if row["unit_id"] == "smoke-sd15-ddim-8-deepcache":
+            by_key[(row["seed"], row["batch_size"], row["prompt_index"])][row["variant"]] = row["image_sha256"]
+    assert all(images["gt"] == images["sub:honest"] for images in by_key.values())
+    assert (tmp_path / "out" / schema.PROGRAMS_DIR / f"{programs.Program(gt_source(SLICE[0]), '').sha256}.py").exists()
+
+
+def test_the_gate_rejects_a_submission_before_timing_and_stores_its_verdicts(tmp_path):
+    """A DeepCache program handed in for the DeepCache+T-GATE task computes something else: its rows are
+    'rejected' with the gate's first trace difference and it is never timed; the honest copy passes."""
+    honest = gt_source("smoke-sd15-ddim-8-deepcache")
+    folder = submission(tmp_path / "mixed", {"smoke-sd15-ddim-8-deepcache": honest,
+                                             "smoke-sd15-ddim-8-deepcache-tgate": honest})
+    summary = generate(tmp_path / "out", submissions=[folder], limit=2,
+                       tasks=["smoke-sd15-ddim-8-deepcache", "smoke-sd15-ddim-8-deepcache-tgate"])
+    assert summary.reference_failed_rows == 0
+    table = [row for row in rows(tmp_path / "out") if row["variant"] == "sub:mixed"]
+    status = {(row["unit_id"], row["status"]) for row in table}
+    assert status == {("smoke-sd15-ddim-8-deepcache", "ok"), ("smoke-sd15-ddim-8-deepcache-tgate", "rejected")}
+    rejected = [row for row in table if row["status"] == "rejected"]
+    assert all(row["error"].startswith("gate: spec: ") and row["batch_latency_s"] is None for row in rejected)
+    verdicts = pq.read_table(tmp_path / "out" / schema.GATE_DIR).to_pylist()
+    assert {(v["task_id"], v["passed"]) for v in verdicts} == {("smoke-sd15-ddim-8-deepcache", True),
+                                                             ("smoke-sd15-ddim-8-deepcache-tgate", False)}
+    assert all(json.loads(v["inputs"])["calls"] and v["variant"] == "sub:mixed" for v in verdicts)
+
+
+def test_a_program_that_behaves_only_on_the_gates_inputs_is_rejected_on_the_real_model(tmp_path):
+    """Honest on the gate's prompts, 4 steps instead of 8 on any other: the gate passes it, but its traced warm-up
+    batch in generate differs from the GT's on the same batch, so it is rejected before any timed batch."""
+    honest = gt_source("smoke-sd15-ddim-8-deepcache")
+    sly = ("from accelbench.builder.gate import PROMPT_POOL\n" + honest).replace(
+        "num_inference_steps=NUM_INFERENCE_STEPS,", "num_inference_steps=8 if prompts[0] in PROMPT_POOL else 4,")
+    assert sly.count("PROMPT_POOL") == 2
+    folder = submission(tmp_path / "sly", {"smoke-sd15-ddim-8-deepcache": sly})
+    generate(tmp_path / "out", submissions=[folder], tasks=["smoke-sd15-ddim-8-deepcache"], limit=2)
+    verdicts = pq.read_table(tmp_path / "out" / schema.GATE_DIR).to_pylist()
+    assert [v["passed"] for v in verdicts] == [True]  # the tiny-model gate saw only its own prompts
+    sub = [row for row in rows(tmp_path / "out") if row["variant"] == "sub:sly"]
+    assert {row["status"] for row in sub} == {"rejected"} and len(sub) == 8
+    assert all(row["error"].startswith("gate (real model): spec: ") and row["batch_latency_s"] is None for row in sub)
+
+
+def test_retry_failed_replaces_failed_rows(tmp_path):
+    flag = tmp_path / "flag"
+    flaky = FAKE.format(load="pass", generate=f"if not os.path.exists({str(flag)!r}): raise RuntimeError('flaky')")
+    folder = submission(tmp_path / "flaky", {"smoke-sd15-ddim-8-deepcache": flaky})
+    options = dict(submissions=[folder], tasks=["smoke-sd15-ddim-8-deepcache"], variants=["sub:flaky"], limit=2,
+                   warmup_batches=0, gate="none")
+    assert generate(tmp_path / "out", **options).failed_rows == 8
+    flag.write_text("now it works")
+    assert generate(tmp_path / "out", **options).rows_written == 0  # without --retry-failed: already done
+    summary = generate(tmp_path / "out", retry_failed=True, **options)
+    assert summary.rows_written == 8 and summary.failed_rows == 0
+    assert Counter(row["status"] for row in rows(tmp_path / "out")) == {"ok": 8}
+    assert len(raw_record_ids(tmp_path / "out")) == 16  # the failed rows stay on disk; readers take the ok ones
+    from accelbench.scorer import images
+
+    located = images.locate(dataset.generation_files(tmp_path / "out"))  # the scorer reads the same rows
+    for spot in located.values():
+        row_index = spot.row + dataset.ROW_GROUP_SIZE * spot.row_group
+        assert pq.read_table(spot.path).slice(row_index, 1).column("status")[0].as_py() == "ok"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: root / "nope", "no such folder"),
+    (lambda root: submission(root / "empty", {}), "no programs (<task_id>.py files)"),
+    (lambda root: submission(root / "typo", {"smoke-sd15-ddim-8-deepcach": "x"}),
+     "'smoke-sd15-ddim-8-deepcach' is not a task of suite 'smoke' (did you mean 'smoke-sd15-ddim-8-deepcache'?)"),
+    (lambda root: submission(root / "baseline", {SLICE[0]: "x"}), "submission name 'baseline' must match"),
+    (lambda root: submission(root / "x", {SLICE[0]: "x"}, "name: a b\n"), "submission name 'a b' must match"),
+    (lambda root: submission(root / "x", {SLICE[0]: "x"}, "name: [1\n"), "not readable YAML"),
+    (lambda root: submission(root / "x", {SLICE[0]: "x"}, "nmae: x\n"), "unknown key 'nmae' (did you mean 'name'?)"),
+])
+def test_bad_submissions_give_one_line_and_exit_2(tmp_path, make, message):
+    folder = make(tmp_path)
+    result = CliRunner().invoke(main, ["generate", "--out", str(tmp_path / "out"), "--submission", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_submissions_with_one_name_are_refused(tmp_path):
+    first = submission(tmp_path / "a", {SLICE[0]: "x"}, "name: same\n")
+    second = submission(tmp_path / "b", {SLICE[0]: "x"}, "name: same\n")
+    result = CliRunner().invoke(main, ["generate", "--out", str(tmp_path / "out"), "--submission", str(first),
+                                       "--submission", str(second)])
+    assert result.exit_code == 2 and "two submissions are named 'same'" in result.stderr
+
+
+def test_task_pack_holds_the_tasks_and_baselines_but_no_gt(tmp_path):
+    out = tmp_path / "pack"
+    result = CliRunner().invoke(main, ["task-pack", "--suite", "smoke", "--out", str(out), "--tasks", "smoke-sd15-*"])
+    assert result.exit_code == 0, result.output
+    tasks = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+    expected = [task for task in SMOKE.tasks if task.startswith("smoke-sd15-")]
+    assert [task["id"] for task in tasks] == expected
+    assert all(task["text"] == CATALOG.task(task["id"]).text and task["steps"] == 8 for task in tasks)
+    readme = (out / "README.md").read_text()
+    assert programs.CONTRACT in readme and "## Forbidden" in readme
+    assert programs.CONTRACT in (Path(__file__).resolve().parents[1] / "README.md").read_text()  # the one contract
+    for task_id in expected:
+        assert CATALOG.task(task_id).text in (out / task_id / "TASK.md").read_text()
+        assert (out / task_id / "baseline.py").read_text() == programs.render(CATALOG, CATALOG.task(task_id),
+                                                                              baseline=True).source
+    everything = "".join(path.read_text() for path in out.rglob("*") if path.is_file())
+    for call in ("DeepCacheSDHelper(", "apply_patch(", "TgateSDLoader(", "TgateSDDeepCacheLoader("):
+        assert call not in everything  # no GT program, nor a piece of one
+    again = CliRunner().invoke(main, ["task-pack", "--suite", "smoke", "--out", str(out)])
+    assert again.exit_code == 2 and "exists and is not an empty folder" in again.stderr
