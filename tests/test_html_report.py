@@ -1,12 +1,15 @@
 """The report's image grids (accelbench.scorer.grids) and web page (accelbench.scorer.html_report), on the scored
-test dataset of tests/factories.py (three smoke tasks, the GT and submissions alpha and beta).
+test dataset of tests/factories.py (three smoke tasks, the GT and submissions alpha and beta); then the page in a
+real browser, headless Chromium, where one is installed.
 """
 
 import base64
 import csv
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -308,3 +311,64 @@ def test_values_from_submissions_are_escaped(reported, tmp_path):
                    if row.attrs.get("data-submission") == "<script>alert(1)</script>"]
     assert [cell.all_text() for cell in described.find("td")] == [
         "<script>alert(1)</script>", "<i>me</i>", "", "", '"quoted" & <tag>']  # shown as text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# In a browser
+# ---------------------------------------------------------------------------------------------------------
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or ("/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None)
+
+
+def run_chromium(binary: str, profile: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """Headless Chromium with nothing that reaches the network on its own (updates, sync, QUIC)."""
+    command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={profile}", *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def descending(value: str) -> tuple:
+    """A leaderboard.csv number's place in a descending sort, as the page's script sorts: empty values last."""
+    return value == "", -float(value) if value else 0.0
+
+
+@pytest.mark.slow  # 4-8 s on 2 shared cores: two browser starts
+@pytest.mark.skipif(chromium() is None, reason="no chromium on PATH or at /usr/bin/chromium "
+                                               "(apt-get install chromium)")
+def test_the_page_in_a_browser(reported, tmp_path):
+    directory, _, page = reported
+    binary = chromium()
+    written = csv_rows(directory / schema.REPORT_DIR / leaderboard.LEADERBOARD_CSV)
+    images = len(parse(page.read_text()).find("img"))
+
+    # The DOM after the script ran, opened sorted by geomean speedup (#sort=...).
+    dumped = run_chromium(binary, tmp_path / "profile", "--dump-dom", page.as_uri() + "#sort=geomean_speedup").stdout
+    document = parse(dumped)
+    [table] = document.find("table", id="leaderboard", data_sortable="ready")
+    order = sorted(written, key=lambda row: descending(row["geomean_speedup"]))
+    rows = leaderboard_rows(document)
+    assert [row.attrs["data-submission"] for row in rows] == [r["submission"] for r in order] == ["alpha", "gt",
+                                                                                                 "beta"]
+    for row, expected in zip(rows, order):
+        assert {name: row.attrs[f"data-{name}"] for name in expected} == expected
+    assert table.find("th", data_key="geomean_speedup")[0].attrs["aria-sort"] == "descending"
+    [tablist] = document.find(role="tablist", data_tabs="ready")
+    panels = [document.find(id=tab.attrs["aria-controls"])[0] for tab in tablist.find("button")]
+    assert ["hidden" in panel.attrs for panel in panels] == [False, True, True]
+    assert document.find("body")[0].attrs["data-images-loaded"] == f"{images}/{images}"  # none blocked or missing
+
+    # What a person sees: a screenshot, kept.
+    artefacts = Path(os.environ.get("ACCELBENCH_TEST_ARTEFACTS") or tmp_path)
+    artefacts.mkdir(parents=True, exist_ok=True)
+    shot = artefacts / "html-report.png"
+    shot.unlink(missing_ok=True)
+    run_chromium(binary, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri())
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape == (2000, 1280, 3)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100 and pixels.std() > 20  # text, tables, plots
