@@ -48,7 +48,7 @@ td.bad,.bad{color:#9a1b1b}code{font-family:ui-monospace,monospace;font-size:1em}
 .notes{background:#fff8e5;border-left:4px solid #e0a800;padding:.4em 1em}
 [role=tablist] button{border:1px solid #bbb;background:#f4f4f4;padding:.3em .9em;cursor:pointer}
 [role=tablist] button[aria-selected=true]{background:#fff;border-bottom-color:#fff;font-weight:bold}
-figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}.plots img{max-width:640px}
+figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}.plots img{max-width:580px}
 img{max-width:100%;height:auto;border:1px solid #ddd}section.task{border-top:2px solid #ccc;margin-top:2em}
 """
 
