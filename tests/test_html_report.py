@@ -5,6 +5,7 @@ real browser, headless Chromium, where one is installed.
 
 import base64
 import csv
+import doctest
 import hashlib
 import json
 import os
@@ -169,6 +170,11 @@ def test_the_task_sample_is_stable_as_a_dataset_grows():
     assert len(sample) == 24 and sample == sorted(sample) == grids.sample_tasks(reversed(tasks), 24)
     grown = grids.sample_tasks(tasks + [f"new-{i}" for i in range(5)], 24)
     assert len(set(sample) - set(grown)) == len(set(grown) - set(sample)) <= 5
+
+
+def test_docstring_examples():
+    failures, tried = doctest.testmod(grids)
+    assert failures == 0 and tried >= 5
 
 
 # ---------------------------------------------------------------------------------------------------------
