@@ -17,9 +17,23 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from factories import (BROKEN, DEVICE_NAME, FAST, HAND_RECIPE, NOOP, TASKS, VERSIONS, baseline_pixels, dataset_rows,
-                       known_scores, passing_verdicts, submission_rows, write_clip_scores, write_dataset,
-                       write_verdicts)
+from factories import (
+    BROKEN,
+    DEVICE_NAME,
+    FAST,
+    HAND_RECIPE,
+    NOOP,
+    TASKS,
+    VERSIONS,
+    baseline_pixels,
+    dataset_rows,
+    known_scores,
+    passing_verdicts,
+    submission_rows,
+    write_clip_scores,
+    write_dataset,
+    write_verdicts,
+)
 from PIL import Image
 
 from accelbench import dataset, schema
@@ -123,7 +137,7 @@ def test_a_grid_per_task_sized_for_its_rows_and_columns(reported, tmp_path):
     index = grids.read_index(directory)
     assert sorted(index["tasks"]) == sorted(TASKS) and [path.name for path in paths] == [
         index["tasks"][task]["file"] for task in sorted(TASKS)]
-    for task, entry in index["tasks"].items():
+    for entry in index["tasks"].values():
         assert entry["columns"] == COLUMNS  # baseline, GT, then the submissions
         assert [(r["prompt_index"], r["seed"], r["batch_size"]) for r in entry["rows"]] == [(0, 0, 1), (1, 0, 1),
                                                                                            (2, 0, 1)]
