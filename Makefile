@@ -48,6 +48,7 @@ demo: install
 	$(BIN)/accelbench score $(OUT)
 	$(BIN)/accelbench leaderboard $(OUT)
 	@echo "report: $(OUT)/report/report.md"
+	@echo "report, as a web page: $(OUT)/report/index.html (open it from disk; it needs no server)"
 
 generate: install
 	$(BIN)/accelbench generate --suite $(SUITE) --out $(OUT) $(ARGS)

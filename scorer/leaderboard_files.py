@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from accelbench import dataset, schema
+from accelbench.scorer import functional
 from accelbench.scorer.leaderboard import Leaderboard, LeaderboardError, definitions
 from accelbench.scorer.plots import fast_p_png, heatmap_png
 
@@ -36,7 +37,7 @@ def write(folder: Path, board: Leaderboard, title: str) -> None:
     dataset.write_csv_atomic(folder / LEADERBOARD_CSV, board.rows, columns)
     dataset.write_csv_atomic(folder / TASKS_CSV, board.tasks, schema.LEADERBOARD_TASK_COLUMNS)
     dataset.write_json_atomic(folder / LEADERBOARD_JSON, {
-        "meta": board.meta, "fast_p": list(board.fast_p), "notes": board.notes,
+        "meta": board.meta, "fast_p": list(board.fast_p), "notes": board.notes, "n_resamples": board.n_resamples,
         "definitions": definitions(board), "columns": {column.name: column.doc for column in columns},
         "rows": board.rows, "breakdown": board.breakdown})
     weights = board.meta.get("weights")
@@ -82,4 +83,4 @@ def read(directory: Path) -> Leaderboard:
     rows = _read(folder / LEADERBOARD_CSV, schema.leaderboard_columns(fast_p)).to_pylist()
     tasks = _read(folder / TASKS_CSV, schema.LEADERBOARD_TASK_COLUMNS).to_pylist()
     return Leaderboard(rows, tasks, payload.get("breakdown", []), fast_p, payload.get("meta", {}),
-                       payload.get("notes", []))
+                       payload.get("notes", []), payload.get("n_resamples", functional.BOOTSTRAP_RESAMPLES))

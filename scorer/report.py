@@ -111,7 +111,15 @@ def build_report(directory: Path, recipe_id: str | None = None,
         for name in leaderboard_files.FILES:
             (folder / name).unlink(missing_ok=True)
     report = Report(folder, pooled, by_batch_size, recipe, notes, unreadable, board)
-    dataset.write_bytes_atomic(folder / REPORT_MD, _markdown(report, manifest, rows, n_resamples).encode())
+    # The image grids and the HTML page are made from the files written above (both modules import this one).
+    from accelbench.scorer import grids, html_report
+
+    grids.write_grids(directory, recipe_id=recipe_id)
+    links = {task_id: f"{grids.GRIDS_DIR}/{entry['file']}"
+             for task_id, entry in grids.read_index(directory)["tasks"].items()}
+    dataset.write_bytes_atomic(folder / REPORT_MD, _markdown(report, manifest, rows, n_resamples, links,
+                                                             html_report.INDEX_HTML).encode())
+    html_report.write_html_report(directory)
     return report
 
 
@@ -206,7 +214,8 @@ def _task_label(row: dict) -> str:
     return markdown.variant_label(f"`{row['task_id']}`", row["variant"])
 
 
-def _markdown(report: Report, manifest: dict, rows: list[dict], n_resamples: int) -> str:
+def _markdown(report: Report, manifest: dict, rows: list[dict], n_resamples: int, grid_links: dict[str, str],
+              html_name: str) -> str:
     number, with_ci, table = markdown.number, markdown.with_ci, markdown.table
     accelerated = [row for row in report.pooled if row["variant"] != schema.BASELINE]
     failed = sum(1 for row in rows if not pairing.is_ok(row))
@@ -254,6 +263,13 @@ def _markdown(report: Report, manifest: dict, rows: list[dict], n_resamples: int
               "confidence intervals, n: resampling units (batches for speedups, (prompt, seed) clusters for image "
               "metrics); n/a (n=...): too few units for a CI.", "",
               f"![speedup vs quality loss]({PARETO_PNG})", ""]
+    if grid_links:
+        lines += ["## Image grids", "",
+                  "Per task, a few (prompt, seed) pairs: baseline, GT and every submission side by side, each with its "
+                  "CLIP score and PSNR to the baseline, the amplified difference to the baseline below; the HTML "
+                  f"report (`{html_name}`) shows them beside every table.", ""]
+        lines += [f"- [`{task_id}`]({link})" for task_id, link in sorted(grid_links.items())]
+        lines.append("")
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in accelerated:
         groups.setdefault((row["model"], row["method"]), []).append(row)

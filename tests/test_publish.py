@@ -103,7 +103,8 @@ def test_folder_holds_programs_runs_report_and_leaves_the_source_untouched(stage
     names = {str(path.relative_to(result.path)) for path in result.path.rglob("*") if path.is_file()}
     assert {f"programs/{path.name}" for path in (root / "programs").iterdir()} <= names
     assert {"runs/run1-r0.json", "accelbench.json", "README.md", "data/scores/recipe.json"} <= names
-    assert {f"report/{path.name}" for path in (root / schema.REPORT_DIR).iterdir()} <= names
+    assert {f"report/{path.name}" for path in (root / schema.REPORT_DIR).iterdir() if path.is_file()} <= names
+    assert {f"report/grids/{path.name}" for path in (root / schema.REPORT_DIR / "grids").iterdir()} <= names
     assert snapshot(root) == before
 
 

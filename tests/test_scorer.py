@@ -322,7 +322,7 @@ def test_report_files(known):
     directory, built = known
     folder = directory / schema.REPORT_DIR
     assert {p.name for p in folder.iterdir()} == {"summary.json", "summary.csv", "by_batch_size.csv", "report.md",
-                                                  "pareto.png"}
+                                                  "pareto.png", "grids", "index.html"}
     pooled = pacsv.read_csv(folder / "summary.csv").to_pylist()
     assert sorted((r["task_id"], r["variant"]) for r in pooled) == sorted(
         (task, variant) for task in TASKS for variant in ("baseline", "gt"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from accelbench import schema
 from accelbench.manifest import BASELINE_METHOD
-from accelbench.scorer import leaderboard, leaderboard_files, leaderboard_markdown, markdown, report
+from accelbench.scorer import grids, leaderboard, leaderboard_files, leaderboard_markdown, markdown, report
 
 GENERATIONS_CONFIG = "generations"
 SCORES_CONFIG = "scores"  # the report's CLIP recipe; "scores-<recipe_id>" for every further recipe
@@ -41,6 +41,7 @@ OTHER_RECIPE_CONTENTS = "CLIP scores of another recipe, like `scores`"
 LICENSE = "apache-2.0"  # prompts: PartiPrompts (Apache-2.0) or the suite's own; code: accelbench (Apache-2.0)
 BASE_TAGS = ("diffusion", "benchmark", "acceleration", "text-to-image", "accelbench")
 EXAMPLE_TEXTS = 3  # task texts and prompts quoted on the card
+EXAMPLE_GRIDS = 3  # image grids embedded in the card
 
 
 def build_card(*, repo_id: str, manifest: dict, facts: dict[str, dict], rows: list[dict], runs: list[dict],
@@ -255,10 +256,17 @@ def _results_section(summary, staging_dir) -> str:
     folder = staging_dir / schema.REPORT_DIR
     files = [f"[{path.name}]({schema.REPORT_DIR}/{path.name})" for path in sorted(folder.iterdir()) if path.is_file()]
     pareto = f"{schema.REPORT_DIR}/{report.PARETO_PNG}"
+    grid_folder = f"{schema.REPORT_DIR}/{grids.GRIDS_DIR}"
+    shown = sorted(grids.read_index(staging_dir)["tasks"].items())[:EXAMPLE_GRIDS]
+    grid_images = "".join(f"\n\n![{task_id}: baseline, GT and submissions]({grid_folder}/{entry['file']})"
+                          for task_id, entry in shown)
     return ("## Results\n\n"
             f"From `{schema.REPORT_DIR}/{report.SUMMARY_CSV}` (batch sizes pooled; timings on "
             f"{', '.join(hardware) or '?'}). Per batch size and in full: {', '.join(files)}.\n\n{table}"
-            + (f"\n\n![speedup vs quality]({pareto})" if (staging_dir / pareto).is_file() else ""))
+            + (f"\n\n![speedup vs quality]({pareto})" if (staging_dir / pareto).is_file() else "")
+            + (f"\n\nImage grids (`{grid_folder}/`, every task; a few here): each row a prompt and seed, the columns "
+               f"baseline, GT and each submission with its CLIP score and PSNR to the baseline; below each image its "
+               f"difference to the baseline, amplified.{grid_images}" if shown else ""))
 
 
 def _usage_section(repo_id, configs) -> str:

@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from accelbench import dataset, schema, task_facts
 from accelbench.errors import RunError, UserInputError
 from accelbench.hub import card
-from accelbench.scorer import leaderboard_files, report, store
+from accelbench.scorer import grids, leaderboard_files, report, store
 
 STAGING_MARKER = ".accelbench-publish.json"  # marks a folder as a staging this module made (never uploaded)
 STAGING_KIND = "accelbench-publish-staging"
@@ -132,7 +132,8 @@ def stage(directory: Path, staging_dir: Path, repo_id: str, allow_unscored: bool
 
     for path in shards:
         _link(path, staging_dir / schema.GENERATIONS_DIR / card.GENERATIONS_CONFIG / path.name)
-    for name in (schema.PROGRAMS_DIR, schema.RUNS_DIR, schema.REPORT_DIR, schema.TASKS_DIR):
+    for name in (schema.PROGRAMS_DIR, schema.RUNS_DIR, schema.REPORT_DIR, schema.TASKS_DIR,
+                 f"{schema.REPORT_DIR}/{grids.GRIDS_DIR}"):
         for path in _plain_files(directory / name):
             _link(path, staging_dir / name / path.name)
     _link(directory / schema.DATASET_MANIFEST, staging_dir / schema.DATASET_MANIFEST)
