@@ -16,7 +16,7 @@ import click
 from accelbench import __version__, schema
 from accelbench.builder.isolation import SANDBOXES  # no torch at import
 from accelbench.builder.options import GATE_MODES
-from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S
+from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, DEFAULT_WARMUP_TIMEOUT_S
 from accelbench.errors import RunError, UserInputError
 from accelbench.manifest import WEIGHTS_MODES, load_catalog
 
@@ -225,6 +225,8 @@ def _split(value: str | None) -> list[str] | None:
               "(default: max(60, 10 x the baseline's median batch latency)).")
 @click.option("--load-timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LOAD_TIMEOUT_S,
               show_default=True, help="Seconds a program's load() may take.")
+@click.option("--warmup-timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_WARMUP_TIMEOUT_S,
+              show_default=True, help="Seconds a warm-up call may take (compilation and autotuning happen there).")
 @click.option("--sandbox", type=click.Choice(SANDBOXES), default=SANDBOXES[0], show_default=True,
               help="bwrap: run the workers under bubblewrap (read-only root, no network, dataset hidden).")
 @click.option("--gate", "gate_mode", type=click.Choice(GATE_MODES), default=GATE_MODES[0], show_default=True,
@@ -238,8 +240,8 @@ def _split(value: str | None) -> list[str] | None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit, prompts_file, seeds, device,
-             weights, model_paths, timing, max_resident, call_timeout, load_timeout, sandbox, gate_mode, retry_failed,
-             warmup, shard, encode_workers, no_progress):
+             weights, model_paths, timing, max_resident, call_timeout, load_timeout, warmup_timeout, sandbox, gate_mode,
+             retry_failed, warmup, shard, encode_workers, no_progress):
     """Render every (task, variant, seed, batch size) of a suite into a resumable Parquet dataset.
 
     Every program runs in a worker process of its own; the harness times each batch. Exit 1 when baseline or GT
@@ -259,7 +261,8 @@ def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit
         device=device, weights=weights, shard=plan.parse_shard(shard) if shard else None, prompts_file=prompts_file,
         seeds=plan.parse_seeds(seeds) if seeds is not None else None, warmup_batches=warmup, model_paths=overrides,
         submissions=list(submission_dirs), timing=timing, max_resident=max_resident, call_timeout=call_timeout,
-        load_timeout=load_timeout, sandbox=sandbox, gate=gate_mode, retry_failed=retry_failed,
+        load_timeout=load_timeout, warmup_timeout=warmup_timeout, sandbox=sandbox, gate=gate_mode,
+        retry_failed=retry_failed,
         encode_workers=encode_workers,
         progress=not no_progress,
     )

@@ -243,10 +243,14 @@ def read_columns(files, columns: list[str], schema_columns=schema.GENERATION_COL
     tables = []
     for path in files:
         present = pq.read_schema(path).names
-        missing = [name for name in wanted if name not in present]
+        missing = [name for name in wanted if name not in present and name not in schema.ADDED_COLUMNS]
         if missing:
             raise DatasetError(f"{path}: missing column {missing[0]}")
-        tables.append(pq.read_table(path, columns=wanted).select(wanted).cast(target))
+        table = pq.read_table(path, columns=[name for name in wanted if name in present])
+        for name in wanted:  # a column added after the file was written reads as null
+            if name not in present:
+                table = table.append_column(name, pa.nulls(table.num_rows, types[name]))
+        tables.append(table.select(wanted).cast(target))
     table = pa.concat_tables(tables) if tables else target.empty_table()
     chosen = record_rows(zip(table.column("record_id").to_pylist(), table.column("status").to_pylist(),
                              range(table.num_rows)))

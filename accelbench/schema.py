@@ -166,6 +166,10 @@ GENERATION_COLUMNS = _columns(
     Column("vae_decode_s", pa.float64(), "advisory: VAE decode"),
     Column("postprocess_s", pa.float64(), "advisory: end of VAE decode to the end of the call"),
     Column("peak_memory_bytes", pa.int64(), "peak GPU memory allocated during the batch; null on CPU"),
+    Column("first_call_latency_s", pa.float64(), "latency of the worker's first call, its first warm-up batch "
+                                                 "(compilation and autotuning happen there), on the harness's "
+                                                 "clock; reported beside the timed batches, never part of a "
+                                                 "speedup; null without warm-ups"),
     Column("timer", pa.string(), "harness (the parent's perf_counter around the request; stages by CUDA events "
                                  "or wall clock inside the worker)"),
     # outcome
@@ -215,6 +219,10 @@ FIDELITY_COLUMNS = _columns(
     Column("ssim", pa.float64(), "structural similarity (scikit-image, channel_axis=-1, data_range=255)"),
     Column("identical", pa.bool_(), "pixels bit-identical to the reference"),
 )
+
+
+# Columns added after datasets were written: a file without one reads it as null (accelbench.dataset.read_columns).
+ADDED_COLUMNS = frozenset({"first_call_latency_s"})
 
 
 def _like(columns: tuple[Column, ...], name: str, rename: str | None = None, doc: str | None = None) -> Column:

@@ -58,6 +58,29 @@ def quantize(images: np.ndarray, out: np.ndarray, share: tuple[int, int] = (0, 1
     return nonfinite
 
 
+def plain_array(images: np.ndarray) -> np.ndarray:
+    """``images`` as a plain ``numpy.ndarray`` (a subclass's methods, ufunc overrides included, no longer apply)
+    whose memory is one block in some axis order and in native byte order: a view where it already is (diffusers'
+    NHWC view of NCHW memory stays a view), else a C-contiguous copy (negative, zero or overlapping strides).
+
+    Example:
+        >>> class Lying(np.ndarray):
+        ...     def __array_ufunc__(self, *args, **kwargs):
+        ...         return False
+        >>> plain = plain_array(np.zeros((2, 3)).view(Lying))
+        >>> type(plain).__name__, plain_array(np.zeros((4, 4))[::-1]).flags.c_contiguous
+        ('ndarray', True)
+    """
+    plain = images.view(np.ndarray)
+    if not plain.dtype.isnative:
+        return np.ascontiguousarray(plain.astype(plain.dtype.newbyteorder("=")))
+    order = np.argsort([-stride for stride in plain.strides], kind="stable")
+    permuted = plain.transpose(order)
+    if np.ascontiguousarray(permuted).strides == permuted.strides or plain.size == 0:
+        return plain
+    return np.ascontiguousarray(plain)
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
     out = np.empty(images.shape, dtype=np.uint8)
     quantize(images, out)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from accelbench import dataset, schema, task_facts
 from accelbench.builder import host, plan, programs, submissions
-from accelbench.builder.isolation import SANDBOX_NONE, hide_from_workers
+from accelbench.builder.isolation import hide_from_workers
 from accelbench.builder.options import GenerateOptions
 from accelbench.builder.rounds import RunContext, RunState, run_setting
 from accelbench.builder.rows import utc_now
@@ -123,8 +123,9 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
                     "error when the disk is full (a rerun resumes)", pending_bytes / 2**30, out, free / 2**30)
 
     # 4. Run the settings; the writer encodes and writes each round after it.
-    if options.sandbox != SANDBOX_NONE:
-        hide_from_workers(out)
+    # No worker sees the dataset, the operator's input files or another submission's programs.
+    hide_from_workers(out, *([options.prompts_file] if options.prompts_file else []),
+                      *(submission.folder for submission in submitted))
     (worker_cores, encoder_cores), threads = host.core_split(device, local_rank), host.worker_threads(device)
     device_name, versions = host.environment(device, threads)
     run_id = utc_now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -161,7 +162,8 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
         "prompts": len(prompts), "seeds": seeds, "batch_sizes": context.batch_sizes,
         "rows_written": summary.rows_written, "failed_rows": summary.failed_rows,
         "baseline_rerenders": state.baseline_rerenders, "baseline_mismatches": state.baseline_mismatches,
-        "catalog_sha256": task_facts.catalog_digest(catalog), "seconds": round(summary.seconds, 3),
+        "catalog_sha256": task_facts.catalog_digest(catalog), "confinement": state.confinement,
+        "seconds": round(summary.seconds, 3),
         "finished_at": utc_now().isoformat(),
     })
     return summary

@@ -52,8 +52,13 @@ _hidden_paths: list[Path] = []
 
 
 def hide_from_workers(*paths: Path) -> None:
-    """Folders a sandboxed worker must not see (the dataset folder); call before the first worker starts."""
-    _hidden_paths.extend(Path(path).resolve() for path in paths)
+    """Folders and files no worker may see (the dataset folder, the operator's input files): each confined worker
+    mounts an empty one over them, and ``--sandbox bwrap`` masks them around the forkserver."""
+    _hidden_paths.extend(Path(path).resolve() for path in paths if Path(path).resolve() not in _hidden_paths)
+
+
+def hidden_paths() -> list[Path]:
+    return list(_hidden_paths)
 
 
 def bwrap_command() -> list[str]:
@@ -70,7 +75,7 @@ def bwrap_command() -> list[str]:
         if code.is_relative_to("/tmp") and code.exists():  # a checkout or venv under /tmp stays importable
             command += ["--ro-bind", str(code), str(code)]
     for path in _hidden_paths:
-        command += ["--tmpfs", str(path)]
+        command += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
     command += ["--bind", str(scratch), str(scratch)]
     return command
 

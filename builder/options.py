@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelbench.builder.isolation import SANDBOXES
-from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S
+from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, DEFAULT_WARMUP_TIMEOUT_S
 from accelbench.schema import TIMING_MODES
 
 # --gate: what is judged before timing (the baseline never is): submissions, also the GT programs, or nothing.
@@ -33,6 +33,7 @@ class GenerateOptions:
     max_resident: int | None = None  # None: as many as fit (CUDA: from the baseline's footprint)
     call_timeout: float | None = None  # None: max(60 s, 10 x the baseline's median batch latency)
     load_timeout: float = DEFAULT_LOAD_TIMEOUT_S
+    warmup_timeout: float = DEFAULT_WARMUP_TIMEOUT_S  # each warm-up call: compilation and autotuning happen there
     sandbox: str = SANDBOXES[0]
     gate: str = GATE_MODES[0]  # which programs must pass the correctness gate before they are timed
     retry_failed: bool = False

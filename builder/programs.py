@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import linecache
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -130,6 +131,8 @@ def load_module(source: str, name: str) -> ModuleType:
     spec = importlib.util.spec_from_loader(name, loader=None)
     module = importlib.util.module_from_spec(spec)
     module.__file__ = f"<{name}>"
+    # Tracebacks then show the program's own lines (linecache serves a file name it cannot open from here).
+    linecache.cache[module.__file__] = (len(source), None, source.splitlines(keepends=True), module.__file__)
     code = compile(source, module.__file__, "exec")
     exec(code, module.__dict__)
     missing = [fn for fn in REQUIRED_FUNCTIONS if not callable(getattr(module, fn, None))]
@@ -159,6 +162,33 @@ def describe_error(error: BaseException) -> str:
     """One line for an error a program raised: ``Type: first line of the message``."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}"[:500]
+
+
+TRACEBACK_FRAMES = 6  # the last frames of a program's traceback kept in a verdict and a row's log
+
+
+def program_traceback(error: BaseException, frames: int = TRACEBACK_FRAMES) -> str:
+    """The last ``frames`` frames of ``error``'s traceback, the program's own file shown as ``program.py`` and
+    libraries by their path inside site-packages, then the error: what a program's author needs to fix it (and
+    what tells a harness bug from the program's)."""
+    import traceback
+
+    entries = traceback.extract_tb(error.__traceback__)[-frames:]
+    lines = ["Traceback (most recent call last, the last frames):"]
+    for entry in entries:
+        filename = "program.py" if entry.filename == f"<{PROGRAM_MODULE}>" else _short_path(entry.filename)
+        lines.append(f'  File "{filename}", line {entry.lineno}, in {entry.name}')
+        if entry.line:
+            lines.append(f"    {entry.line.strip()}")
+    lines.append(describe_error(error))
+    return "\n".join(lines)
+
+
+def _short_path(filename: str) -> str:
+    for marker in ("site-packages/", "dist-packages/"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
 
 
 class ContractError(UserInputError):

@@ -19,7 +19,9 @@ status and the setting goes on.
 
 from __future__ import annotations
 
+import logging
 import re
+import secrets
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,8 +37,8 @@ from accelbench.builder.worker import DEFAULT_CALL_TIMEOUT_S, ProgramWorker, Wor
 from accelbench.builder.writer import ShardWriter
 from accelbench.manifest import Catalog
 
-WARMUP_SEED = 2**31 - 1  # warm-up images draw from generators no recorded image uses
-WARMUP_PROMPT = "accelbench warm-up {index}: a plain grey test card"  # a prompt no prompt list holds
+log = logging.getLogger("accelbench")
+
 WARMUP_ROUND = -1  # reference key of the baseline's last warm-up batch: sets the first calls' time limit
 MIN_CALL_TIMEOUT_S = 60.0
 CALL_TIMEOUT_FACTOR = 10  # a call may take this many times the baseline's median batch latency
@@ -82,6 +84,19 @@ class RunState:
     failures: dict[str, str] = field(default_factory=dict)  # unit label -> its first error
     baseline_rerenders: int = 0
     baseline_mismatches: list[str] = field(default_factory=list)
+    confinement: dict | None = None  # what the first worker found: {"confined", "reason"}
+    _warmups: dict[tuple[str, int], tuple[list[str], list[int]]] = field(default_factory=dict)
+
+    def warmup_inputs(self, setting_id: str, batch_size: int, prompts: list[str]) -> tuple[list[str], list[int]]:
+        """The warm-up batch of a setting at a batch size: the run's own prompts with seeds from OS randomness
+        (no timed image uses them, and nothing marks a warm-up apart from a timed call), drawn once, so the GT's
+        traced warm-up and a submission's see the same batch."""
+        key = (setting_id, batch_size)
+        if key not in self._warmups:
+            draw = secrets.SystemRandom()
+            self._warmups[key] = ([draw.choice(prompts) for _ in range(batch_size)],
+                                  [draw.getrandbits(63) for _ in range(batch_size)])
+        return self._warmups[key]
 
 
 def file_name(label: str) -> str:
@@ -204,7 +219,7 @@ def _start(context: RunContext, state: RunState, lane: Lane) -> None:
     log_name = file_name(f"{unit.variant}--{unit.unit_id}--bs{lane.batches[0].batch_size}")
     lane.worker = ProgramWorker(unit.program.source, model_path=lane.base["model_source"], device=context.device,
                                 dtype=lane.base["dtype"], log_path=context.writer.directory / schema.LOGS_DIR /
-                                f"{log_name}.log", name=log_name, load_timeout=context.options.load_timeout,
+                                f"{log_name}.log", load_timeout=context.options.load_timeout,
                                 max_images=lane.batches[0].batch_size, max_resolution=lane.resolution,
                                 sandbox=context.options.sandbox, threads=context.threads,
                                 cores=context.worker_cores)
@@ -212,6 +227,13 @@ def _start(context: RunContext, state: RunState, lane: Lane) -> None:
         lane.worker.start()
     except WorkerFailure as failure:
         _give_up(context, state, lane, failure, failure.reason)
+        return
+    if state.confinement is None:  # the host allows confinement or not: said once, recorded in the run record
+        confinement = lane.worker.confinement
+        state.confinement = {"confined": confinement.confined, "reason": confinement.reason}
+        if not confinement.confined:
+            log.warning("workers run unconfined: %s; each is still frozen while it is not called, but can see "
+                        "the harness and its siblings (see the README's isolation section)", confinement.reason)
 
 
 def _warm_up(context: RunContext, state: RunState, lane: Lane, reference: dict[int, float]) -> int | None:
@@ -224,13 +246,13 @@ def _warm_up(context: RunContext, state: RunState, lane: Lane, reference: dict[i
     from accelbench.builder.gate.judge import real_model_difference
 
     size = lane.batches[0].batch_size
-    prompts = [WARMUP_PROMPT.format(index=index) for index in range(size)]
+    prompts, seeds = state.warmup_inputs(lane.unit.task.setting_id, size, context.prompts)
     traced = lane.unit.variant == schema.GT or context.is_gated(lane.unit)
     capacity = None
     for attempt in range(max(context.warmups, 1 if traced else 0)):
         try:
-            reply = lane.worker.generate(prompts, [WARMUP_SEED] * size, lane.resolution, lane.resolution,
-                                         timeout=_call_timeout(context, reference), trace=traced and attempt == 0,
+            reply = lane.worker.generate(prompts, seeds, lane.resolution, lane.resolution,
+                                         timeout=context.options.warmup_timeout, trace=traced and attempt == 0,
                                          memory=True)
         except WorkerFailure as failure:
             # A call that failed halfway can leave the program in a state that fails later calls another way
@@ -246,6 +268,8 @@ def _warm_up(context: RunContext, state: RunState, lane: Lane, reference: dict[i
                 state.rejected[lane.unit.label] = reason
                 _give_up(context, state, lane, WorkerFailure(schema.STATUS_REJECTED, reason), reason)
                 return None
+        if attempt == 0:
+            lane.base["first_call_latency_s"] = reply.latency_s
         if lane.unit.is_baseline:
             reference[WARMUP_ROUND] = reply.latency_s
         if reply.footprint_bytes and reply.free_memory_bytes is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 STAGES = (("text_encode_s", "start", "denoise"), ("denoise_s", "denoise", "decode"),
           ("vae_decode_s", "decode", "decoded"), ("postprocess_s", "decoded", "end"))
+STAGE_NAMES = tuple(name for name, _, _ in STAGES)  # generation columns: nothing else of an answer becomes one
 
 
 @dataclass
@@ -36,7 +37,10 @@ class StageTimer:
         self.cuda = str(device).startswith("cuda")
         self.torch = torch
         self.marks: dict | None = None  # None: not timing (warm-up calls pass through untouched)
-        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        # `is not None`, never truthiness: a torch.compile'd module's truth test calls its module's len(), which
+        # raises (the harness must not evaluate a program's objects in ways that can raise).
+        denoiser = next((module for name in ("unet", "transformer")
+                         if (module := getattr(pipe, name, None)) is not None), None)
         if isinstance(denoiser, torch.nn.Module):
             denoiser.register_forward_pre_hook(self._on_denoiser_call)
         vae = getattr(pipe, "vae", None)

@@ -4,6 +4,7 @@ defends nothing: the parent's clock, inputs and checks are what cannot be faked.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import sys
@@ -15,48 +16,81 @@ from multiprocessing import reduction
 import numpy as np
 
 from accelbench import schema
-from accelbench.builder.encode import quantize
-from accelbench.builder.programs import PROGRAM_MODULE, describe_error, load_module, quiet_library_output
+from accelbench.builder.confinement import confine
+from accelbench.builder.encode import plain_array, quantize
+from accelbench.builder.programs import (
+    PROGRAM_MODULE,
+    describe_error,
+    load_module,
+    program_traceback,
+    quiet_library_output,
+)
 
 GLOBAL_SEED = 0  # global RNGs are reset to this before load() and before every call
 QUANTIZE_THREADS = 4  # at most; never more than the worker's cores
 CUDA_CONTEXT_BYTES = 1 << 30  # a process's CUDA context and libraries, beyond what torch's allocator reserves
 
 
-def worker_main(conn, log_write, settings: dict) -> None:
-    """Entry point in the forked worker: isolate, then serve load / generate requests until told to stop."""
-    os.setsid()  # its own session and process group: the parent kills the group
+KEPT_ENVIRONMENT = ("PATH", "HOME", "USER", "LANG", "LC_", "TZ", "PYTHON", "LD_LIBRARY_PATH", "CUDA_", "NVIDIA_",
+                    "CUBLAS", "CUDNN", "NCCL", "TORCH", "OMP_", "MKL_", "OPENBLAS", "KMP_", "XDG_CACHE_HOME", "HF_HOME",
+                    "PYTORCH_", "TRITON_")  # names (or prefixes) a program's environment keeps: no tokens, no secrets
+MAX_REQUEST_BYTES = 1 << 24
+
+
+def worker_main(conn, settings: dict) -> None:
+    """Entry point in the forked worker: take the harness's buffer and log, confine itself, then serve load /
+    generate requests until told to stop. Requests and answers are JSON (nothing here unpickles, nor does the
+    harness)."""
+    os.setsid()  # the watcher's own session: the harness kills it as a group
+    buffer_fd, log_fd, lifeline = (reduction.recv_handle(conn) for _ in range(3))
+    os.dup2(log_fd, 1)  # the kernel writes the program's output to its log file: nothing drains a pipe
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    confine(settings["hidden"], settings["scratch"], lifeline, lambda message: _send(conn, message))
+    folder = settings["folder"]  # confined: made anew in the private tmpfs now over the scratch root
+    os.makedirs(folder, exist_ok=True)
     if settings["cores"]:
         os.sched_setaffinity(0, settings["cores"])
-    os.dup2(log_write.fileno(), 1)
-    os.dup2(log_write.fileno(), 2)
-    log_write.close()
-    os.chdir(settings["folder"])
-    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TMPDIR=settings["folder"])
-    tempfile.tempdir = settings["folder"]
+    os.chdir(folder)
+    _scrub_environment(folder)
     # tqdm (diffusers' progress bars) would otherwise create a multiprocessing lock, registered with the
     # parent's resource tracker, which a killed worker never releases.
     from tqdm import tqdm
 
     tqdm.set_lock(threading.RLock())
-    fd = reduction.recv_handle(conn)
-    buffer = mmap.mmap(fd, settings["buffer_bytes"])
-    server = _Server(conn, buffer, settings.get("threads"))
+    buffer = mmap.mmap(buffer_fd, settings["buffer_bytes"])
+    server = _Server(buffer, settings.get("threads"))
     while True:
         try:
-            message = conn.recv()
-        except (EOFError, OSError):
+            kind, nonce, payload = json.loads(conn.recv_bytes(MAX_REQUEST_BYTES))
+        except (EOFError, OSError, ValueError):
             os._exit(0)
-        kind, nonce, payload = message
         try:
             answer = getattr(server, kind)(**payload)
             answer.setdefault("status", schema.STATUS_OK)
         except BaseException as error:  # noqa: BLE001 - SystemExit and KeyboardInterrupt from a program are errors too
-            answer = {"status": _status_of(error), "reason": describe_error(error)}
+            answer = {"status": _status_of(error), "reason": describe_error(error),
+                      "traceback": program_traceback(error)}
+            print(answer["traceback"], file=sys.stderr)
         answer["nonce"] = nonce
         sys.stdout.flush()
         sys.stderr.flush()
-        conn.send(answer)
+        _send(conn, answer)
+
+
+def _send(conn, message: dict) -> None:
+    conn.send_bytes(json.dumps(message, allow_nan=False, default=str).encode())
+
+
+def _scrub_environment(folder: str) -> None:
+    """The program's environment: the harness's, less anything not needed to run (tokens, the operator's own
+    variables), offline, temporary files in its own folder, inductor compiling in this process (a pool of compile
+    workers would be processes left running)."""
+    kept = {name: value for name, value in os.environ.items() if name.startswith(KEPT_ENVIRONMENT)}
+    os.environ.clear()
+    os.environ.update(kept, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TMPDIR=folder,
+                      TORCHINDUCTOR_COMPILE_THREADS="1", TORCHINDUCTOR_CACHE_DIR=os.path.join(folder, "inductor"))
+    tempfile.tempdir = folder
 
 
 def set_thread_count(threads: int) -> None:
@@ -71,10 +105,10 @@ def set_thread_count(threads: int) -> None:
 
 class _Server:
     """The worker's side of the protocol. Runs in the same process as the program, so it defends nothing: the
-    parent's clock, nonce and checks are what cannot be faked."""
+    parent's clock, inputs and checks are what cannot be faked."""
 
-    def __init__(self, conn, buffer, threads):
-        self.conn, self.buffer = conn, buffer
+    def __init__(self, buffer, threads):
+        self.buffer = buffer
         self.module = self.pipe = self.timer = self.tracer = None
         self.quantize_threads = min(QUANTIZE_THREADS, len(os.sched_getaffinity(0)))  # after the worker was pinned
         self.pool = ThreadPoolExecutor(self.quantize_threads, thread_name_prefix="accelbench-quantize")
@@ -118,10 +152,12 @@ class _Server:
             images = self.module.generate(self.pipe, prompts, generators, height=height, width=width)
         timing = self.timer.end()  # synchronises the device
         expected = (len(prompts), height, width, 3)
-        shape, kind = getattr(images, "shape", None), getattr(getattr(images, "dtype", None), "kind", None)
-        if not isinstance(images, np.ndarray) or tuple(shape or ()) != expected or kind != "f":
-            return {"status": schema.STATUS_ERROR, "reason": f"generate() returned {type(images).__name__} "
-                                                             f"{tuple(shape) if shape is not None else ''}, "
+        if not isinstance(images, np.ndarray):
+            return {"status": schema.STATUS_ERROR, "reason": f"generate() returned {type(images).__name__}, "
+                                                             f"expected a float array {expected}"}
+        images = plain_array(images)  # a subclass, odd strides or byte order lose their tricks here
+        if images.shape != expected or images.dtype.kind != "f":
+            return {"status": schema.STATUS_ERROR, "reason": f"generate() returned {images.dtype} {images.shape}, "
                                                              f"expected a float array {expected}"}
         out = np.frombuffer(self.buffer, dtype=np.uint8, count=images.size).reshape(expected)
         nonfinite = self._quantize(images, out)

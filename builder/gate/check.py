@@ -81,11 +81,10 @@ class Gate:
 
     # -- workers -------------------------------------------------------------------------------------------
 
-    def _worker(self, source: str, name: str, log_path: Path | None = None):
+    def _worker(self, source: str, log_path: Path | None = None):
         return ProgramWorker(source, model_path=self.model_path, device=self.device, dtype=self.dtype,
-                                    log_path=log_path, name=name, load_timeout=self.load_timeout,
-                                    threads=self.threads, max_images=max(len(c.prompts) for c in self.calls),
-                                    max_resolution=self.resolution)
+                             log_path=log_path, load_timeout=self.load_timeout, threads=self.threads,
+                             max_images=max(len(c.prompts) for c in self.calls), max_resolution=self.resolution)
 
     def _key(self, source: str) -> tuple:
         return (hashlib.sha256(source.encode()).hexdigest(), self.model_path, self.device, self.dtype, self.threads,
@@ -98,7 +97,7 @@ class Gate:
             cached = self.references.get(key)
             missing = [i for i in indices if i not in cached]
             if missing:
-                with self._worker(source, name) as process:
+                with self._worker(source) as process:
                     for index in missing:
                         call = self.calls[index]
                         try:
@@ -161,7 +160,7 @@ class Gate:
         futures = self._submit_references(skip=source if trusted else None)
         judge = Judge(self, verdict)
         results: dict[int, Result] = {}
-        process = self._worker(source, "candidate", log_path)
+        process = self._worker(source, log_path)
         try:
             load_started = time.perf_counter()
             try:
