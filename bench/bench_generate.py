@@ -119,8 +119,8 @@ def bare_settings(catalog, family, methods, model_path, size, device, dtype, war
 
 
 class BareServer:
-    """One method's bare pipeline in a spawned process of its own (loaded and warmed up on start), rendering one
-    batch per request with its own clock."""
+    """One method's bare pipeline in a spawned process of its own, rendering one batch per request with its own
+    clock. Starting it returns at once; :meth:`wait_ready` waits for the load and the warm-up batches."""
 
     def __init__(self, setting: BareSetting, release_memory: bool):
         import multiprocessing
@@ -130,7 +130,9 @@ class BareServer:
         self.process = context.Process(target=_serve_bare, args=(child, setting, release_memory), daemon=True)
         self.process.start()
         child.close()
-        self.conn.recv()  # loaded and warmed up
+
+    def wait_ready(self) -> None:
+        self.conn.recv()
 
     def render(self, batch) -> float:
         self.conn.send(batch)
@@ -169,6 +171,8 @@ class BareLoop:
 
     def __init__(self, settings: dict[str, BareSetting], batches, release_memory=False):
         self.servers = {method: BareServer(setting, release_memory) for method, setting in settings.items()}
+        for server in self.servers.values():  # all load at once: untimed, so they may share the host
+            server.wait_ready()
         self.batches = batches
         self.rounds: dict[int, dict[str, float]] = {}
         self.deferred: int | None = None

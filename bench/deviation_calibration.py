@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gate_calibration import selected_tasks  # noqa: E402
-from targets import at_least, print_targets  # noqa: E402
+from targets import at_least, print_targets, units  # noqa: E402
 
 PROMPTS = ["a red cube on a wooden table", "an astronaut riding a horse on the moon",
            "a watercolor painting of a lighthouse at dawn", "two cats sleeping on a sofa"]
@@ -56,7 +56,7 @@ def threshold_targets(catalog, rows: list[dict]) -> list:
         tasks = [row for row in rows if row["method"] == method]
         lowest = min(row[key] for row in tasks for key in HONEST if key in row)
         targets.append(at_least(f"{method}: honest variations >= its threshold, {threshold:g} dB", threshold, lowest,
-                                None, f"{len(tasks)} tasks", spec=".1f", unit=" dB"))
+                                None, units(len(tasks), "task"), spec=".1f", unit=" dB"))
     return targets
 
 

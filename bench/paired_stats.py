@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
-from targets import Target, at_least, at_most, percent_within
+from targets import Target, at_least, at_most, percent_within, units
 
 HARNESS, BARE = "paired: harness", "paired: bare"  # a paired pass's two sides, as the result files name them
 BASELINE = "none"
@@ -150,9 +150,9 @@ def speedup_target(method: str, difference: float, ci, n: str) -> Target:
 
 def run_targets(rows: list[dict], pooled_ratio: dict) -> list[Target]:
     """One run's throughput and speedup targets, CIs over its rounds."""
-    targets = [throughput_target(pooled_ratio["ratio"], pooled_ratio["ci"], f"{pooled_ratio['n_rounds']} rounds")]
+    targets = [throughput_target(pooled_ratio["ratio"], pooled_ratio["ci"], units(pooled_ratio["n_rounds"], "round"))]
     return targets + [speedup_target(row["method"], row["speedup_difference_to_bare"], row["speedup_difference_ci"],
-                                     f"{row['n_batches']} rounds")
+                                     units(row["n_batches"], "round"))
                       for row in rows if row["mode"] == HARNESS and row["method"] != BASELINE]
 
 
@@ -162,5 +162,5 @@ def cost_target(overhead: dict, bare_baseline_latencies: list[float]) -> Target:
     share = overhead["round_trip_ms_max"] / (1000 * statistics.median(bare_baseline_latencies))
     batch, height, width, _ = overhead["batch"]
     return at_most(f"harness cost per {batch} × {height}×{width} batch <= {100 * COST_LIMIT:g} % of a bare baseline "
-                   f"batch (slowest null call)", COST_LIMIT, share, None, f"{overhead['repeats']} calls",
+                   f"batch (slowest null call)", COST_LIMIT, share, None, units(overhead["repeats"], "call"),
                    scale=100, spec=".2f", unit=" %")

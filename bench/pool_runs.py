@@ -46,7 +46,7 @@ from paired_stats import (  # noqa: E402
     throughput_target,
     with_ci,
 )
-from targets import Target, at_least, percent_within, print_targets  # noqa: E402
+from targets import Target, at_least, percent_within, print_targets, units  # noqa: E402
 
 THROUGHPUT = "throughput"  # the figure of every method's batches together; the others are named by method
 
@@ -212,7 +212,7 @@ def figure_text(name: str, value: float, ci=None, signed=False) -> str:
 
 def pooled_targets(runs: Runs, controls: Runs | None = None) -> list[Target]:
     """The targets over runs: runs as the unit; with ``controls``, generate minus the control too."""
-    figures, n = per_run_figures(runs), f"{len(runs.names)} runs"
+    figures, n = per_run_figures(runs), units(len(runs.names), "run")
     targets = [throughput_target(figures[THROUGHPUT].value, figures[THROUGHPUT].ci, n)]
     targets += [speedup_target(name, figure.value, figure.ci, n) for name, figure in figures.items()
                 if name != THROUGHPUT]

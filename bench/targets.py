@@ -36,6 +36,11 @@ class Target:
         return f"{text} [{self.scale * low:{self.spec}}, {self.scale * high:{self.spec}}]"
 
 
+def units(count: int, noun: str) -> str:
+    """``n`` as the targets print it: "1 run", "5 runs"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _bounds(value: float, interval: tuple[float, float] | None) -> tuple[float, float]:
     """The interval a verdict is decided on: an exact measurement is its own interval."""
     return interval if interval is not None else (value, value)
@@ -74,7 +79,7 @@ def every(goal: str, passed: int, total: int) -> Target:
 
     low = float(beta.ppf(0.025, passed, total - passed + 1)) if passed else 0.0
     high = float(beta.ppf(0.975, passed + 1, total - passed)) if passed < total else 1.0
-    return Target(goal, passed / total, (low, high), f"{total} trials", MET if passed == total else NOT_MET)
+    return Target(goal, passed / total, (low, high), units(total, "trial"), MET if passed == total else NOT_MET)
 
 
 def percent_within(goal: str, bound: float, value: float, interval: tuple[float, float] | None, n: str) -> Target:
