@@ -13,7 +13,8 @@ import torch
 
 PIPELINES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
 LOAD_KWARGS = {"sd15": {"safety_checker": None, "requires_safety_checker": False}, "sdxl": {"add_watermarker": False}}
-TGATE_LOADERS = {"sd15": ("TgateSDLoader", "TgateSDDeepCacheLoader"), "sdxl": ("TgateSDXLLoader", "TgateSDXLDeepCacheLoader")}
+TGATE_LOADERS = {"sd15": ("TgateSDLoader", "TgateSDDeepCacheLoader"),
+                 "sdxl": ("TgateSDXLLoader", "TgateSDXLDeepCacheLoader")}
 
 
 def load(family: str, method: str, params: dict, model_path: str, device: str, dtype):

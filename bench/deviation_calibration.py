@@ -5,8 +5,9 @@ not (no acceleration at all, one parameter off by one notch)?
 
 Runs in-process on the CPU in float32 on the tiny synthetic models (random weights), every GT program of the
 chosen tasks. Prints one line per task and writes JSON with ``--out``. The thresholds must sit below every
-"same computation" number (an honest program is never flagged) and are then set as high as the GPU evidence
-(bench/README.md section 4: fp16 batch-size drift, accelerated vs baseline PSNR) allows.
+"same computation" number (an honest program is never flagged), its targets, and are then set as high as the GPU
+evidence (docs/investigations/standard-suite-h200.md: fp16 batch-size drift, accelerated vs baseline PSNR)
+allows.
 
     python bench/deviation_calibration.py --tasks 'smoke-sd15-*' --out bench/results/deviation_calibration.json
 """
@@ -26,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gate_calibration import selected_tasks  # noqa: E402
+from targets import at_least, print_targets, units  # noqa: E402
 
 PROMPTS = ["a red cube on a wooden table", "an astronaut riding a horse on the moon",
            "a watercolor painting of a lighthouse at dawn", "two cats sleeping on a sofa"]
@@ -39,6 +41,23 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     from accelbench.scorer import functional
 
     return float(np.mean([functional.psnr(x, y) for x, y in zip(a, b)]))
+
+
+HONEST = ("batch_size", "threads", "tome_seed")  # the same computation with other numerics
+
+
+def threshold_targets(catalog, rows: list[dict]) -> list:
+    """Per method: the lowest PSNR to the GT that an honest variation gave, against its ``deviation_psnr_db``."""
+    targets = []
+    for method in dict.fromkeys(row["method"] for row in rows):
+        threshold = catalog.methods[method].deviation_psnr_db
+        if threshold is None:  # no threshold: this method's programs are never flagged
+            continue
+        tasks = [row for row in rows if row["method"] == method]
+        lowest = min(row[key] for row in tasks for key in HONEST if key in row)
+        targets.append(at_least(f"{method}: honest variations >= its threshold, {threshold:g} dB", threshold, lowest,
+                                None, units(len(tasks), "task"), spec=".1f", unit=" dB"))
+    return targets
 
 
 def main(argv=None) -> int:
@@ -97,6 +116,7 @@ def main(argv=None) -> int:
         row["seconds"] = round(time.perf_counter() - started, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    print_targets("each method's deviation threshold is below every honest variation", threshold_targets(catalog, rows))
     if args.out:
         with open(args.out, "w") as handle:
             def strict(value):  # JSON has no infinity: identical images (PSNR inf) as the string "inf"

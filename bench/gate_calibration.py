@@ -3,7 +3,10 @@ not change the computation (another batch size and position, another torch threa
 ``use_rand``, under another seed of tomesd's merge-pattern generator.
 
 Runs in-process on the CPU in float32, on the tiny synthetic models (what ``accelbench check-program`` uses by
-default). Prints one line per program and the maxima, and writes them as JSON with ``--out``.
+default). Prints one line per program and the maxima, and writes them as JSON with ``--out``. Its targets are
+the constants it calibrates: the gate's CPU float32 tolerance must cover every program against itself, and
+ToMe's own tolerance another merge-pattern seed (tests/test_calibration.py checks the stored results the same
+way).
 
     python bench/gate_calibration.py                       # every GT and baseline program of the catalogue
     python bench/gate_calibration.py --tasks 'sd15-ddim-25-*' --draws 3 --out bench/results/gate_calibration.json
@@ -14,12 +17,18 @@ Differences are in uint8 levels (0-255) over all pixels and channels, as the gat
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from targets import at_most, print_targets, units  # noqa: E402
 
 
 def uint8(images) -> np.ndarray:
@@ -46,6 +55,45 @@ def selected_tasks(parser, patterns: str):
     return catalog, [catalog.tasks[task_id] for task_id in task_ids]
 
 
+def call_program(module, pipe, size: int, prompts, seeds, *, threads: int, reference_threads: int,
+                 tome_seed: int | None = None) -> np.ndarray:
+    """One call of a loaded program with ``threads`` torch threads and, for ToMe, merge-pattern seed ``tome_seed``
+    (both restored after), its images in uint8."""
+    import torch
+
+    from accelbench.builder.seeding import make_generators, seed_global
+
+    torch.set_num_threads(threads)
+    if tome_seed is not None:
+        module.TOME_SEED = tome_seed
+    seed_global(0)
+    try:
+        return uint8(module.generate(pipe, list(prompts), make_generators(seeds), height=size, width=size))
+    finally:
+        torch.set_num_threads(reference_threads)
+        if tome_seed is not None:
+            module.TOME_SEED = 0
+
+
+def tolerance_targets(catalog, summary: dict, rows: list[dict]) -> list:
+    """Each calibrated bound (uint8 levels) against the largest difference measured under it: exact maxima."""
+    from accelbench.builder.gate.tolerance import CPU_FP32
+
+    n = units(summary["programs"], "program")
+    targets = [at_most(f"CPU float32: max abs difference <= {CPU_FP32.max_abs}", CPU_FP32.max_abs,
+                       summary["max_abs"], None, n, spec=".0f"),
+               at_most(f"CPU float32: mean abs difference <= {CPU_FP32.mean_abs:g}", CPU_FP32.mean_abs,
+                       summary["max_mean_abs"], None, n, spec=".4f")]
+    tome, seeded = catalog.methods["tome"].gate_tolerance, units(sum(row["tome_seed"] is not None for row in rows),
+                                                                  "program")
+    if summary["tome_seed_max_abs"] is not None:
+        targets += [at_most(f"ToMe, another merge seed: max abs difference <= {tome.max_abs}", tome.max_abs,
+                            summary["tome_seed_max_abs"], None, seeded, spec=".0f"),
+                    at_most(f"ToMe, another merge seed: mean abs difference <= {tome.mean_abs:g}", tome.mean_abs,
+                            summary["tome_seed_max_mean_abs"], None, seeded, spec=".3f")]
+    return targets
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="*", help="comma-separated task id patterns")
@@ -57,7 +105,7 @@ def main(argv=None) -> int:
     import torch
 
     from accelbench.builder import gate, programs, synthetic
-    from accelbench.builder.seeding import make_generators, seed_global
+    from accelbench.builder.seeding import seed_global
 
     catalog, tasks = selected_tasks(parser, args.tasks)
     units, seen = [], set()
@@ -76,18 +124,8 @@ def main(argv=None) -> int:
         size = synthetic.tiny_resolution(catalog.models[task.model])
         tome_rand = not baseline and task.method == "tome" and task.params.get("use_rand")
         started = time.perf_counter()
-
-        def run(prompts, seeds, threads=args.threads, tome_seed=None):
-            torch.set_num_threads(threads)
-            if tome_seed is not None:
-                module.TOME_SEED = tome_seed
-            seed_global(0)
-            try:
-                return uint8(module.generate(pipe, list(prompts), make_generators(seeds), height=size, width=size))
-            finally:
-                torch.set_num_threads(args.threads)
-                if tome_seed is not None:
-                    module.TOME_SEED = 0
+        run = functools.partial(call_program, module, pipe, size, threads=args.threads,
+                                reference_threads=args.threads)
 
         row = {"program": f"{task.setting_id}.baseline" if baseline else task.id, "batch": [0, 0.0],
                "threads": [0, 0.0], "tome_seed": [0, 0.0] if tome_rand else None}
@@ -118,9 +156,11 @@ def main(argv=None) -> int:
         "max_mean_abs": max(max(r["batch"][1], r["threads"][1]) for r in rows),
         "tome_seed_max_abs": max((r["tome_seed"][0] for r in rows if r["tome_seed"]), default=None),
         "tome_seed_max_mean_abs": max((r["tome_seed"][1] for r in rows if r["tome_seed"]), default=None),
-        "torch": torch.__version__, "programs": len(rows),
+        "torch": torch.__version__, "programs": len(rows), "device": "cpu", "dtype": "float32", "weights": "tiny",
     }
     print(json.dumps(summary))
+    print_targets("the gate's tolerances cover what the calibration measured",
+                  tolerance_targets(catalog, summary, rows))
     if args.out:
         with open(args.out, "w") as handle:
             json.dump({"summary": summary, "rows": rows}, handle, indent=1)

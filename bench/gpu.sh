@@ -1,20 +1,17 @@
 #!/usr/bin/env bash
-# The GPU verification and benchmark runs recorded in bench/README.md, in two parts that each fit a
-# 10-minute machine lease:
-#   bash bench/gpu.sh sd15 RESULTS   smoke suite on CUDA; SD1.5 generate efficiency + timing fidelity;
-#                                    scoring throughput; the standard suite's SD1.5 DDIM-25 tasks, generated and scored
-#   bash bench/gpu.sh sdxl RESULTS [METHODS]   SDXL efficiency + fidelity: each method paired with the bare loop
-#                                    beside the baseline (default all four; one lease fits two, e.g.
-#                                    deepcache,tome then tgate,deepcache_tgate)
+# The GPU runs of the standing benchmarks (bench/README.md), in parts that each fit a 10-minute machine lease:
+#   bash bench/gpu.sh sd15 RESULTS   smoke suite on CUDA; SD1.5 generate vs the bare loop; scoring throughput;
+#                                    the standard suite's SD1.5 DDIM-25 tasks, generated and scored
+#   bash bench/gpu.sh sdxl RESULTS [METHODS]   SDXL generate vs the bare loop: each method paired beside the
+#                                    baseline (default all four; one lease fits two, e.g. deepcache,tome then
+#                                    tgate,deepcache_tgate)
 #   bash bench/gpu.sh sdxl-standard RESULTS   the standard suite's SDXL DDIM-25 tasks, generated and scored
-#   bash bench/gpu.sh sd15-gap RESULTS   SD1.5 paired against a bare loop with every pipeline in one process (the
-#                                    reference of runs 1-7), and worker placement (bench/README.md §1.2)
-#   bash bench/gpu.sh sd15-control RESULTS generate|bare-vs-bare   one 100-image paired SD1.5 run of generate, or of
-#                                    the no-harness control; alternate them and pool with
-#                                    bench/pool_runs.py RUNS --control CONTROLS (§1.2)
+#   bash bench/gpu.sh sd15-control RESULTS generate|control   one 100-image paired SD1.5 run of generate, or of
+#                                    the no-harness control; alternate them across calls and pool with
+#                                    bench/pool_runs.py RUNS --control CONTROLS
 # Every step runs even if an earlier one failed; RESULTS/ receives the JSON, logs and reports.
 set -u
-part=${1:?part: sd15, sdxl, sdxl-standard, sd15-gap or sd15-control}
+part=${1:?part: sd15, sdxl, sdxl-standard or sd15-control}
 results=${2:?results folder}
 work=${WORK:-/tmp/accelbench-gpu}
 mkdir -p "$results" "$work"
@@ -44,31 +41,27 @@ case $part in
     step accelbench score "$work/smoke" --device cuda --no-progress
     step python bench/bench_generate.py --families sd15 --images 64 --device cuda --work "$work/bench" \
       --out "$results/generate-sd15.json"
-    step python bench/bench_score.py --images 4096 --size 512 --device cuda --out "$results/score-gpu.json"
+    step python bench/bench_score.py --images 4096 --size 512 --device cuda --repeats 5 --out "$results/score-gpu.json"
     step standard sd15 "sd15-ddim-25-*"
     ;;
   sdxl)
-    # One method at a time: paired with every lane loaded needs ~157 GB, a baseline and one method ~131 GB (§1.5).
-    # Separate passes are no substitute: the GPU warms during the first pass and slows the second (§1.5, run 5).
+    # One method at a time beside the baseline: with every lane loaded a paired round needs ~157 GB of the 140
+    # (docs/investigations/sdxl-paired.md). Each bare process holds ~8 GB of weights and caches ~32 GB more in a
+    # batch; releasing that cache after each batch keeps two bare processes and two 41 GB workers within ~131 GB.
     methods=${3:-deepcache,tome,tgate,deepcache_tgate}
     for method in ${methods//,/ }; do
       step python bench/bench_generate.py --families sdxl --methods "$method" --images 20 --warmup 1 --device cuda \
-        --work "$work/bench-$method" --modes paired --out "$results/generate-sdxl-paired-$method.json"
+        --bare-release-memory --work "$work/bench-$method" --out "$results/generate-sdxl-paired-$method.json"
     done
     ;;
   sdxl-standard)
     step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate" 1
     ;;
-  sd15-gap)
-    step python bench/bench_generate.py --families sd15 --images 64 --device cuda --work "$work/bench" \
-      --modes paired --bare-one-process --out "$results/generate-sd15-bare-one-process.json"
-    step python bench/worker_placement.py --images 32 --methods none,deepcache --out "$results/worker-placement.json"
-    ;;
   sd15-control)
-    side=${3:?side: generate or bare-vs-bare}
-    case $side in generate) flag= ;; bare-vs-bare) flag=--bare-vs-bare ;; *) echo "unknown side $side"; exit 2 ;; esac
+    side=${3:?side: generate or control}
+    case $side in generate) flag= ;; control) flag=--control ;; *) echo "unknown side $side"; exit 2 ;; esac
     step python bench/bench_generate.py --families sd15 --images 100 --device cuda --work "$work/bench-$side" \
-      --modes paired $flag --out "$results/generate-sd15-paired-$side-$(date -u +%Y%m%dT%H%M%S).json"
+      $flag --out "$results/generate-sd15-paired-$side-$(date -u +%Y%m%dT%H%M%S).json"
     ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

@@ -72,6 +72,10 @@ from tqdm import tqdm
 from accelbench import dataset, schema
 from accelbench.builder.writer import FAILPOINT_ENV
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from targets import as_json, every, print_targets  # noqa: E402
+
 TASKS = ["smoke-sd15-ddim-8-deepcache", "smoke-pixart-alpha-dpmpp_2m-8-tgate"]
 SUBMITTED_TASK = TASKS[1]  # the submission holds a copy of this task's GT program (and none for the other)
 SLICE_ARGS = ["--suite", "smoke", "--tasks", ",".join(TASKS), "--limit", "2", "--no-progress"]
@@ -337,6 +341,10 @@ def machine() -> dict:
             "load_average_at_start": list(os.getloadavg()), "platform": platform.platform(), "versions": versions}
 
 
+def identical_target(identical: int, total: int):
+    return every("every killed and resumed dataset identical to the clean run", identical, total)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -427,6 +435,7 @@ def main() -> int:
             for command in trial["reproduce"]:
                 print(f"    {command}")
 
+    target = identical_target(identical, len(trials))
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv,
                "seed": args.seed, "trials_requested": args.trials, "machine": info, "work": str(work),
                "slice": {"args": SLICE_ARGS, "submission_task": SUBMITTED_TASK},
@@ -434,10 +443,12 @@ def main() -> int:
                "clean": {"seconds": clean_run["seconds"], "startup_s": round(startup_s, 2), "rc": clean_run["rc"],
                          "rows": len(clean), "parts": parts, "shards": shards,
                          "statuses": dict(Counter(s for _, s in clean.values()))},
-               "trials": trials, "identical": identical, "total": len(trials), "seconds": round(total_s, 1)}
+               "trials": trials, "identical": identical, "total": len(trials), "seconds": round(total_s, 1),
+               "targets": as_json([target])}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {args.results}")
+    print_targets(f"kill-and-resume trials on {info['cpu']} ({info['usable_cores']} usable cores)", [target])
     if not args.keep and identical == len(trials):
         shutil.rmtree(work / "clean", ignore_errors=True)
     return 0 if identical == len(trials) else 1

@@ -4,8 +4,8 @@ The generate loop hands over each finished batch (row metadata + uint8 pixels) a
 GPU call; the writer only holds it. Between rounds, when no timed call is running, ``flush`` has worker
 processes encode the held batches' PNGs in parallel and writes each batch as one part file
 ``.staging/<run_id>-r<rank>/part-<n>.parquet`` (temporary name, fsync, rename). So no timed call shares the host
-with encoding or writing, whatever its cores (on an H200 this cost no measurable wall time, bench/README.md §1.2).
-A killed run loses at most the round in flight. When a unit
+with encoding or writing, whatever its cores (on an H200 this cost no measurable wall time,
+docs/investigations/sd15-harness-gap.md §1.2). A killed run loses at most the round in flight. When a unit
 ends, its parts are compacted into one shard ``data/generations-*.parquet`` (again atomically), and only then are
 the parts removed; record ids already in a shard are never written twice, so a crash at any point leaves data that
 is complete, readable and free of duplicates.

@@ -1,0 +1,129 @@
+"""The standing benchmarks (bench/) cannot rot: each script runs end to end on the CPU at its smallest size, writes
+the JSON its readers expect and ends with its targets; and the headline tables are what the results give.
+
+The runs are smoke runs (a round or two, one trial, one task): their verdicts are NOT DECIDABLE more often than
+not, which is the point of printing them, and nothing here checks their numbers."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+VERDICT = ("MET", "NOT DECIDABLE")  # "NOT MET" ends with "MET"
+METHODS = ["none", "deepcache"]
+
+
+def run_script(script: str, *args, expect: int = 0) -> str:
+    """``bench/<script> args`` in a subprocess with one thread and the session's synthetic-model cache; its
+    stdout (its exit code must be ``expect``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELBENCH_CACHE": os.environ["ACCELBENCH_CACHE"]}
+    result = subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], capture_output=True, text=True,
+                            env=env, cwd=ROOT, timeout=600)
+    assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def targets_printed(stdout: str, *goals: str) -> list[str]:
+    """The target lines at the end of ``stdout``; each of ``goals`` must be one of them, with a verdict."""
+    lines = stdout[stdout.rindex("\ntargets: "):].splitlines()[2:]
+    for goal in goals:
+        assert any(goal in line and line.rstrip().endswith(VERDICT) for line in lines), (goal, lines)
+    return lines
+
+
+def test_the_headline_tables_are_what_the_results_give():
+    run_script("latest.py", "--check")
+
+
+def paired_report(rng, control: bool, rounds: int = 6) -> dict:
+    """A bench_generate.py result as the file holds it: both sides' batch latencies of every round."""
+    rows = []
+    for mode in ("paired: harness", "paired: bare"):
+        baseline = list(1.0 + 0.1 * rng.random(rounds))
+        for method in METHODS:
+            latencies = baseline if method == "none" else list(0.5 + 0.05 * rng.random(rounds))
+            rows.append({"method": method, "mode": mode, "batch_latencies_s": latencies,
+                         "baseline_latencies_s": baseline})
+    return {"batch_size": 4, "device": "cpu", "weights": "tiny", "options": {"control": control},
+            "families": {"sd15": {"rows": rows, "paired_first": ["paired: bare", "paired: harness"] * (rounds // 2)}}}
+
+
+def test_pool_runs_sets_runs_against_the_control(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name, control in (("generate-1", False), ("generate-2", False), ("control-1", True), ("control-2", True)):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(paired_report(rng, control)))
+    stdout = run_script("pool_runs.py", paths["generate-1"], paths["generate-2"], "--control", paths["control-1"],
+                        paths["control-2"])
+    assert "runs as the unit (n = 2 runs" in stdout and "generate against the control" in stdout
+    targets_printed(stdout, "throughput vs bare >= 0.98", "DeepCache speedup within ±3 % of bare's",
+                    "DeepCache speedup vs bare's, generate − control within ±3 %")
+    # A generate run passed as a control would set the harness against itself.
+    run_script("pool_runs.py", paths["generate-1"], "--control", paths["generate-2"], expect=2)
+
+
+@pytest.mark.slow
+def test_bench_generate_and_its_control_pool(tmp_path):
+    """Two rounds of the tiny SD1.5 baseline and DeepCache, through generate and through the control."""
+    results = {}
+    for side, flag in (("generate", []), ("control", ["--control"])):
+        results[side] = tmp_path / f"{side}.json"
+        stdout = run_script("bench_generate.py", "--families", "sd15", "--methods", "deepcache", "--images", 8,
+                            "--warmup", 1, "--weights", "tiny", "--device", "cpu", "--work", tmp_path / side,
+                            "--out", results[side], *flag)
+        goals = ["throughput vs bare >= 0.98", "DeepCache speedup within ±3 % of bare's"]
+        targets_printed(stdout, *goals, *(["harness cost per 4 × 64×64 batch"] if side == "generate" else []))
+        report = json.loads(results[side].read_text())
+        assert report["options"]["control"] is (side == "control")
+        entry = report["families"]["sd15"]
+        assert {"rows", "pooled", "paired_first", "targets"} <= entry.keys()
+        assert ("overhead" in entry) is (side == "generate")
+        assert {(row["mode"], row["method"]) for row in entry["rows"]} == {
+            (mode, method) for mode in ("paired: harness", "paired: bare") for method in METHODS}
+        assert all(len(row["batch_latencies_s"]) == 2 for row in entry["rows"])
+        assert entry["paired_first"] == ["paired: bare", "paired: harness"]
+    stdout = run_script("pool_runs.py", results["generate"], "--control", results["control"])
+    targets_printed(stdout, "DeepCache speedup vs bare's, generate − control within ±3 %")
+
+
+@pytest.mark.slow
+def test_bench_score(tmp_path):
+    out = tmp_path / "score.json"
+    stdout = run_script("bench_score.py", "--images", 8, "--size", 64, "--model", "accelbench-tiny-clip",
+                        "--device", "cpu", "--batch-size", 4, "--repeats", 1, "--out", out)
+    targets_printed(stdout, "accelbench score >= 0.9 x the machine's bound")
+    result = json.loads(out.read_text())
+    assert len(result["repeats"]) == 1 and {"bound_images_per_s", "accelbench_images_per_s",
+                                            "ratio_to_bound"} <= result["repeats"][0].keys()
+    assert result["targets"][0]["n"] == "1 repeat"
+
+
+@pytest.mark.slow
+def test_reliability_one_trial(tmp_path):
+    out = tmp_path / "reliability.json"
+    stdout = run_script("reliability.py", "--trials", 1, "--out", tmp_path / "work", "--results", out)
+    targets_printed(stdout, "every killed and resumed dataset identical to the clean run")
+    result = json.loads(out.read_text())
+    assert (result["identical"], result["total"]) == (1, 1) and result["targets"][0]["verdict"] == "MET"
+
+
+@pytest.mark.slow
+def test_calibrations_on_one_task(tmp_path):
+    """ToMe with use_rand: the one task that exercises every check of both calibrations."""
+    task = "smoke-sd15-ddim-8-tome"
+    stdout = run_script("gate_calibration.py", "--tasks", task, "--draws", 1, "--out", tmp_path / "gate.json")
+    targets_printed(stdout, "CPU float32: max abs difference", "ToMe, another merge seed: mean abs difference")
+    gate = json.loads((tmp_path / "gate.json").read_text())
+    assert gate["summary"]["programs"] == 2 and {"device", "dtype", "weights"} <= gate["summary"].keys()
+    stdout = run_script("deviation_calibration.py", "--tasks", task, "--out", tmp_path / "deviation.json")
+    targets_printed(stdout, "tome: honest variations >= its threshold")
+    deviation = json.loads((tmp_path / "deviation.json").read_text())
+    assert [row["task"] for row in deviation["rows"]] == [task]
+    assert {"batch_size", "threads", "tome_seed", "no_acceleration", "off_by_one"} <= deviation["rows"][0].keys()
