@@ -34,15 +34,12 @@ def resolution(model, size: str) -> int:
     denoiser gets sample size resolution // 8 (the VAE downsamples 8x), which is also the pipeline's default
     height and width."""
     _check(model, size)
-    return configs.TINY_RESOLUTION if size == "tiny" else model.resolution
+    return configs.TINY_RESOLUTION[model.synthetic] if size == "tiny" else model.resolution
 
 
 def tiny_resolution(model) -> int:
-    """Pixel height (= width) the tiny pipeline of ``model`` is meant to run at.
-
-    Tiny PixArt pipelines must be called with ``use_resolution_binning=False``: binning only knows the real sample
-    sizes (32/64/128).
-    """
+    """Pixel height (= width) the tiny pipeline of ``model`` is meant to run at (PixArt: 256, a size its
+    resolution binning knows)."""
     return resolution(model, "tiny")
 
 

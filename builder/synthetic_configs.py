@@ -15,7 +15,10 @@ PIPELINE_ARGS = {
 }
 ARCHITECTURES = tuple(PIPELINE_ARGS)
 SIZES = ("tiny", "full")
-TINY_RESOLUTION = 64  # pixel height = width of every tiny pipeline
+# Pixel height = width of each tiny pipeline. PixArt's resolution binning (on by default, in the pipelines and in
+# tgate's) only knows transformer sample sizes 32, 64 and 128: its tiny model has 32 (256 px), so a program that
+# leaves binning on runs on it as on the real 1024 px model, where binning maps 1024 to itself.
+TINY_RESOLUTION = {"sd15": 64, "sdxl": 64, "pixart-alpha": 256, "pixart-sigma": 256}
 
 
 

@@ -174,11 +174,11 @@ ADVERSARIAL = {
     "DDIM with eta=1.0": (PIXART_DDIM, pixart(replace={OPTIONS: OPTIONS + "        eta=1.0,\n"}),
                           "spec", r"step 1 of 25: step\(eta=1\), GT eta=0"),
     "half resolution, upsampled": (PIXART_DDIM, pixart(replace={
-        SIZE: "        height=height // 2,\n        width=width // 2,\n",
+        SIZE: "        height=height // 2,\n        width=width // 2,\n        use_resolution_binning=False,\n",
         RETURN: ("    small = torch.from_numpy(output.images).permute(0, 3, 1, 2)\n"
                  "    big = torch.nn.functional.interpolate(small, size=(height, width), mode=\"bilinear\")\n"
                  "    return big.permute(0, 2, 3, 1).numpy()\n")}),
-        "spec", r"denoiser call 1 of 25: latent size 4x4, GT 8x8"),
+        "spec", r"denoiser call 1 of 25: latent size 16x16, GT 32x32"),
     "guidance_scale=1.0": (PIXART_DDIM, pixart(replace={"GUIDANCE_SCALE = 4.5": "GUIDANCE_SCALE = 1.0"}),
                            "spec", r"latent batch 2 \(no guidance\), GT 4 \(2 images x 2 for guidance\)"),
     "T-GATE gate_step=2 for 10": (PIXART_DDIM, pixart(replace={"GATE_STEP = 10": "GATE_STEP = 2"}),
@@ -256,7 +256,7 @@ ADVERSARIAL = {
     "raises": (PIXART, pixart(PIXART, {CALL: "    raise RuntimeError('boom')\n" + CALL}),
                "output", r"call 1 of 4 \(2 images\): error: RuntimeError: boom"),
     "channels-first output": (PIXART, pixart(PIXART, {RETURN: "    return output.images.transpose(0, 3, 1, 2)\n"}),
-                              "output", r"expected a float array \(2, 64, 64, 3\)"),
+                              "output", r"returned float32 \(2, 3, 256, 256\), expected a float array \(2, 256, 256, 3\)"),
     "no generate()": (PIXART, pixart(PIXART, {"def generate(": "def make_images("}),
                       "contract", r"program defines no generate\(\)"),
 }

@@ -255,9 +255,6 @@ class Tracer:
     def _wrap_step(trace: Trace, original, depth: dict):
         signature = _signature(original)
 
-        # functools.wraps keeps the signature visible: pipelines inspect step() to decide whether to pass
-        # `generator` and `eta`, and a bare wrapper would silently change what the program does.
-        @functools.wraps(original)
         def step(self, *args, **kwargs):
             depth["step"] += 1
             try:
@@ -267,13 +264,12 @@ class Tracer:
             finally:
                 depth["step"] -= 1
 
-        return step
+        return _disguised(step, original, signature)
 
     @staticmethod
     def _wrap_set_timesteps(trace: Trace, original, depth: dict):
         signature = _signature(original)
 
-        @functools.wraps(original)
         def set_timesteps(self, *args, **kwargs):
             outer = depth.get("set_timesteps", 0) == 0
             depth["set_timesteps"] = depth.get("set_timesteps", 0) + 1
@@ -297,7 +293,20 @@ class Tracer:
                 trace.set_timesteps.append(record)
             return result
 
-        return set_timesteps
+        return _disguised(set_timesteps, original, signature)
+
+
+def _disguised(wrapper, original, signature):
+    """``wrapper`` with ``original``'s name, documentation and signature: pipelines inspect ``step()``'s
+    parameters to decide whether to pass ``generator`` and ``eta``, and a bare wrapper would silently change what
+    the program does. Unlike ``functools.wraps`` it sets no ``__wrapped__``, an attribute a program could look
+    for (the audit of timed batches, not secrecy, is what catches a program that behaves only when traced)."""
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(wrapper, name, getattr(original, name, None))
+    wrapper.__dict__.update(getattr(original, "__dict__", {}))
+    if signature is not None:
+        wrapper.__signature__ = signature
+    return wrapper
 
 
 def _signature(function) -> inspect.Signature | None:
