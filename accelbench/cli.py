@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from accelbench import __version__, schema
+from accelbench.builder.audit import DEFAULT_AUDIT_FRACTION
 from accelbench.builder.isolation import SANDBOXES  # no torch at import
 from accelbench.builder.options import GATE_MODES
 from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, DEFAULT_WARMUP_TIMEOUT_S
@@ -194,6 +195,19 @@ def check_program(ctx, file, task_id, model_path, variant, resolution, device, s
 # ---------------------------------------------------------------------------------------------------------
 
 
+class _SeedKey(click.ParamType):
+    name = "HEX"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip().lower()
+        if not 8 <= len(text) <= 64 or any(char not in "0123456789abcdef" for char in text):
+            self.fail(f"{value!r} is not a key of 8 to 64 hex digits", param, ctx)
+        return text
+
+
+SEED_KEY = _SeedKey()
+
+
 def _split(value: str | None) -> list[str] | None:
     """``"a, b"`` -> ["a", "b"]; None stays None (the default), and ``","`` is an empty selection."""
     return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
@@ -232,6 +246,11 @@ def _split(value: str | None) -> list[str] | None:
 @click.option("--gate", "gate_mode", type=click.Choice(GATE_MODES), default=GATE_MODES[0], show_default=True,
               help="Programs that must pass the correctness gate (tiny model, CPU) before they are timed; "
                    "a failing one gets 'rejected' rows. all: GT programs too.")
+@click.option("--audit-fraction", type=click.FloatRange(0, 1), default=DEFAULT_AUDIT_FRACTION, show_default=True,
+              help="Fraction of a gated submission's timed batches replayed under the tracer after timing (at least "
+                   "2 of them; 0: none). Every timed image is compared with the GT's whatever this is.")
+@click.option("--seed-key", type=SEED_KEY, help="Hex key the images' seeds are derived with (default: the dataset's, "
+              "or a random one for a new dataset); pass the same key to compare images across datasets.")
 @click.option("--retry-failed", is_flag=True, help="Re-run the rows whose status is not ok and replace them.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Warm-up batches per worker (default: the suite's).")
 @click.option("--shard", help="I/N: run shard I of N by hand (default: RANK/WORLD_SIZE from torchrun/accelerate).")
@@ -241,7 +260,7 @@ def _split(value: str | None) -> list[str] | None:
 @click.pass_context
 def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit, prompts_file, seeds, device,
              weights, model_paths, timing, max_resident, call_timeout, load_timeout, warmup_timeout, sandbox, gate_mode,
-             retry_failed, warmup, shard, encode_workers, no_progress):
+             audit_fraction, seed_key, retry_failed, warmup, shard, encode_workers, no_progress):
     """Render every (task, variant, seed, batch size) of a suite into a resumable Parquet dataset.
 
     Every program runs in a worker process of its own; the harness times each batch. Exit 1 when baseline or GT
@@ -262,8 +281,7 @@ def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit
         seeds=plan.parse_seeds(seeds) if seeds is not None else None, warmup_batches=warmup, model_paths=overrides,
         submissions=list(submission_dirs), timing=timing, max_resident=max_resident, call_timeout=call_timeout,
         load_timeout=load_timeout, warmup_timeout=warmup_timeout, sandbox=sandbox, gate=gate_mode,
-        retry_failed=retry_failed,
-        encode_workers=encode_workers,
+        audit_fraction=audit_fraction, seed_key=seed_key, retry_failed=retry_failed, encode_workers=encode_workers,
         progress=not no_progress,
     )
     summary = run_generate(options, _catalog(ctx))

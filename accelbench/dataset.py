@@ -147,9 +147,11 @@ def read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def init_dataset(directory: Path, manifest: dict, sweep_older_than_s: float = 0.0) -> None:
+def init_dataset(directory: Path, manifest: dict, sweep_older_than_s: float = 0.0, adopt: tuple[str, ...] = ()
+                 ) -> None:
     """Create the dataset folder, or check that an existing one pins the same :data:`schema.PINNED_FIELDS`
-    (naming every field that differs). Orphaned temporary files of a killed run (older than
+    (naming every field that differs) but those in ``adopt``, where the existing dataset's value stands (a seed
+    key nobody asked for). Orphaned temporary files of a killed run (older than
     ``sweep_older_than_s``: other ranks may be writing) are removed.
 
     Safe when several ranks start at once: they write the same manifest atomically, then all compare."""
@@ -173,7 +175,7 @@ def init_dataset(directory: Path, manifest: dict, sweep_older_than_s: float = 0.
                     directory.rmdir()  # leave no empty folder behind
             raise
     existing = read_manifest(directory)
-    different = [key for key in schema.PINNED_FIELDS if existing.get(key) != manifest.get(key)]
+    different = [key for key in schema.PINNED_FIELDS if key not in adopt and existing.get(key) != manifest.get(key)]
     if different:
         described = "; ".join(f"{key} {existing.get(key)!r} (this run: {manifest.get(key)!r})" for key in different)
         raise DatasetError(f"{directory} holds a dataset made with other {', '.join(different)}: {described}; "

@@ -460,15 +460,20 @@ def empty_row(columns: tuple[Column, ...]) -> dict:
 
 
 # What defines a dataset's rows: a run into an existing dataset must agree on every one of these.
-PINNED_FIELDS = ("suite", "weights", "dtype_policy", "device_type", "prompts_sha256", "seeds", "batch_sizes")
+PINNED_FIELDS = ("suite", "weights", "dtype_policy", "device_type", "prompts_sha256", "seeds", "batch_sizes",
+                 "seed_key")
 
 
 def dataset_manifest(*, suite: str, weights: str, dtype_policy: str, device_type: str, prompts_sha256: str,
-                     seeds: list[int], batch_sizes: list[int], clip: dict[str, str], suite_facts: dict) -> dict:
+                     seeds: list[int], batch_sizes: list[int], seed_key: str, clip: dict[str, str],
+                     suite_facts: dict) -> dict:
     """Content of ``DIR/accelbench.json``. The :data:`PINNED_FIELDS` are what every run that writes into DIR must
     agree on (timings from a CPU and a GPU, images from two prompt lists, never mix in one dataset); ``clip`` is
     the suite's default CLIP recipe (``{"model", "pretrained"}``), which the scorer uses unless told otherwise;
-    ``suite_facts`` what the dataset card says of the suite (:func:`accelbench.task_facts.suite_facts`)."""
+    ``seed_key`` what the images' seeds are derived with (:mod:`accelbench.builder.seeding`; absent from datasets
+    made before keys, whose key is the empty one); ``suite_facts`` what the dataset card says of the suite
+    (:func:`accelbench.task_facts.suite_facts`)."""
     return {"kind": DATASET_KIND, "schema_version": SCHEMA_VERSION, "suite": suite, "weights": weights,
             "dtype_policy": dtype_policy, "device_type": device_type, "prompts_sha256": prompts_sha256,
-            "seeds": list(seeds), "batch_sizes": list(batch_sizes), "clip": dict(clip), "suite_facts": suite_facts}
+            "seeds": list(seeds), "batch_sizes": list(batch_sizes), **({"seed_key": seed_key} if seed_key else {}),
+            "clip": dict(clip), "suite_facts": suite_facts}

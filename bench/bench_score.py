@@ -58,7 +58,7 @@ def write_dataset(directory: Path, pngs: list[bytes], size: int) -> None:
 
     dataset.init_dataset(directory, schema.dataset_manifest(
         suite="bench-score", weights="tiny", dtype_policy="float32", device_type="cpu", prompts_sha256="",
-        seeds=[0], batch_sizes=[1], clip={"model": "ViT-B-32", "pretrained": "random"}, suite_facts={}))
+        seeds=[0], batch_sizes=[1], seed_key="", clip={"model": "ViT-B-32", "pretrained": "random"}, suite_facts={}))
     rows = [schema.empty_row(schema.GENERATION_COLUMNS) | {
         "record_id": f"img{index:07d}", "prompt": PROMPTS[index % len(PROMPTS)], "status": schema.STATUS_OK,
         "image": {"bytes": png, "path": None}, "height": size, "width": size, "variant": "baseline"}

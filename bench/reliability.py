@@ -78,7 +78,9 @@ from targets import as_json, every, print_targets  # noqa: E402
 
 TASKS = ["smoke-sd15-ddim-8-deepcache", "smoke-pixart-alpha-dpmpp_2m-8-tgate"]
 SUBMITTED_TASK = TASKS[1]  # the submission holds a copy of this task's GT program (and none for the other)
-SLICE_ARGS = ["--suite", "smoke", "--tasks", ",".join(TASKS), "--limit", "2", "--no-progress"]
+# One seed key for the clean run and every trial: their images are compared record by record.
+SLICE_ARGS = ["--suite", "smoke", "--tasks", ",".join(TASKS), "--limit", "2", "--no-progress",
+              "--seed-key", "0123456789abcdef"]
 MODES = ("failpoint", "external", "twice")
 FAILPOINT_KINDS = ("part", "shard", "shard-write")
 TAG_ENV = "ACCELBENCH_RELIABILITY_TAG"  # marks every process of one generate run, to find its orphans

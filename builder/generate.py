@@ -26,11 +26,13 @@ from pathlib import Path
 
 from accelbench import dataset, schema, task_facts
 from accelbench.builder import host, plan, programs, submissions
+from accelbench.builder.audit import Audit
+from accelbench.builder.context import RunContext, RunState
 from accelbench.builder.isolation import hide_from_workers
-from accelbench.builder.options import GenerateOptions
-from accelbench.builder.rounds import RunContext, RunState, run_setting
+from accelbench.builder.options import GATE_NONE, GenerateOptions
+from accelbench.builder.rounds import finish_setting, run_setting
 from accelbench.builder.rows import utc_now
-from accelbench.builder.seeding import GENERATOR_DEVICE
+from accelbench.builder.seeding import GENERATOR_DEVICE, new_seed_key
 from accelbench.builder.sources import ModelSources
 from accelbench.builder.verdicts import gate_setting
 from accelbench.builder.writer import ShardWriter
@@ -54,6 +56,7 @@ class GenerateSummary:
     failed_rows: int  # every row whose status is not ok
     reference_failed_rows: int  # baseline and GT rows among them: these fail the run
     baseline_rerenders: int
+    audit_rejections: int  # gated submissions whose timed batches the audit rejected
     seconds: float
     failures: dict[str, str] = field(default_factory=dict)  # unit label -> first error message
 
@@ -63,7 +66,10 @@ class GenerateSummary:
                  f"{self.images_skipped} already done)",
                  f"failed rows: {self.failed_rows} ({self.reference_failed_rows} of baseline or GT programs)"]
         if self.baseline_rerenders:
-            lines.append(f"baseline batches re-rendered for another group: {self.baseline_rerenders}")
+            lines.append(f"reference batches re-rendered (another group, or a submission's GT images): "
+                         f"{self.baseline_rerenders}")
+        if self.audit_rejections:
+            lines.append(f"submissions rejected by the audit of their timed batches: {self.audit_rejections}")
         lines += [f"  {unit}: {message}" for unit, message in self.failures.items()]
         return "\n".join(lines)
 
@@ -79,7 +85,10 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     suite = catalog.suite(options.suite)
     tasks = plan.select_tasks(catalog, suite, options.tasks)
     submitted = submissions.load_submissions(options.submissions, suite)
-    variants = plan.select_variants(options.variants, [submission.name for submission in submitted])
+    names = [submission.name for submission in submitted]
+    variants = plan.select_variants(options.variants, names)
+    if options.gate != GATE_NONE:
+        variants = plan.with_references(variants, names)
     prompts = plan.load_prompts(suite.prompts, options.prompts_file, options.limit)
     seeds = list(options.seeds or suite.seeds)
     rank, world_size, local_rank = host.resolve_rank(options.shard)
@@ -94,9 +103,12 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     dataset.init_dataset(out, schema.dataset_manifest(
         suite=suite.id, weights=weights, dtype_policy=suite.dtype, device_type=device.split(":")[0],
         prompts_sha256=plan.prompts_sha256(prompts), seeds=seeds, batch_sizes=list(suite.batch_sizes),
+        seed_key=options.seed_key or new_seed_key(),
         clip={"model": suite.clip_model, "pretrained": suite.clip_pretrained},
         suite_facts=task_facts.suite_facts(suite, options.prompts_file)),
-        sweep_older_than_s=0.0 if world_size == 1 else SHARED_SWEEP_AGE_S)
+        sweep_older_than_s=0.0 if world_size == 1 else SHARED_SWEEP_AGE_S,
+        adopt=() if options.seed_key else ("seed_key",))
+    seed_key = dataset.read_manifest(out).get("seed_key", "")  # a new dataset's, or the one it was made with
     existing = dataset.read_columns(dataset.generation_files(out), ["variant", "unit_id", "program_sha256", "status",
                                                                    "image_sha256"]).to_pylist()
     _check_programs_unchanged(out, units, existing)
@@ -112,7 +124,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     for setting in settings:
         for unit in setting:
             pixels = 3 * sources.resolution(unit.task.model) ** 2
-            for batch in plan.build_batches(suite.id, unit, prompts, seeds, suite.batch_sizes):
+            for batch in plan.build_batches(suite.id, unit, prompts, seeds, suite.batch_sizes, seed_key):
                 planned += len(batch.images)
                 pending = sum(1 for image in batch.images if image.record_id not in done)
                 pending_images += pending
@@ -135,14 +147,16 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     writer = ShardWriter(out, run_id, rank, workers=options.encode_workers, cores=encoder_cores)
     progress = tqdm(total=pending_images, unit="img", desc=f"generate {suite.id}", disable=not options.progress,
                     dynamic_ncols=True)
-    context = RunContext(options, catalog, suite.id, prompts, seeds, list(suite.batch_sizes), sources, device,
-                         suite.dtype, warmups, columns, writer, progress, threads, worker_cores, before_round)
-    state = RunState(done, stored)
+    context = RunContext(options, catalog, suite.id, prompts, seeds, seed_key, list(suite.batch_sizes), sources,
+                         device, suite.dtype, warmups, columns, writer, progress, threads, worker_cores,
+                         before_round)
+    state = RunState(done, stored, audit=Audit(options.audit_fraction))
     try:
         for setting in settings:
             gate_setting(context, state, setting)
             for batch_size in context.batch_sizes:
                 run_setting(context, state, setting, batch_size)
+            finish_setting(context, state, setting)
             writer.end_unit()
     finally:
         progress.close()
@@ -155,7 +169,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     summary = GenerateSummary(out, rank, world_size, sum(map(len, settings)), planned, planned - pending_images,
                               writer.rows_written, state.failed_rows,
                               state.reference_failed_rows + len(state.baseline_mismatches), state.baseline_rerenders,
-                              time.perf_counter() - started, failures)
+                              len(state.audit.rejected), time.perf_counter() - started, failures)
     dataset.write_json_atomic(out / schema.RUNS_DIR / f"{schema.run_stem(run_id, rank)}.json", {
         **columns, "versions": versions, "argv": sys.argv, "tasks": [task.id for task in tasks],
         "variants": list(variants), "submissions": {sub.name: sub.info for sub in submitted},
@@ -163,6 +177,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
         "rows_written": summary.rows_written, "failed_rows": summary.failed_rows,
         "baseline_rerenders": state.baseline_rerenders, "baseline_mismatches": state.baseline_mismatches,
         "catalog_sha256": task_facts.catalog_digest(catalog), "confinement": state.confinement,
+        "audit": {"fraction": options.audit_fraction, "units": state.audit.records},
         "seconds": round(summary.seconds, 3),
         "finished_at": utc_now().isoformat(),
     })

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accelbench.builder.audit import DEFAULT_AUDIT_FRACTION
 from accelbench.builder.isolation import SANDBOXES
 from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, DEFAULT_WARMUP_TIMEOUT_S
 from accelbench.schema import TIMING_MODES
@@ -36,6 +37,8 @@ class GenerateOptions:
     warmup_timeout: float = DEFAULT_WARMUP_TIMEOUT_S  # each warm-up call: compilation and autotuning happen there
     sandbox: str = SANDBOXES[0]
     gate: str = GATE_MODES[0]  # which programs must pass the correctness gate before they are timed
+    audit_fraction: float = DEFAULT_AUDIT_FRACTION  # of a gated submission's timed batches, replayed traced
+    seed_key: str | None = None  # None: the dataset's, or a new random one for a new dataset
     retry_failed: bool = False
     encode_workers: int | None = None
     progress: bool = True

@@ -114,6 +114,16 @@ def select_variants(requested: list[str] | None, submission_names: list[str]) ->
     return tuple(variant for variant in known if variant in requested)
 
 
+def with_references(variants: tuple[str, ...], submission_names) -> tuple[str, ...]:
+    """``variants`` with the baseline and the GT added when a submission is among them: a gated submission's timed
+    images are checked against its task's GT rendering the same batches, and every row's speedup needs its round's
+    baseline latency (where their rows are already written, they only re-render)."""
+    if not any(map(schema.is_submission, variants)):
+        return variants
+    return tuple(variant for variant in available_variants(submission_names)
+                 if variant in variants or variant in (schema.BASELINE, schema.GT))
+
+
 def build_units(catalog: Catalog, tasks: list[Task], variants: tuple[str, ...],
                 submissions: dict[str, dict[str, Program]] | None = None) -> list[Unit]:
     """Units in a fixed order: per setting (first appearance) its shared baseline, then per task its GT and each
@@ -136,7 +146,8 @@ def build_units(catalog: Catalog, tasks: list[Task], variants: tuple[str, ...],
     return units
 
 
-def build_batches(suite_id: str, unit: Unit, prompts: list[str], seeds, batch_sizes) -> list[Batch]:
+def build_batches(suite_id: str, unit: Unit, prompts: list[str], seeds, batch_sizes, seed_key: str
+                  ) -> list[Batch]:
     sha256 = unit.program.sha256 if unit.program is not None else ""
     batches = []
     for seed in seeds:
@@ -146,7 +157,7 @@ def build_batches(suite_id: str, unit: Unit, prompts: list[str], seeds, batch_si
                 images = tuple(
                     Image(record_id(suite_id, unit.variant, unit.unit_id, sha256, seed, batch_size, index,
                                     prompts[index]),
-                          index, prompts[index], image_seed(seed, index), position)
+                          index, prompts[index], image_seed(seed, index, seed_key), position)
                     for position, index in enumerate(indices)
                 )
                 batches.append(Batch(unit, seed, batch_size, batch_index, images))

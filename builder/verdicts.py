@@ -9,8 +9,9 @@ import json
 
 from accelbench import dataset, schema
 from accelbench.builder import plan
+from accelbench.builder.context import RunContext, RunState
+from accelbench.builder.lanes import file_name
 from accelbench.builder.options import GATE_ALL
-from accelbench.builder.rounds import RunContext, RunState, file_name
 from accelbench.builder.rows import utc_now
 
 
@@ -53,5 +54,5 @@ def _verdict_row(unit: plan.Unit, verdict) -> dict:
 def _has_pending(context: RunContext, state: RunState, unit: plan.Unit) -> bool:
     return any(image.record_id not in state.done
                for batch in plan.build_batches(context.suite_id, unit, context.prompts, context.seeds,
-                                               context.batch_sizes)
+                                               context.batch_sizes, context.seed_key)
                for image in batch.images)

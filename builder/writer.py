@@ -14,8 +14,10 @@ is complete, readable and free of duplicates.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import multiprocessing
 import os
+import shutil
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -27,6 +29,7 @@ from accelbench import dataset, schema
 from accelbench.builder import encode
 from accelbench.builder.encode import PNG_COMPRESS_LEVEL, encode_png
 
+HELD_DIR = "held"  # .staging/<run>/held/<unit>/: parts of audited units, invisible to readers until released
 FAILPOINT_ENV = "ACCELBENCH_FAILPOINT"  # tests: "part:N" / "shard:N" kills the process after the N-th write of
 # that kind, "shard-write:N" in the middle of it (the temporary file written, not yet renamed)
 
@@ -54,7 +57,7 @@ class ShardWriter:
         self.compress_level = compress_level
         self.table_schema = schema.arrow_schema(schema.GENERATION_COLUMNS)
         self.parts_written = self.shards_written = self.rows_written = 0
-        self._held: list[tuple[list[dict], object]] = []  # batches submitted since the last flush
+        self._held: list[tuple[list[dict], object, str | None]] = []  # batches submitted since the last flush
         self._failed = False  # a write failed: nothing more is written, so no half-state is added to it
         self._compact_orphans()
         # spawn, not fork: the parent may hold CUDA state, which must never be forked.
@@ -64,10 +67,29 @@ class ShardWriter:
         # Start every worker now: spawning them during the first timed batches would slow those batches.
         list(self._pool.map(encode.ready, range(workers)))
 
-    def submit(self, rows: list[dict], pixels=None) -> None:
+    def submit(self, rows: list[dict], pixels=None, hold: str | None = None) -> None:
         """Hold one batch until the next flush: ``rows`` without image fields, ``pixels`` uint8 [N, H, W, 3]
-        (None when the batch failed)."""
-        self._held.append((rows, pixels))
+        (None when the batch failed). ``hold``: a unit's label; its parts are written apart, where no reader looks,
+        until :meth:`release` (or :meth:`discard`) decides their fate."""
+        self._held.append((rows, pixels, hold))
+
+    def _held_folder(self, label: str) -> Path:
+        return self.staging / HELD_DIR / hashlib.sha256(label.encode()).hexdigest()[:16]
+
+    def release(self, label: str) -> None:
+        """The held parts of ``label`` join the run's parts (renamed: no copy)."""
+        folder = self._held_folder(label)
+        if self._failed or not folder.is_dir():
+            return
+        with self._writing():
+            for path in sorted(folder.glob(schema.PART_GLOB)):
+                os.replace(path, self.staging / path.name)
+                self.rows_written += pq.read_metadata(self.staging / path.name).num_rows
+            folder.rmdir()
+
+    def discard(self, label: str) -> None:
+        """The held parts of ``label`` are deleted: none of its rows is written."""
+        shutil.rmtree(self._held_folder(label), ignore_errors=True)
 
     def flush(self) -> None:
         """Encode the held batches (in parallel) and write each as a part, in the order submitted; returns when
@@ -77,10 +99,10 @@ class ShardWriter:
         held, self._held = self._held, []
         with self._writing():
             encoding = [(rows, None if pixels is None else
-                         [self._pool.submit(encode_png, picture, self.compress_level) for picture in pixels])
-                        for rows, pixels in held]
-            for rows, futures in encoding:
-                self._write_part(rows, futures)
+                         [self._pool.submit(encode_png, picture, self.compress_level) for picture in pixels], hold)
+                        for rows, pixels, hold in held]
+            for rows, futures, hold in encoding:
+                self._write_part(rows, futures, hold)
 
     def end_unit(self) -> None:
         """Write what is held, then compact the parts written so far into a shard."""
@@ -105,15 +127,17 @@ class ShardWriter:
             self._failed = True
             raise
 
-    def _write_part(self, rows, futures) -> None:
+    def _write_part(self, rows, futures, hold: str | None = None) -> None:
         for row, future in zip(rows, futures or [None] * len(rows)):
             if future is not None:
                 png, pixel_hash = future.result()
                 row.update(image={"bytes": png, "path": f"{row['record_id']}.png"}, image_sha256=pixel_hash)
         table = pa.Table.from_pylist(rows, schema=self.table_schema)
         self.parts_written += 1
-        dataset.write_table_atomic(table, self.staging / schema.part_file(f"{self.parts_written:06d}"))
-        self.rows_written += len(rows)
+        folder = self.staging if hold is None else self._held_folder(hold)
+        dataset.write_table_atomic(table, folder / schema.part_file(f"{self.parts_written:06d}"))
+        if hold is None:
+            self.rows_written += len(rows)
         _failpoint("part", self.parts_written)
 
     def _compact(self, staging: Path) -> None:
@@ -137,10 +161,8 @@ class ShardWriter:
                                            self.directory / schema.GENERATIONS_DIR / name,
                                            before_replace=lambda _: _failpoint("shard-write", count))
                 _failpoint("shard", self.shards_written)
-        for path in staging.glob("*"):
-            path.unlink()
-        if staging.is_dir():
-            staging.rmdir()
+        # Parts still held back (a run killed before its units' audits ended) are not rows: the work is redone.
+        shutil.rmtree(staging, ignore_errors=True)
 
     def _compact_orphans(self) -> None:
         """Parts left by an earlier run of this rank that was killed become a shard before new work starts."""

@@ -207,7 +207,7 @@ def write_dataset(directory: Path, units=UNITS, rows: list[dict] | None = None, 
     dataset.write_json_atomic(directory / schema.DATASET_MANIFEST, schema.dataset_manifest(
         suite="smoke", weights="tiny", dtype_policy="float32", device_type="cpu",
         prompts_sha256=hashlib.sha256("\n".join(PROMPTS).encode()).hexdigest(), seeds=[0],
-        batch_sizes=list(BATCH_SIZES), clip={"model": TINY[0], "pretrained": TINY[1]},
+        batch_sizes=list(BATCH_SIZES), seed_key="", clip={"model": TINY[0], "pretrained": TINY[1]},
         suite_facts=task_facts.suite_facts(CATALOG.suite("smoke"), None)))
     if facts:
         task_ids = sorted({record["task_id"] for record in rows if record["task_id"]})

@@ -15,12 +15,15 @@ from accelbench.manifest import load_catalog
 
 CATALOG = load_catalog()
 SMOKE = CATALOG.suite("smoke")
+# The tests' runs share one seed key, so the images of runs into different folders can be compared.
+SEED_KEY = "c0ffee00" * 2  # no two smoke images share a grey level in FAKE (seed % 251)
 # A small slice for the tests that run generate several times: one UNet method, one DiT, two prompts.
 SLICE = ["smoke-sd15-ddim-8-deepcache", "smoke-pixart-alpha-dpmpp_2m-8-tgate"]
-SLICE_ARGS = ["--suite", "smoke", "--tasks", ",".join(SLICE), "--limit", "2", "--no-progress"]
+SLICE_ARGS = ["--suite", "smoke", "--tasks", ",".join(SLICE), "--limit", "2", "--no-progress", "--seed-key", SEED_KEY]
 
 
 def generate(out, before_round=None, **options):
+    options.setdefault("seed_key", SEED_KEY)
     return run_generate(GenerateOptions(suite="smoke", out=out, progress=False, **options), CATALOG,
                         before_round=before_round)
 

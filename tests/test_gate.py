@@ -256,7 +256,8 @@ ADVERSARIAL = {
     "raises": (PIXART, pixart(PIXART, {CALL: "    raise RuntimeError('boom')\n" + CALL}),
                "output", r"call 1 of 4 \(2 images\): error: RuntimeError: boom"),
     "channels-first output": (PIXART, pixart(PIXART, {RETURN: "    return output.images.transpose(0, 3, 1, 2)\n"}),
-                              "output", r"returned float32 \(2, 3, 256, 256\), expected a float array \(2, 256, 256, 3\)"),
+                              "output",
+                              r"returned float32 \(2, 3, 256, 256\), expected a float array \(2, 256, 256, 3\)"),
     "no generate()": (PIXART, pixart(PIXART, {"def generate(": "def make_images("}),
                       "contract", r"program defines no generate\(\)"),
 }

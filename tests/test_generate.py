@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from generating import (
     CATALOG,
     FAKE,
+    SEED_KEY,
     SLICE,
     SMOKE,
     generate,
@@ -187,7 +188,7 @@ def test_batches_are_encoded_and_written_between_rounds_never_during_a_call(tmp_
 
     written_during_calls, on_disk_at_round_start, memory_asked = [], [], []
     timed_call = ProgramWorker.generate
-    image_seeds = {image_seed(seed, index) for seed in SMOKE.seeds for index in range(2)}  # of the timed images
+    image_seeds = {image_seed(seed, index, SEED_KEY) for seed in SMOKE.seeds for index in range(2)}  # timed images
 
     def watched(self, prompts, seeds, *args, **kwargs):
         before = rows_on_disk()
@@ -284,3 +285,23 @@ def test_unreadable_and_temporary_files_are_ignored_with_a_warning(smoke, tmp_pa
     with caplog.at_level("WARNING", logger="accelbench"):
         assert len(rows(copy)) == len(rows(out))
     assert "ignoring unreadable file" in caplog.text and "generations-truncated.parquet" in caplog.text
+
+
+def test_image_seeds_come_from_the_dataset_s_own_random_key(tmp_path):
+    """A new dataset draws a seed key from OS randomness and pins it: a rerun into it renders the same images,
+    another dataset other ones (no program can know a timed image's seed before its call), a given key
+    reproduces them elsewhere, and a key other than the dataset's is refused."""
+    task = dict(tasks=[SLICE[0]], variants=["baseline"], limit=1, seeds=[0])
+    first, second = tmp_path / "first", tmp_path / "second"
+    generate(first, seed_key=None, **task)
+    generate(second, seed_key=None, **task)
+    key = dataset.read_manifest(first)["seed_key"]
+    assert len(key) == 32 and key != dataset.read_manifest(second)["seed_key"]
+    seeds = {folder: {row["image_seed"] for row in rows(folder, ["image_seed"])} for folder in (first, second)}
+    assert seeds[first].isdisjoint(seeds[second])
+    assert seeds[first] == {image_seed(0, 0, key)}
+    generate(first, seed_key=None, retry_failed=True, **task)  # a rerun adopts the dataset's key
+    again = generate(tmp_path / "again", seed_key=key, **task)
+    assert again.rows_written == 2 and hashes(tmp_path / "again") == hashes(first)
+    with pytest.raises(dataset.DatasetError, match=rf"seed_key '[0-9a-f]{{32}}' \(this run: '{SEED_KEY}'\)"):
+        generate(first, **task)

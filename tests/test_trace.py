@@ -115,7 +115,7 @@ def test_t_gate_reuses_cross_attention_after_its_gate_step_and_drops_guidance():
     selfs = [[entry[3] for entry in pattern if entry[2] is None] for pattern in patterns]
     assert selfs[:4] == [[1, 1], [1, 1], [0, 0], [1, 1]]  # warm-up, cache, reuse, gate step
     assert [call["sample"][0] for call in t["calls"]] == [4] * 4 + [2] * 4
-    assert patterns[0][1][1:3] == [16, 120]  # 4x4 patches, T5's 120 tokens
+    assert patterns[0][1][1:3] == [256, 120]  # 16x16 patches (256 px), T5's 120 tokens
 
 
 def test_tome_shows_as_shorter_self_attention():

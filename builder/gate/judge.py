@@ -34,6 +34,34 @@ def real_model_difference(gt_trace: dict | None, trace: dict | None) -> str | No
     return None if difference is None else f"gate (real model): spec: {difference}"
 
 
+def timed_difference(pixels: np.ndarray, reference: np.ndarray, tolerance: Tolerance) -> str | None:
+    """Why a timed batch of a submission is not its task's computation: the first image outside ``tolerance`` of
+    the GT's image of the same prompt and seed (same batch size), or None."""
+    for image, (mine, theirs) in enumerate(zip(pixels, reference)):
+        m, mean = pixel_difference(mine, theirs)
+        if not tolerance.allows(m, mean):
+            return (f"image {image + 1} differs from the GT's image of the same prompt and seed by up to {m}/255 "
+                    f"(mean {mean:.3g}); allowed {tolerance.max_abs} (mean {tolerance.mean_abs:g})")
+    return None
+
+
+def replay_difference(timed: np.ndarray, replay: np.ndarray, reference_trace: dict | None, trace: dict | None,
+                      tolerance: Tolerance | None) -> str | None:
+    """Why a timed batch, replayed under the tracer in the same worker, is rejected: its pixels are not the ones
+    the timed call returned (bit for bit; within ``tolerance`` where the device itself does not repeat, as the
+    GT's own replay showed), or its trace is not the GT's trace of the same inputs. None when it passes."""
+    for image, (first, again) in enumerate(zip(timed, replay)):
+        m, mean = pixel_difference(first, again)
+        if m and (tolerance is None or not tolerance.allows(m, mean)):
+            return (f"image {image + 1} of the replay differs from what the timed call returned (max |diff| {m}/255, "
+                    f"mean {mean:.3g}): the program computed something else when it was timed")
+    if reference_trace is not None:
+        difference = compare_traces(reference_trace, trace) if trace is not None else "no execution trace"
+        if difference is not None:
+            return f"spec: {difference}"
+    return None
+
+
 class Judge:
     """Builds a verdict's checks call by call (see the module docstring for what each check means)."""
 
