@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -92,6 +93,31 @@ def write_table_atomic(table: pa.Table, path: Path, before_replace=None) -> None
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(data))
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """A copy of file ``source`` at ``target``, written atomically (streamed: shards can be large)."""
+    with open(source, "rb") as reading:
+        _atomic_write(Path(target), lambda handle: shutil.copyfileobj(reading, handle))
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``source`` at ``target`` as a hard link (no space used: dataset files other than the workers' logs, which
+    are appended to, are only ever replaced by rename, never changed in place, so the link never sees a later
+    change), or an atomic copy where links are not possible (another filesystem, links not permitted)."""
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        copy_atomic(source, target)
+
+
+def plain_files(folder: Path) -> list[Path]:
+    """Files of a folder, sorted, without hidden ones (temporary names of atomic writes in progress)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
 
 
 class WriteError(RunError):
