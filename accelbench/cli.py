@@ -289,6 +289,22 @@ def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit
     ctx.exit(EXIT_FAILED if summary.reference_failed_rows else 0)
 
 
+@main.command()
+@click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Dataset folder to write: a new or empty one, or a dataset to merge the others into.")
+def merge(directories, out):
+    """Merge datasets generated separately (generate --shard I/N on other machines, later runs) into one, for
+    score and publish.
+
+    Refuses, writing nothing, datasets made with other pinned fields or task facts, a record whose status or
+    pixels differ between them, and two different files of one name; a record in several is kept once. Merging
+    again changes nothing. Scores are not merged: run `accelbench score OUT`."""
+    from accelbench import dataset_merge
+
+    click.echo(dataset_merge.merge(list(directories), out).format())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Score, report, publish
 # ---------------------------------------------------------------------------------------------------------

@@ -8,13 +8,14 @@ warning, never read as data.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
 import math
 import os
+import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -58,8 +59,47 @@ def json_safe(value):
 
 def write_json_atomic(path: Path, payload) -> None:
     """``payload`` (through :func:`json_safe`) as indented JSON with sorted keys, atomically."""
-    text = json.dumps(json_safe(payload), indent=2, sort_keys=True, allow_nan=False)
-    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+    data = _json_bytes(payload)
+    _atomic_write(Path(path), lambda handle: handle.write(data))
+
+
+def write_json_first(path: Path, payload) -> bool:
+    """Write ``payload`` as :func:`write_json_atomic` does unless ``path`` exists: of several writers starting at
+    once (ranks on one host or on nodes sharing the folder) the first wins and the others leave its file alone.
+    True when this call wrote it. The complete temporary file gets its name by a hard link, which is atomic and
+    fails where the name is taken (also on NFS). A filesystem without hard links gets a rename instead, where the
+    last writer wins: harmless for the ranks of one run, which write the same content."""
+    data = _json_bytes(payload)
+    try:
+        _atomic_write(Path(path), lambda handle: handle.write(data), place=_place_first)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _json_bytes(payload) -> bytes:
+    return json.dumps(json_safe(payload), indent=2, sort_keys=True, allow_nan=False).encode()
+
+
+# What os.link raises where a filesystem has no hard links (vfat, some FUSE and object-store mounts).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _place_first(temporary: str, path: Path) -> None:
+    """Give the written ``temporary`` file the name ``path`` unless that name exists (FileExistsError)."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        # On NFS a link whose reply was lost is retried and reports EEXIST although it succeeded: then the
+        # temporary file has a second name (open(2) on O_EXCL describes this check).
+        if os.stat(temporary).st_nlink < 2:
+            raise
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        os.replace(temporary, path)
+        return
+    os.unlink(temporary)
 
 
 def write_csv_atomic(path: Path, rows: list[dict], columns) -> None:
@@ -94,20 +134,48 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(data))
 
 
+def copy_atomic(source: Path, target: Path) -> None:
+    """A copy of file ``source`` at ``target``, written atomically (streamed: shards can be large)."""
+    with open(source, "rb") as reading:
+        _atomic_write(Path(target), lambda handle: shutil.copyfileobj(reading, handle))
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``source`` at ``target`` as a hard link (no space used: dataset files other than the workers' logs, which
+    are appended to, are only ever replaced by rename, never changed in place, so the link never sees a later
+    change), or an atomic copy where links are not possible (another filesystem, links not permitted)."""
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        copy_atomic(source, target)
+
+
+def plain_files(folder: Path) -> list[Path]:
+    """Files of a folder, sorted, without hidden ones (temporary names of atomic writes in progress)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
+
+
 class WriteError(RunError):
     """A dataset file could not be written (disk full, read-only or failing storage): names the path and cause."""
 
 
-def _atomic_write(path: Path, write, before_replace=None) -> None:
+def _atomic_write(path: Path, write, before_replace=None, place=os.replace) -> None:
     """``before_replace``: called with the written temporary file's path just before the rename (tests kill
-    the process there). A failed write leaves nothing behind and raises :class:`WriteError`."""
+    the process there); ``place(temporary, path)`` gives the file its name. A failed write leaves nothing
+    behind and raises :class:`WriteError` (a ``place`` that finds the name taken: FileExistsError)."""
     try:
-        _write_replace(path, write, before_replace)
+        _write_replace(path, write, before_replace, place)
+    except FileExistsError:
+        raise
     except OSError as error:
         raise WriteError(f"cannot write {path}: {error.strerror or error}") from error
 
 
-def _write_replace(path: Path, write, before_replace) -> None:
+def _write_replace(path: Path, write, before_replace, place) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
@@ -119,7 +187,7 @@ def _write_replace(path: Path, write, before_replace) -> None:
             os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
         if before_replace is not None:
             before_replace(Path(handle.name))
-        os.replace(handle.name, path)
+        place(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
@@ -154,7 +222,8 @@ def init_dataset(directory: Path, manifest: dict, sweep_older_than_s: float = 0.
     key nobody asked for). Orphaned temporary files of a killed run (older than
     ``sweep_older_than_s``: other ranks may be writing) are removed.
 
-    Safe when several ranks start at once: they write the same manifest atomically, then all compare."""
+    Safe when several ranks start at once, on one host or on nodes sharing the folder: the first to write the
+    manifest wins (:func:`write_json_first`), and every rank compares its own with the one written."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise DatasetError(f"{directory}: exists and is not a folder")
@@ -168,7 +237,7 @@ def init_dataset(directory: Path, manifest: dict, sweep_older_than_s: float = 0.
                                f"use another --out")
         created = not directory.exists()
         try:
-            write_json_atomic(path, manifest)
+            write_json_first(path, manifest)
         except WriteError:
             if created:
                 with contextlib.suppress(OSError):
@@ -187,9 +256,11 @@ def remove_orphaned_temporaries(directory: Path, older_than_s: float = 0.0) -> l
     """Delete the ``.*.tmp`` files that :func:`_atomic_write` leaves behind when its process is killed.
 
     A temporary name is only ever used by the process that created it, so a leftover is garbage. A run
-    that may share the folder with live writers (other ranks) passes ``older_than_s`` to spare their files."""
+    that may share the folder with live writers (other ranks) passes ``older_than_s`` to spare their files: a
+    file being written is younger, as its writer updates it until the rename. Ages are measured on the
+    storage's clock, not this host's, which on shared storage may be off from the file server's."""
     removed = []
-    now = time.time()
+    now = _storage_time(directory)
     for folder in (directory, *(directory / name for name in _DATASET_ENTRIES)):
         if not folder.is_dir():
             continue
@@ -201,6 +272,15 @@ def remove_orphaned_temporaries(directory: Path, older_than_s: float = 0.0) -> l
             except FileNotFoundError:
                 pass  # another rank cleaned it up first
     return removed
+
+
+def _storage_time(directory: Path) -> float:
+    """The time on the clock that stamps ``directory``'s files: the modification time of a file made now."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".clock.", suffix=".tmp") as probe:
+            return os.fstat(probe.fileno()).st_mtime
+    except OSError as error:
+        raise WriteError(f"cannot write {directory}: {error.strerror or error}") from error
 
 
 _DATASET_ENTRIES = {schema.DATASET_MANIFEST, schema.GENERATIONS_DIR, schema.PROGRAMS_DIR, schema.RUNS_DIR,

@@ -47,8 +47,16 @@ VERDICTS_GLOB = "verdicts-*.parquet"
 
 
 def run_stem(run_id: str, rank: int) -> str:
-    """What names one rank's files of one run: its run record, staging folder, shards and verdicts."""
+    """What names one rank's files of one run: its run record, staging folder, shards and verdicts. Unique per
+    process: run ids are drawn per process (a UTC second and 24 random bits), and ranks are distinct within a
+    run (torchrun's global RANK over all nodes, or ``--shard I/N``)."""
     return f"{run_id}-r{rank}"
+
+
+def stem_rank(stem: str) -> int | None:
+    """The rank a :func:`run_stem` names; None for a name that is not a run stem."""
+    _, separator, rank = stem.rpartition("-r")
+    return int(rank) if separator and rank.isdigit() else None
 
 
 def verdicts_file(run_id: str, rank: int, setting_id: str) -> str:

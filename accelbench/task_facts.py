@@ -79,19 +79,26 @@ def _path(directory: Path, task_id: str) -> Path:
 
 
 def record(directory: Path, task_facts: list[dict]) -> None:
-    """Write the facts of tasks the dataset does not hold yet; refuse (:class:`accelbench.dataset.DatasetError`)
-    a task whose recorded facts differ from these, naming the first field."""
+    """Write the facts of tasks the dataset does not hold yet (ranks starting at once: the first writes them);
+    refuse (:class:`accelbench.dataset.DatasetError`) a task whose recorded facts differ from these, naming the
+    first field."""
     for entry in task_facts:
         path = _path(directory, entry["id"])
-        if not path.is_file():
-            dataset.write_json_atomic(path, entry)
+        if not path.is_file() and dataset.write_json_first(path, entry):
             continue
         held = json.loads(path.read_text())
-        for key in sorted(set(held) | set(entry)):
-            if key not in _PROVENANCE and held.get(key) != entry.get(key):
-                raise dataset.DatasetError(
-                    f"{directory} holds task {entry['id']} with {key} {held.get(key)!r}, the catalogue now says "
-                    f"{entry.get(key)!r}: the catalogue changed; use another --out")
+        key = difference(held, entry)
+        if key is not None:
+            raise dataset.DatasetError(
+                f"{directory} holds task {entry['id']} with {key} {held.get(key)!r}, the catalogue now says "
+                f"{entry.get(key)!r}: the catalogue changed; use another --out")
+
+
+def difference(held: dict, other: dict) -> str | None:
+    """The first field (in sorted order) in which two records of one task's facts differ, where the catalogue
+    came from aside; None when they describe the same task."""
+    return next((key for key in sorted(set(held) | set(other))
+                 if key not in _PROVENANCE and held.get(key) != other.get(key)), None)
 
 
 def read(directory: Path, rows: list[dict] | None = None) -> tuple[dict[str, dict], bool]:

@@ -144,7 +144,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     columns = {"suite": suite.id, "device": device, "device_name": device_name, "weights": weights,
                "generator_device": GENERATOR_DEVICE, "warmup_batches": warmups, "versions": json.dumps(versions),
                "run_id": run_id, "rank": rank, "world_size": world_size, "timing": options.timing}
-    writer = ShardWriter(out, run_id, rank, workers=options.encode_workers, cores=encoder_cores)
+    writer = ShardWriter(out, run_id, rank, world_size, workers=options.encode_workers, cores=encoder_cores)
     progress = tqdm(total=pending_images, unit="img", desc=f"generate {suite.id}", disable=not options.progress,
                     dynamic_ncols=True)
     context = RunContext(options, catalog, suite.id, prompts, seeds, seed_key, list(suite.batch_sizes), sources,

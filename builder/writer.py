@@ -48,10 +48,10 @@ def _failpoint(name: str, count: int) -> None:
 
 
 class ShardWriter:
-    def __init__(self, directory: Path, run_id: str, rank: int, workers: int | None = None,
+    def __init__(self, directory: Path, run_id: str, rank: int, world_size: int, workers: int | None = None,
                  compress_level: int = PNG_COMPRESS_LEVEL, cores: list[int] | None = None):
         self.directory = Path(directory)
-        self.rank = rank
+        self.rank, self.world_size = rank, world_size
         self.run_id = run_id
         self.staging = self.directory / schema.STAGING_DIR / schema.run_stem(run_id, rank)
         self.compress_level = compress_level
@@ -165,7 +165,12 @@ class ShardWriter:
         shutil.rmtree(staging, ignore_errors=True)
 
     def _compact_orphans(self) -> None:
-        """Parts left by an earlier run of this rank that was killed become a shard before new work starts."""
-        for staging in sorted((self.directory / schema.STAGING_DIR).glob(schema.run_stem("*", self.rank))):
-            if staging.is_dir() and staging != self.staging:
+        """Parts left by a killed earlier run become a shard before new work starts: those of this rank, and of
+        ranks this run's world no longer has (rank q goes to rank q mod world size), so a run resumed on fewer
+        processes or nodes finishes them too. No live process has such a staging folder: the processes writing
+        a folder at one time (one torchrun, or ``--shard I/N`` of one N) have distinct ranks of one world."""
+        for staging in sorted((self.directory / schema.STAGING_DIR).glob("*")):
+            rank = schema.stem_rank(staging.name)
+            if (staging.is_dir() and staging != self.staging and rank is not None
+                    and rank % self.world_size == self.rank):
                 self._compact(staging)

@@ -38,7 +38,6 @@ huggingface_hub is imported inside the functions that need it: the CLI imports t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -131,19 +130,19 @@ def stage(directory: Path, staging_dir: Path, repo_id: str, allow_unscored: bool
         return folder
 
     for path in shards:
-        _link(path, staging_dir / schema.GENERATIONS_DIR / card.GENERATIONS_CONFIG / path.name)
+        dataset.link_or_copy(path, staging_dir / schema.GENERATIONS_DIR / card.GENERATIONS_CONFIG / path.name)
     for name in (schema.PROGRAMS_DIR, schema.RUNS_DIR, schema.REPORT_DIR, schema.TASKS_DIR,
                  f"{schema.REPORT_DIR}/{grids.GRIDS_DIR}"):
-        for path in _plain_files(directory / name):
-            _link(path, staging_dir / name / path.name)
-    _link(directory / schema.DATASET_MANIFEST, staging_dir / schema.DATASET_MANIFEST)
+        for path in dataset.plain_files(directory / name):
+            dataset.link_or_copy(path, staging_dir / name / path.name)
+    dataset.link_or_copy(directory / schema.DATASET_MANIFEST, staging_dir / schema.DATASET_MANIFEST)
 
     recipe_ids = _primary_first(recipe_ids, summary)
     recipes = []
     for index, recipe_id in enumerate(recipe_ids):
         name = card.SCORES_CONFIG if index == 0 else f"{card.SCORES_CONFIG}-{recipe_id}"
         folder = add_config(name, store.scores_table(directory, recipe_id))
-        _link(store.clip_dir(directory, recipe_id) / store.RECIPE_FILE, folder / store.RECIPE_FILE)
+        dataset.link_or_copy(store.clip_dir(directory, recipe_id) / store.RECIPE_FILE, folder / store.RECIPE_FILE)
         recipes.append({"config": name, "rows": rows[name], "recipe": store.read_recipe(directory, recipe_id)})
     fidelity = store.read_fidelity(directory)
     if fidelity.num_rows:
@@ -159,7 +158,7 @@ def stage(directory: Path, staging_dir: Path, repo_id: str, allow_unscored: bool
     if verdicts is not None:
         add_config(card.GATE_CONFIG, verdicts)
 
-    runs = [json.loads(path.read_text()) for path in _plain_files(directory / schema.RUNS_DIR)
+    runs = [json.loads(path.read_text()) for path in dataset.plain_files(directory / schema.RUNS_DIR)
             if path.suffix == ".json"]
     generations = dataset.read_generations(directory).to_pylist()
     dataset_card = card.build_card(
@@ -295,19 +294,3 @@ def _prepare_staging(staging_dir: Path, directory: Path, repo_id: str) -> None:
     staging_dir.mkdir(parents=True, exist_ok=True)
     # Written first, so an interrupted staging is still recognised (and replaced) next time.
     dataset.write_json_atomic(staging_dir / STAGING_MARKER, {"kind": STAGING_KIND, "repo_id": repo_id})
-
-
-def _plain_files(folder: Path) -> list[Path]:
-    """Files of a folder, without hidden ones (temporary names of atomic writes in progress)."""
-    if not folder.is_dir():
-        return []
-    return sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
-
-
-def _link(source: Path, target: Path) -> None:
-    """Hard-link ``source`` to ``target`` (no space used), or copy it where links are not possible."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:  # another filesystem, or links not permitted
-        shutil.copy2(source, target)
