@@ -159,6 +159,9 @@ GENERATION_COLUMNS = _columns(
                                                "seeds in the same round (interleaved) or run (sequential); "
                                                "speedup = baseline_latency_s / batch_latency_s"),
     Column("round", pa.int32(), "interleaving round: the batches of one round ran back to back on one device"),
+    Column("repeat", pa.int32(), "0-based index of the repeat (a fresh set of worker processes) the row's batch was "
+                                 "timed in; rows of one round of one repeat were timed back to back (null in "
+                                 "datasets from before repeats: read as repeat 0)"),
     Column("timing", pa.string(), "interleaved | sequential: how the setting's programs took turns"),
     Column("text_encode_s", pa.float64(), "advisory (measured inside the worker): call start to the first "
                                           "denoiser forward (prompt encoding, latents)"),
@@ -222,7 +225,7 @@ FIDELITY_COLUMNS = _columns(
 
 
 # Columns added after datasets were written: a file without one reads it as null (accelbench.dataset.read_columns).
-ADDED_COLUMNS = frozenset({"first_call_latency_s"})
+ADDED_COLUMNS = frozenset({"first_call_latency_s", "repeat"})
 
 
 def _like(columns: tuple[Column, ...], name: str, rename: str | None = None, doc: str | None = None) -> Column:
@@ -272,14 +275,18 @@ SUMMARY_COLUMNS = _columns(
     Column("speedup", pa.float64(), "sum of baseline batch latencies / sum of variant batch latencies over the "
                                     "variant's ok batches, each paired with its baseline_latency_s (the baseline in "
                                     "the same round; batch-key matching where that is null)"),
-    Column("speedup_ci_low", pa.float64(), "95 % bootstrap CI of speedup over batches (interleaving rounds), lower "
-                                           "bound; null from fewer than 5 batches"),
+    Column("speedup_ci_low", pa.float64(), "95 % bootstrap CI of speedup, lower bound: two-level (repeats, then "
+                                           "batches within each) from 5 repeats; else over batches (interleaving "
+                                           "rounds), which covers the rounds of the run(s) only; null from fewer "
+                                           "than 5 batches"),
     Column("speedup_ci_high", pa.float64(), "upper bound"),
-    Column("speedup_n", pa.int64(), "batches (interleaving rounds) the speedup and its CI come from"),
+    Column("speedup_n", pa.int64(), "batches (interleaving rounds) the speedup and its CI come from, all repeats"),
+    Column("speedup_repeats", pa.int64(), "repeats (fresh sets of worker processes) those batches come from"),
     Column("denoise_speedup", pa.float64(), "the same for the denoising loop alone (denoise_s)"),
     Column("denoise_speedup_ci_low", pa.float64(), ""),
     Column("denoise_speedup_ci_high", pa.float64(), ""),
     Column("denoise_speedup_n", pa.int64(), "batches the denoise speedup comes from"),
+    Column("denoise_speedup_repeats", pa.int64(), "repeats those batches come from"),
     Column("speedup_bound", pa.float64(), "denoiser-work bound: the baseline's latency / its latency outside the "
                                           "denoising loop, the speedup if that loop took no time (from the "
                                           "advisory stage timings; null without them)"),
@@ -344,9 +351,11 @@ LEADERBOARD_TASK_COLUMNS = _columns(
     Column("gated", pa.bool_(), "a gate verdict exists for the program and task (false: not gated, which does not "
                                 "fail a task)"),
     Column("speedup", pa.float64(), "end-to-end speedup over the setting's baseline (summary.csv), batch sizes pooled"),
-    Column("speedup_ci_low", pa.float64(), "95 % bootstrap CI over batches (interleaving rounds); null from < 5"),
+    Column("speedup_ci_low", pa.float64(), "95 % bootstrap CI (summary.csv: two-level from 5 repeats, else over "
+                                           "batches); null from < 5 batches"),
     Column("speedup_ci_high", pa.float64(), ""),
     Column("speedup_n", pa.int64(), "batches the speedup comes from"),
+    Column("speedup_repeats", pa.int64(), "repeats those batches come from"),
     Column("gt_speedup", pa.float64(), "the GT's speedup on the same task in the same dataset"),
     Column("quality_loss", pa.float64(), "CLIP quality loss against the baseline; null when undefined or unscored"),
     Column("gt_quality_loss", pa.float64(), "the GT's quality loss on the same task"),
