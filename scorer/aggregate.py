@@ -8,7 +8,7 @@ definition). Definitions (matching rules in :mod:`accelbench.scorer.pairing`):
 
 * speedup = sum of baseline batch latencies / sum of variant batch latencies over the variant's ok batches of
   every repeat, each paired with the baseline latency of its own round (``baseline_latency_s``; batch-key
-  matching where it is null). Its CI (:func:`estimate_over_repeats`) is two-level from
+  matching where it is null). Its CI (:func:`functional.estimate_over_repeats`) is two-level from
   ``functional.MIN_CI_REPEATS`` repeats (fresh sets of worker processes): repeats, then batches within each;
   with fewer it is over batches (the interleaving rounds: every batch is one round at one batch size), which
   covers the rounds of the run(s) only, not how a speedup moves between runs. denoise_speedup the same with
@@ -39,7 +39,6 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from accelbench import dataset, schema
@@ -166,48 +165,6 @@ def _flag_relative_to_gt(summaries: list[dict]) -> None:
             row["flags"] = ";".join(flags + [schema.FLAG_SUSPICIOUS])
 
 
-def estimate(statistic, *samples, n_resamples: int = functional.BOOTSTRAP_RESAMPLES
-             ) -> tuple[float | None, float | None, float | None, int]:
-    """(value, CI low, CI high, n) of ``statistic`` on paired samples, one per resampling unit; nulls where it
-    cannot be computed, and no CI from fewer than ``functional.MIN_CI_UNITS`` units."""
-    n = len(samples[0])
-    if not n:
-        return None, None, None, 0
-    arrays = [np.asarray(sample, dtype=np.float64) for sample in samples]
-    # 0/0 happens (a random-weight CLIP clamps every baseline image to 0): the value is then undefined.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        value = float(statistic(*arrays))
-        if not math.isfinite(value):
-            return None, None, None, n
-        if n < functional.MIN_CI_UNITS:
-            return value, None, None, n
-        low, high = functional.bootstrap_ci(statistic, *arrays, n_resamples=n_resamples)
-    return value, _finite_or_none(low), _finite_or_none(high), n
-
-
-def estimate_over_repeats(statistic, groups: list[list[tuple[float, ...]]],
-                          n_resamples: int = functional.BOOTSTRAP_RESAMPLES
-                          ) -> tuple[float | None, float | None, float | None, int, int]:
-    """(value, CI low, CI high, units, repeats) of ``statistic`` (a function of sums: ``ratio_of_sums``,
-    ``speedup_ratio``) on paired samples grouped by repeat (:func:`pairing.by_repeat`: per repeat, one tuple of
-    paired values per batch). The value pools every batch. The CI is two-level
-    (:func:`functional.hierarchical_bootstrap_ci`) from ``functional.MIN_CI_REPEATS`` repeats; with fewer it is
-    one-level over the pooled batches (:func:`estimate`), which covers the rounds of the run(s) only."""
-    groups = [group for group in groups if group]
-    units = [unit for group in groups for unit in group]
-    if len(groups) < functional.MIN_CI_REPEATS:
-        return (*(estimate(statistic, *zip(*units), n_resamples=n_resamples) if units else (None, None, None, 0)),
-                len(groups))
-    arrays = [np.asarray(sample, dtype=np.float64) for sample in zip(*units)]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        value = float(statistic(*arrays))
-    if not math.isfinite(value):
-        return None, None, None, len(units), len(groups)
-    low, high = functional.hierarchical_bootstrap_ci(statistic, [tuple(zip(*group)) for group in groups],
-                                                     n_resamples=n_resamples)
-    return value, _finite_or_none(low), _finite_or_none(high), len(units), len(groups)
-
-
 class _Context:
     def __init__(self, clip_scores, fidelity, recipe_id, n_resamples):
         self.clip_scores = clip_scores
@@ -217,7 +174,7 @@ class _Context:
         self.gt_rows: dict[str, list[dict]] = {}  # task id -> the task's GT rows
 
     def estimate(self, statistic, *samples) -> tuple[float | None, float | None, float | None, int]:
-        return estimate(statistic, *samples, n_resamples=self.n_resamples)
+        return functional.estimate(statistic, *samples, n_resamples=self.n_resamples)
 
     def mean(self, values: list[float], clusters: list[tuple]) -> tuple[float | None, float | None, float | None, int]:
         """Mean of per-image values with a cluster bootstrap CI over (prompt, seed) clusters."""
@@ -239,10 +196,6 @@ class _Context:
         """(fidelity row, cluster) of the ok rows that have a fidelity row of ``kind``."""
         return [(self.fidelity[(row["record_id"], kind)], pairing.cluster_key(row)) for row in rows
                 if pairing.is_ok(row) and (row["record_id"], kind) in self.fidelity]
-
-
-def _finite_or_none(value: float) -> float | None:
-    return None if math.isnan(value) else value
 
 
 def _is_number(value) -> bool:
@@ -357,7 +310,8 @@ def _variant_summary(rows: list[dict], base_rows: list[dict], context: _Context,
     # Time: the variant's ok batches, each paired with its baseline batch (same round where recorded), by repeat.
     for column, prefix in (("batch_latency_s", "speedup"), ("denoise_s", "denoise_speedup")):
         pairs = pairing.by_repeat(pairing.paired_latencies(rows, base_rows, column))
-        summary.update(_with_n(prefix, estimate_over_repeats(functional.ratio_of_sums, pairs, context.n_resamples)))
+        summary.update(_with_n(prefix, functional.estimate_over_repeats(functional.ratio_of_sums, pairs,
+                                                                        context.n_resamples)))
 
     # Quality: CLIP of the variant's images, and its loss against the matched baseline images.
     clip, clusters = context.scores(rows)

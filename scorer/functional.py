@@ -6,6 +6,7 @@ scikit-image and scipy are imported inside the functions that need them: importi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -216,6 +217,24 @@ def bootstrap_ci(statistic: Callable[..., np.ndarray], *samples: np.ndarray, pai
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def expanded_confidence_level(confidence_level: float, n: int) -> float:
+    """The level at which a percentile bootstrap interval of a mean of ``n`` units is about as wide as the
+    ``confidence_level`` t-interval: the *expanded percentile interval* (Hesterberg, "What Teachers Should Know
+    About the Bootstrap", 2015). A percentile interval from few units is too narrow, by sqrt((n-1)/n) in the
+    spread and by z against t in the quantile: in a seeded simulation, a 95 % interval called identical programs
+    apart on 5 tasks 15 % of the time, on 10 tasks 10 %; at the expanded level 8 % and 6 % (at 20 tasks 5-6 %
+    either way).
+
+    Example:
+        >>> round(expanded_confidence_level(0.95, 5), 4), round(expanded_confidence_level(0.95, 100), 4)
+        (0.9981, 0.9539)
+    """
+    from scipy.stats import norm, t
+
+    tail = (1.0 - confidence_level) / 2.0
+    return float(1.0 - 2.0 * norm.sf(np.sqrt(n / (n - 1.0)) * t.ppf(1.0 - tail, n - 1)))
+
+
 def hierarchical_bootstrap_ci(statistic: Callable[..., np.ndarray], groups, confidence_level: float = CONFIDENCE_LEVEL,
                               n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
                               ) -> tuple[float, float]:
@@ -276,3 +295,68 @@ def hierarchical_bootstrap_ci(statistic: Callable[..., np.ndarray], groups, conf
     tail = (1.0 - confidence_level) / 2.0
     low, high = np.quantile(values, [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def estimate(statistic: Callable[..., np.ndarray], *samples, n_resamples: int = BOOTSTRAP_RESAMPLES
+             ) -> tuple[float | None, float | None, float | None, int]:
+    """(value, CI low, CI high, n) of ``statistic`` on paired samples, one per resampling unit
+    (:func:`bootstrap_ci`): None where the value is undefined (0/0), no CI from fewer than
+    :data:`MIN_CI_UNITS` units. What every CI of a summary row comes from.
+
+    Example:
+        >>> value, low, high, n = estimate(ratio_of_sums, [2.0, 2.2, 1.9, 2.1, 2.0], [1.0] * 5)
+        >>> round(value, 2), bool(low < value < high), n
+        (2.04, True, 5)
+        >>> estimate(ratio_of_sums, [2.0, 2.2], [1.0, 1.0]), estimate(ratio_of_sums, [0.0] * 5, [0.0] * 5)
+        ((2.1, None, None, 2), (None, None, None, 5))
+    """
+    n = len(samples[0])
+    if not n:
+        return None, None, None, 0
+    arrays = [np.asarray(sample, dtype=np.float64) for sample in samples]
+    # 0/0 happens (a random-weight CLIP clamps every baseline image to 0): the value is then undefined.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = float(statistic(*arrays))
+        if not math.isfinite(value):
+            return None, None, None, n
+        if n < MIN_CI_UNITS:
+            return value, None, None, n
+        low, high = bootstrap_ci(statistic, *arrays, n_resamples=n_resamples)
+    return value, _finite_or_none(low), _finite_or_none(high), n
+
+
+def estimate_over_repeats(statistic: Callable[..., np.ndarray], groups, n_resamples: int = BOOTSTRAP_RESAMPLES
+                          ) -> tuple[float | None, float | None, float | None, int, int]:
+    """(value, CI low, CI high, units, repeats) of ``statistic`` (a function of sums: :func:`ratio_of_sums`,
+    :func:`speedup_ratio`) on paired samples grouped by repeat: per repeat, one tuple of paired values per unit
+    (``pairing.by_repeat``). The value pools every unit. The CI is two-level (:func:`hierarchical_bootstrap_ci`)
+    from :data:`MIN_CI_REPEATS` repeats; with fewer it is one-level over the pooled units (:func:`estimate`),
+    which covers the rounds of the run(s) only.
+
+    Example:
+        >>> repeat = [(2.0, 1.0), (2.1, 1.0), (1.9, 1.0)]  # (baseline, variant) latency of 3 batches
+        >>> value, low, high, units, repeats = estimate_over_repeats(ratio_of_sums, [repeat] * 2)
+        >>> round(value, 2), units, repeats, bool(low < value < high)  # 2 repeats: one-level over 6 batches
+        (2.0, 6, 2, True)
+        >>> slower = [(base, latency * 1.1) for base, latency in repeat]
+        >>> value, low, high, units, repeats = estimate_over_repeats(ratio_of_sums, [repeat, slower] * 3)
+        >>> units, repeats, round(low, 2), round(high, 2)  # 6 repeats: two-level, between 1.82x and 2x
+        (18, 6, 1.83, 1.99)
+    """
+    groups = [group for group in groups if group]
+    units = [unit for group in groups for unit in group]
+    if len(groups) < MIN_CI_REPEATS:
+        return (*(estimate(statistic, *zip(*units), n_resamples=n_resamples) if units else (None, None, None, 0)),
+                len(groups))
+    arrays = [np.asarray(sample, dtype=np.float64) for sample in zip(*units)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = float(statistic(*arrays))
+    if not math.isfinite(value):
+        return None, None, None, len(units), len(groups)
+    low, high = hierarchical_bootstrap_ci(statistic, [tuple(zip(*group)) for group in groups],
+                                          n_resamples=n_resamples)
+    return value, _finite_or_none(low), _finite_or_none(high), len(units), len(groups)

@@ -167,7 +167,7 @@ def interval_caveats(pooled: list[dict]) -> list[str]:
              f"the rounds of their runs only ({most} repeats or fewer: {MIN_CI_REPEATS} are needed for a two-level CI)")
     which = "Speedup CIs cover" if len(one_level) == len(timed) else (
         f"{len(one_level)} of {len(timed)} task × variant rows have speedup CIs that cover")
-    return [f"{which} {scope}: not how a speedup moves between runs with fresh worker processes, which was as "
-            f"large on an H200 (SD1.5: per-run speedup differences scattered by an SD of 7.6 % against CIs of "
-            f"±6–9 % each). Speedups closer than that are not told apart by one run: `generate --repeats K` with "
-            f"K ≥ {MIN_CI_REPEATS} gives two-level CIs (README, Score)."]
+    return [f"{which} {scope}: not how a speedup moves between runs with fresh worker processes, which on an "
+            f"H200 was as large as the rounds' noise (SD1.5: per-run speedup differences scattered by an SD of "
+            f"7.6 % against CIs of ±6–9 % each). Speedups closer than that are not told apart by one run: "
+            f"`generate --repeats K` with K ≥ {MIN_CI_REPEATS} gives two-level CIs (README, Score)."]
