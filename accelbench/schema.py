@@ -14,7 +14,8 @@ A generated dataset folder looks like::
     DIR/tasks/<task_id>.json         every fact of a task the scorer uses (accelbench.task_facts)
     DIR/report/                      summary.json, summary.csv (SUMMARY_COLUMNS), report.md, pareto.png; with
                                      submissions also leaderboard.csv/.json (LEADERBOARD_COLUMNS),
-                                     leaderboard_tasks.csv (LEADERBOARD_TASK_COLUMNS), fast_p.png,
+                                     leaderboard_tasks.csv (LEADERBOARD_TASK_COLUMNS),
+                                     leaderboard_pairs.csv (LEADERBOARD_PAIR_COLUMNS), fast_p.png,
                                      speedup_heatmap.png
 
 pyarrow only: the scorer and ``accelbench --help`` import this module, so no torch here.
@@ -101,6 +102,12 @@ FLAGS = {FLAG_NO_OP: "images identical to the baseline", FLAG_FAILED: "some rows
          FLAG_NO_CLEAR_SPEEDUP: "speedup < 1x, its CI reaching 1x or absent",
          FLAG_SUSPICIOUS: "far faster than plausible, or a submission far faster than the GT and the denoiser-work "
                           "bound"}
+
+# A paired comparison of two leaderboard entries over the tasks both solved (accelbench.scorer.ranking): the
+# first is faster / slower where the CI of their speedup ratio excludes 1, tied where it includes it, n/a with
+# too few tasks for a CI.
+VERDICT_FASTER, VERDICT_SLOWER, VERDICT_TIED, VERDICT_NA = "faster", "slower", "tied", "n/a"
+VERDICTS = (VERDICT_FASTER, VERDICT_SLOWER, VERDICT_TIED, VERDICT_NA)
 
 # Why a (variant, task) is not correct on the leaderboard: the first of these that applies.
 REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES = "no-rows", "gate", "deviates"
@@ -392,6 +399,13 @@ def leaderboard_columns(fast_p=DEFAULT_FAST_P) -> tuple[Column, ...]:
         Column("submission", pa.string(), "submission name; 'gt' for the reference row"),
         Column("variant", pa.string(), f"{GT} | {SUBMISSION_PREFIX}<name>"),
         Column("reference", pa.bool_(), "true for the GT row, the reference the others are compared with"),
+        Column("rank", pa.int64(), "position among the submissions in the leaderboard's order (fast_1, then "
+                                   "correct tasks, geomean speedup, name); null for the GT, the reference"),
+        Column("rank_low", pa.int64(), "best rank consistent with the pairwise comparisons: 1 + the submissions "
+                                       "above it that are separated from it (leaderboard_pairs.csv)"),
+        Column("rank_high", pa.int64(), "worst such rank: rank + the submissions below it not separated from it"),
+        Column("tied_with", pa.string(), "';'-joined entries (the GT included) it is not separated from: the same "
+                                         "number of correct tasks and a speedup comparison that is tied or n/a"),
         Column("tasks", pa.int64(), "tasks on the leaderboard (every task of the datasets): the n of every "
                                     "fraction's CI"),
         Column("correct", pa.int64(), "tasks the submission solved correctly"),
@@ -421,6 +435,24 @@ def leaderboard_columns(fast_p=DEFAULT_FAST_P) -> tuple[Column, ...]:
 
 
 LEADERBOARD_COLUMNS = leaderboard_columns()
+
+LEADERBOARD_PAIR_COLUMNS = _columns(  # report/leaderboard_pairs.csv: one row per two entries, the one above first
+    Column("submission", pa.string(), "the entry ranked above ('gt' for the reference)"),
+    Column("other", pa.string(), "the entry ranked below"),
+    Column("variant", pa.string(), f"{GT} | {SUBMISSION_PREFIX}<name> of submission"),
+    Column("other_variant", pa.string(), "the same of other"),
+    Column("tasks", pa.int64(), "tasks both solved (correct, with a speedup): the n of the CI"),
+    Column("speedup_ratio", pa.float64(), "geometric mean over those tasks of submission's speedup / other's (each "
+                                          "at least 0.1x); above 1: submission is faster"),
+    Column("speedup_ratio_ci_low", pa.float64(), "95 % percentile bootstrap CI over those tasks; null from < 5 tasks"),
+    Column("speedup_ratio_ci_high", pa.float64(), ""),
+    Column("verdict", pa.string(), " | ".join(VERDICTS) + ": submission against other (the CI excludes 1: faster "
+                                   "or slower; includes it: tied; no CI: n/a)"),
+    Column("correct", pa.int64(), "tasks submission solved correctly"),
+    Column("other_correct", pa.int64(), "tasks other solved correctly"),
+    Column("separated", pa.bool_(), "their order is established: the numbers of correct tasks differ, or the "
+                                    "verdict is faster or slower"),
+)
 
 GATE_COLUMNS = _columns(
     Column("program_sha256", pa.string(), "the judged program (programs/<sha256>.py)"),
