@@ -13,9 +13,10 @@ per-task results of :mod:`accelbench.scorer.correctness` (a task without rows co
 Entries are ordered the GT first (the reference), then by fast_p at p = 1, correct tasks, geomean speedup (so
 that of two submissions with the same counts the faster ranks higher, not the first by name) and name.
 
-Confidence intervals are 95 % percentile bootstraps; the resampling units are tasks here, interleaving rounds
-(batches) for a task's speedup and (prompt, seed) clusters for its image metrics (:mod:`aggregate`). No CI is
-computed from fewer than ``functional.MIN_CI_UNITS`` units. The files are :mod:`.leaderboard_files`, merging
+Confidence intervals are 95 % percentile bootstraps; the resampling units are tasks here, repeats and then
+batches within each for a task's speedup (from ``functional.MIN_CI_REPEATS`` repeats, else batches: the rounds of
+one run) and (prompt, seed) clusters for its image metrics (:mod:`aggregate`). No CI is computed from fewer than
+``functional.MIN_CI_UNITS`` units. The files are :mod:`.leaderboard_files`, merging
 several datasets' results :mod:`.leaderboard_merge`, the Markdown :mod:`.leaderboard_markdown`, the plots
 :mod:`.plots`.
 """
