@@ -16,9 +16,8 @@ that of two submissions with the same counts the faster ranks higher, not the fi
 Confidence intervals are 95 % percentile bootstraps; the resampling units are tasks here, repeats and then
 batches within each for a task's speedup (from ``functional.MIN_CI_REPEATS`` repeats, else batches: the rounds of
 one run) and (prompt, seed) clusters for its image metrics (:mod:`aggregate`). No CI is computed from fewer than
-``functional.MIN_CI_UNITS`` units. The files are :mod:`.leaderboard_files`, merging
-several datasets' results :mod:`.leaderboard_merge`, the Markdown :mod:`.leaderboard_markdown`, the plots
-:mod:`.plots`.
+``functional.MIN_CI_UNITS`` units. The files are :mod:`.leaderboard_files`, merging several datasets' results
+:mod:`.leaderboard_merge`, the Markdown :mod:`.leaderboard_markdown`, the plots :mod:`.plots`.
 """
 
 from __future__ import annotations
@@ -251,9 +250,9 @@ def definitions(board: Leaderboard) -> dict[str, str]:
                       "rounds of one run only), (prompt, seed) clusters (image metrics); no CI from fewer than "
                       f"{functional.MIN_CI_UNITS} units",
         "rank": "order: the GT first (the reference), then fast_1, correct tasks, geomean speedup, name; two entries "
-                "are compared on the tasks both solved (geometric mean of their speedup ratios, CI over those "
-                f"tasks, from {functional.MIN_CI_UNITS}): faster or slower where the CI excludes 1, tied where it "
-                "includes it, n/a without a CI; separated where the numbers of correct tasks differ or one is "
-                "faster; rank range: 1 + the submissions above that are separated from it, to its rank + those "
-                "below that are not; tied with: the entries it is not separated from",
+                "are compared on the tasks both solved (geometric mean of their speedup ratios, expanded "
+                f"percentile CI over those tasks, from {functional.MIN_CI_UNITS}): faster or slower where the CI "
+                "excludes 1, tied where it includes it, n/a without a CI; separated where the numbers of correct "
+                "tasks differ or one is faster; rank range: 1 + the submissions above that are separated from it, "
+                "to its rank + those below that are not; tied with: the entries it is not separated from",
     }
