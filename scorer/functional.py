@@ -14,7 +14,7 @@ import numpy as np
 CONFIDENCE_LEVEL = 0.95
 MIN_CI_UNITS = 5  # no confidence interval from fewer resampling units: the report shows "n/a (n=...)" instead
 # The same rule one level up: a two-level CI only from this many repeats (fresh sets of worker processes). From
-# 3 the two-stage percentile interval covered 76-86 % where run-to-run scatter was 2-4x what a run's own rounds
+# 3 the two-stage percentile interval covered 78-85 % where run-to-run scatter was 2-4x what a run's own rounds
 # show (a seeded simulation; README, Score).
 MIN_CI_REPEATS = 5
 BOOTSTRAP_RESAMPLES = 2000  # percentile bounds settle to ~0.01 of their width; 9999 costs 5x for no visible change
@@ -256,7 +256,7 @@ def hierarchical_bootstrap_ci(statistic: Callable[..., np.ndarray], groups, conf
     Resampling both stages counts the rounds' noise twice (once in the spread of the groups' sums, once
     within): where it dominates, the interval is conservative (a seeded simulation covered 97-99 %); where the
     between-repeat scatter dominates, it is as narrow as percentile intervals from few units are (87-90 % at 5
-    groups, 92-93 % at 10, 94-96 % at 20; README, Score).
+    groups, 91-94 % at 10, 94-95 % at 20; README, Score).
 
     Example:
         >>> base, rounds = np.full(4, 2.0), np.array([0.98, 1.02, 1.0, 1.0])  # a repeat's 4 batches

@@ -98,7 +98,7 @@ def simulated_coverage(repeats: int, between_to_within: float, datasets: int = 3
     ``within_sd``, the variant's half of it with noise of its own and, per repeat, an offset (a fresh process's
     speed) whose SD is ``between_to_within`` x the SE a repeat's own rounds give. The truth is the speedup over
     infinitely many repeats and rounds, E(baseline) / E(variant). The README's coverage table is this function
-    with ``datasets=1000, resamples=2000``."""
+    with ``datasets=1000, resamples=2000`` at each (repeats, between_to_within)."""
     rng = np.random.default_rng(seed)
     between_sd = between_to_within * within_sd / np.sqrt(rounds)
     base = 2.0 * np.exp(rng.normal(0.0, within_sd, (datasets, repeats, rounds)))
