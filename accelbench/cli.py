@@ -401,6 +401,19 @@ def leaderboard(directories, out, fast_p, allow_mixed):
 
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("first")
+@click.argument("second")
+def compare(directory, first, second):
+    """Compare two entries (submission names, or gt) of a scored dataset's leaderboard: per task the ratio of
+    their speedups over the batches both have, with its CI, and overall over the tasks both solved, with the
+    verdict (faster, slower, tied: the CI includes 1, or n/a: fewer than 5 such tasks)."""
+    from accelbench.scorer.compare import compare_entries
+
+    click.echo(compare_entries(directory, first, second).format())
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--repo-id", required=True, help="Hub dataset repository, ORG/NAME.")
 @click.option("--private", is_flag=True, help="Create the repository private.")
 @click.option("--revision", help="Branch to push to (created if missing).")

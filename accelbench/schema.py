@@ -14,7 +14,8 @@ A generated dataset folder looks like::
     DIR/tasks/<task_id>.json         every fact of a task the scorer uses (accelbench.task_facts)
     DIR/report/                      summary.json, summary.csv (SUMMARY_COLUMNS), report.md, pareto.png; with
                                      submissions also leaderboard.csv/.json (LEADERBOARD_COLUMNS),
-                                     leaderboard_tasks.csv (LEADERBOARD_TASK_COLUMNS), fast_p.png,
+                                     leaderboard_tasks.csv (LEADERBOARD_TASK_COLUMNS),
+                                     leaderboard_pairs.csv (LEADERBOARD_PAIR_COLUMNS), fast_p.png,
                                      speedup_heatmap.png
 
 pyarrow only: the scorer and ``accelbench --help`` import this module, so no torch here.
@@ -110,6 +111,12 @@ FLAGS = {FLAG_NO_OP: "images identical to the baseline", FLAG_FAILED: "some rows
          FLAG_SUSPICIOUS: "far faster than plausible, or a submission far faster than the GT and the denoiser-work "
                           "bound"}
 
+# A paired comparison of two leaderboard entries over the tasks both solved (accelbench.scorer.ranking): the
+# first is faster / slower where the CI of their speedup ratio excludes 1, tied where it includes it, n/a with
+# too few tasks for a CI.
+VERDICT_FASTER, VERDICT_SLOWER, VERDICT_TIED, VERDICT_NA = "faster", "slower", "tied", "n/a"
+VERDICTS = (VERDICT_FASTER, VERDICT_SLOWER, VERDICT_TIED, VERDICT_NA)
+
 # Why a (variant, task) is not correct on the leaderboard: the first of these that applies.
 REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES = "no-rows", "gate", "deviates"
 REASONS = (*FAILED_STATUSES, REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES)
@@ -167,6 +174,9 @@ GENERATION_COLUMNS = _columns(
                                                "seeds in the same round (interleaved) or run (sequential); "
                                                "speedup = baseline_latency_s / batch_latency_s"),
     Column("round", pa.int32(), "interleaving round: the batches of one round ran back to back on one device"),
+    Column("repeat", pa.int32(), "0-based index of the repeat (a fresh set of worker processes) the row's batch was "
+                                 "timed in; rows of one round of one repeat were timed back to back (null in "
+                                 "datasets from before repeats: read as repeat 0)"),
     Column("timing", pa.string(), "interleaved | sequential: how the setting's programs took turns"),
     Column("text_encode_s", pa.float64(), "advisory (measured inside the worker): call start to the first "
                                           "denoiser forward (prompt encoding, latents)"),
@@ -230,7 +240,7 @@ FIDELITY_COLUMNS = _columns(
 
 
 # Columns added after datasets were written: a file without one reads it as null (accelbench.dataset.read_columns).
-ADDED_COLUMNS = frozenset({"first_call_latency_s"})
+ADDED_COLUMNS = frozenset({"first_call_latency_s", "repeat"})
 
 
 def _like(columns: tuple[Column, ...], name: str, rename: str | None = None, doc: str | None = None) -> Column:
@@ -280,14 +290,18 @@ SUMMARY_COLUMNS = _columns(
     Column("speedup", pa.float64(), "sum of baseline batch latencies / sum of variant batch latencies over the "
                                     "variant's ok batches, each paired with its baseline_latency_s (the baseline in "
                                     "the same round; batch-key matching where that is null)"),
-    Column("speedup_ci_low", pa.float64(), "95 % bootstrap CI of speedup over batches (interleaving rounds), lower "
-                                           "bound; null from fewer than 5 batches"),
+    Column("speedup_ci_low", pa.float64(), "95 % bootstrap CI of speedup, lower bound: two-level (repeats, then "
+                                           "batches within each) from 5 repeats; else over batches (interleaving "
+                                           "rounds), which covers the rounds of the run(s) only; null from fewer "
+                                           "than 5 batches"),
     Column("speedup_ci_high", pa.float64(), "upper bound"),
-    Column("speedup_n", pa.int64(), "batches (interleaving rounds) the speedup and its CI come from"),
+    Column("speedup_n", pa.int64(), "batches (interleaving rounds) the speedup and its CI come from, all repeats"),
+    Column("speedup_repeats", pa.int64(), "repeats (fresh sets of worker processes) those batches come from"),
     Column("denoise_speedup", pa.float64(), "the same for the denoising loop alone (denoise_s)"),
     Column("denoise_speedup_ci_low", pa.float64(), ""),
     Column("denoise_speedup_ci_high", pa.float64(), ""),
     Column("denoise_speedup_n", pa.int64(), "batches the denoise speedup comes from"),
+    Column("denoise_speedup_repeats", pa.int64(), "repeats those batches come from"),
     Column("speedup_bound", pa.float64(), "denoiser-work bound: the baseline's latency / its latency outside the "
                                           "denoising loop, the speedup if that loop took no time (from the "
                                           "advisory stage timings; null without them)"),
@@ -352,9 +366,11 @@ LEADERBOARD_TASK_COLUMNS = _columns(
     Column("gated", pa.bool_(), "a gate verdict exists for the program and task (false: not gated, which does not "
                                 "fail a task)"),
     Column("speedup", pa.float64(), "end-to-end speedup over the setting's baseline (summary.csv), batch sizes pooled"),
-    Column("speedup_ci_low", pa.float64(), "95 % bootstrap CI over batches (interleaving rounds); null from < 5"),
+    Column("speedup_ci_low", pa.float64(), "95 % bootstrap CI (summary.csv: two-level from 5 repeats, else over "
+                                           "batches); null from < 5 batches"),
     Column("speedup_ci_high", pa.float64(), ""),
     Column("speedup_n", pa.int64(), "batches the speedup comes from"),
+    Column("speedup_repeats", pa.int64(), "repeats those batches come from"),
     Column("gt_speedup", pa.float64(), "the GT's speedup on the same task in the same dataset"),
     Column("quality_loss", pa.float64(), "CLIP quality loss against the baseline; null when undefined or unscored"),
     Column("gt_quality_loss", pa.float64(), "the GT's quality loss on the same task"),
@@ -391,6 +407,13 @@ def leaderboard_columns(fast_p=DEFAULT_FAST_P) -> tuple[Column, ...]:
         Column("submission", pa.string(), "submission name; 'gt' for the reference row"),
         Column("variant", pa.string(), f"{GT} | {SUBMISSION_PREFIX}<name>"),
         Column("reference", pa.bool_(), "true for the GT row, the reference the others are compared with"),
+        Column("rank", pa.int64(), "position among the submissions in the leaderboard's order (fast_1, then "
+                                   "correct tasks, geomean speedup, name); null for the GT, the reference"),
+        Column("rank_low", pa.int64(), "best rank consistent with the pairwise comparisons: 1 + the submissions "
+                                       "above it that are separated from it (leaderboard_pairs.csv)"),
+        Column("rank_high", pa.int64(), "worst such rank: rank + the submissions below it not separated from it"),
+        Column("tied_with", pa.string(), "';'-joined entries (the GT included) it is not separated from: the same "
+                                         "number of correct tasks and a speedup comparison that is tied or n/a"),
         Column("tasks", pa.int64(), "tasks on the leaderboard (every task of the datasets): the n of every "
                                     "fraction's CI"),
         Column("correct", pa.int64(), "tasks the submission solved correctly"),
@@ -420,6 +443,24 @@ def leaderboard_columns(fast_p=DEFAULT_FAST_P) -> tuple[Column, ...]:
 
 
 LEADERBOARD_COLUMNS = leaderboard_columns()
+
+LEADERBOARD_PAIR_COLUMNS = _columns(  # report/leaderboard_pairs.csv: one row per two entries, the one above first
+    Column("submission", pa.string(), "the entry ranked above ('gt' for the reference)"),
+    Column("other", pa.string(), "the entry ranked below"),
+    Column("variant", pa.string(), f"{GT} | {SUBMISSION_PREFIX}<name> of submission"),
+    Column("other_variant", pa.string(), "the same of other"),
+    Column("tasks", pa.int64(), "tasks both solved (correct, with a speedup): the n of the CI"),
+    Column("speedup_ratio", pa.float64(), "geometric mean over those tasks of submission's speedup / other's (each "
+                                          "at least 0.1x); above 1: submission is faster"),
+    Column("speedup_ratio_ci_low", pa.float64(), "95 % percentile bootstrap CI over those tasks; null from < 5 tasks"),
+    Column("speedup_ratio_ci_high", pa.float64(), ""),
+    Column("verdict", pa.string(), " | ".join(VERDICTS) + ": submission against other (the CI excludes 1: faster "
+                                   "or slower; includes it: tied; no CI: n/a)"),
+    Column("correct", pa.int64(), "tasks submission solved correctly"),
+    Column("other_correct", pa.int64(), "tasks other solved correctly"),
+    Column("separated", pa.bool_(), "their order is established: the numbers of correct tasks differ, or the "
+                                    "verdict is faster or slower"),
+)
 
 GATE_COLUMNS = _columns(
     Column("program_sha256", pa.string(), "the judged program (programs/<sha256>.py)"),

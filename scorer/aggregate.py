@@ -6,10 +6,13 @@ For a task, variant 'gt' (or a submission's 'sub:<name>') is the task's own rows
 baseline rows of its setting, repeated for every task of that setting (speedup 1 and quality loss 0 by
 definition). Definitions (matching rules in :mod:`accelbench.scorer.pairing`):
 
-* speedup = sum of baseline batch latencies / sum of variant batch latencies over the variant's ok batches,
-  each paired with the baseline latency of its own round (``baseline_latency_s``; batch-key matching where it
-  is null); bootstrap CI over batches (the interleaving rounds: every batch is one round at one batch size).
-  denoise_speedup the same with ``denoise_s`` (matched by batch key);
+* speedup = sum of baseline batch latencies / sum of variant batch latencies over the variant's ok batches of
+  every repeat, each paired with the baseline latency of its own round (``baseline_latency_s``; batch-key
+  matching where it is null). Its CI (:func:`functional.estimate_over_repeats`) is two-level from
+  ``functional.MIN_CI_REPEATS`` repeats (fresh sets of worker processes): repeats, then batches within each;
+  with fewer it is over batches (the interleaving rounds: every batch is one round at one batch size), which
+  covers the rounds of the run(s) only, not how a speedup moves between runs. denoise_speedup the same with
+  ``denoise_s`` (matched by batch key);
 * clip_score = mean CLIP score of the variant's images; quality_loss = (mean baseline CLIP - mean variant
   CLIP) / mean baseline CLIP over matched images (both scored); undefined (null, listed in ``undefined``) when
   the baseline scores sum to 0;
@@ -36,7 +39,6 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from accelbench import dataset, schema
@@ -52,7 +54,7 @@ UNDEFINED_QUALITY_LOSS = "quality_loss"
 GENERATION_FIELDS = ["variant", "submission", "unit_id", "task_id", "setting_id", "program_sha256", "model",
                      "scheduler", "steps", "method", "method_params", "prompt_index", "seed", "batch_size",
                      "batch_index", "image_sha256", "batch_latency_s", "image_latency_s", "baseline_latency_s",
-                     "round", "denoise_s", "peak_memory_bytes", "timer", "status", "error", "device",
+                     "round", "repeat", "denoise_s", "peak_memory_bytes", "timer", "status", "error", "device",
                      "device_name", "dtype", "weights", "versions"]
 
 
@@ -172,21 +174,7 @@ class _Context:
         self.gt_rows: dict[str, list[dict]] = {}  # task id -> the task's GT rows
 
     def estimate(self, statistic, *samples) -> tuple[float | None, float | None, float | None, int]:
-        """(value, CI low, CI high, n) of ``statistic`` on paired samples, one per resampling unit; nulls where
-        it cannot be computed, and no CI from fewer than ``functional.MIN_CI_UNITS`` units."""
-        n = len(samples[0])
-        if not n:
-            return None, None, None, 0
-        arrays = [np.asarray(sample, dtype=np.float64) for sample in samples]
-        # 0/0 happens (a random-weight CLIP clamps every baseline image to 0): the value is then undefined.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            value = float(statistic(*arrays))
-            if not math.isfinite(value):
-                return None, None, None, n
-            if n < functional.MIN_CI_UNITS:
-                return value, None, None, n
-            low, high = functional.bootstrap_ci(statistic, *arrays, n_resamples=self.n_resamples)
-        return value, _finite_or_none(low), _finite_or_none(high), n
+        return functional.estimate(statistic, *samples, n_resamples=self.n_resamples)
 
     def mean(self, values: list[float], clusters: list[tuple]) -> tuple[float | None, float | None, float | None, int]:
         """Mean of per-image values with a cluster bootstrap CI over (prompt, seed) clusters."""
@@ -208,10 +196,6 @@ class _Context:
         """(fidelity row, cluster) of the ok rows that have a fidelity row of ``kind``."""
         return [(self.fidelity[(row["record_id"], kind)], pairing.cluster_key(row)) for row in rows
                 if pairing.is_ok(row) and (row["record_id"], kind) in self.fidelity]
-
-
-def _finite_or_none(value: float) -> float | None:
-    return None if math.isnan(value) else value
 
 
 def _is_number(value) -> bool:
@@ -280,31 +264,33 @@ def speedup_bound(base_rows: list[dict]) -> float | None:
     return sum(latency[key] for key in keys) / outside
 
 
-def _exact(value: float, n: int) -> tuple:
-    """A value that holds by definition: its CI is the value itself, given enough units."""
+def _exact(value: float, n: int, *repeats: int) -> tuple:
+    """A value that holds by definition: its CI is the value itself, given enough units (and ``repeats``, the
+    repeats they come from, passed through)."""
     if not n:
-        return None, None, None, 0
+        return None, None, None, 0, *repeats
     bound = value if n >= functional.MIN_CI_UNITS else None
-    return value, bound, bound, n
+    return value, bound, bound, n, *repeats
 
 
 def _with_n(prefix: str, estimate: tuple) -> dict:
-    value, low, high, n = estimate
-    return {prefix: value, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high, f"{prefix}_n": n}
+    value, low, high, n, *repeats = estimate
+    return {prefix: value, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high, f"{prefix}_n": n,
+            **{f"{prefix}_repeats": count for count in repeats}}
 
 
 def _baseline_summary(rows: list[dict], first: dict, context: _Context) -> dict:
     summary = _common(rows, first, context)
-    timed = pairing.batch_values(rows, "batch_latency_s")
-    denoise_timed = pairing.batch_values(rows, "denoise_s")
+    timed = pairing.by_repeat(pairing.batch_values(rows, "batch_latency_s"))
+    denoise_timed = pairing.by_repeat(pairing.batch_values(rows, "denoise_s"))
     clip, clusters = context.scores(rows)
     clip_estimate = context.mean(clip, clusters) if clip else (None, None, None, 0)
     method_params = rows[0]["method_params"] if rows else None
     # By definition: the baseline against itself, exactly (a CI of one point, given enough units).
     summary.update({
         "variant": schema.BASELINE, "method": BASELINE_METHOD, "method_params": method_params,
-        **_with_n("speedup", _exact(1.0, len(timed))),
-        **_with_n("denoise_speedup", _exact(1.0, len(denoise_timed))),
+        **_with_n("speedup", _exact(1.0, sum(map(len, timed)), len(timed))),
+        **_with_n("denoise_speedup", _exact(1.0, sum(map(len, denoise_timed)), len(denoise_timed))),
         "speedup_bound": speedup_bound(rows),
         **_with_n("clip_score", clip_estimate), "baseline_clip_score": clip_estimate[0],
         **_with_n("quality_loss", _exact(0.0, clip_estimate[3])),
@@ -321,11 +307,11 @@ def _variant_summary(rows: list[dict], base_rows: list[dict], context: _Context,
     summary.update({"method": rows[0]["method"], "method_params": rows[0]["method_params"],
                     "speedup_bound": speedup_bound(base_rows)})
 
-    # Time: the variant's ok batches, each paired with its baseline batch (same round where recorded).
+    # Time: the variant's ok batches, each paired with its baseline batch (same round where recorded), by repeat.
     for column, prefix in (("batch_latency_s", "speedup"), ("denoise_s", "denoise_speedup")):
-        pairs = pairing.paired_latencies(rows, base_rows, column)
-        summary.update(_with_n(prefix, context.estimate(
-            functional.ratio_of_sums, [base for base, _ in pairs], [value for _, value in pairs])))
+        pairs = pairing.by_repeat(pairing.paired_latencies(rows, base_rows, column))
+        summary.update(_with_n(prefix, functional.estimate_over_repeats(functional.ratio_of_sums, pairs,
+                                                                        context.n_resamples)))
 
     # Quality: CLIP of the variant's images, and its loss against the matched baseline images.
     clip, clusters = context.scores(rows)

@@ -129,7 +129,7 @@ def task_results(rows: list[dict], pooled: list[dict], facts: dict[str, dict], v
                 "correct": correct, "reason": reason, "reason_kind": reason.split(":")[0] if reason else None,
                 "gated": gated,
                 **({name: summary[name] for name in ("speedup", "speedup_ci_low", "speedup_ci_high", "speedup_n",
-                                                     "quality_loss", "flags")} if summary else {}),
+                                                     "speedup_repeats", "quality_loss", "flags")} if summary else {}),
                 "gt_speedup": gt_summary["speedup"] if gt_summary else None,
                 "gt_quality_loss": gt_summary["quality_loss"] if gt_summary else None,
                 "psnr_gt": math.inf if is_gt else summary["psnr_gt"] if summary else None,

@@ -33,9 +33,9 @@ PLOTS = ((report.PARETO_PNG, "Speedup vs quality loss per task"), (leaderboard_f
          (leaderboard_files.HEATMAP_PNG, "Speedup per task and submission"))
 ENVIRONMENT_COLUMNS = ["variant", "task_id", "status", "error", "device", "device_name", "dtype", "weights", "timer",
                        "versions"]
-LEADERBOARD_KEYS = {"Submission": "submission", "Correct": "correct", "GT parity": "gt_parity",
-                    "Geomean speedup": "geomean_speedup", "Quality loss": "quality_loss",
-                    "PSNR to GT (dB)": "psnr_gt", "Identical to GT": "identical_to_gt", "Failures": "reasons"}
+LEADERBOARD_KEYS = {"Submission": "submission", "Rank": "rank", "Correct": "correct", "GT parity": "gt_parity",
+                    "Geomean speedup": "geomean_speedup", "Quality loss": "quality_loss", "PSNR to GT (dB)": "psnr_gt",
+                    "Identical to GT": "identical_to_gt", "Tied with": "tied_with", "Failures": "reasons"}
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1400px;padding:0 1.5em 3em;color:#1b1b1b}

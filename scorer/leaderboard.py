@@ -6,13 +6,18 @@ per-task results of :mod:`accelbench.scorer.correctness` (a task without rows co
 * ``gt_parity``: the fraction of all tasks that *reach the GT* (:mod:`accelbench.scorer.correctness`);
 * ``geomean_speedup``: the geometric mean over the correct tasks of max(speedup, :data:`SPEEDUP_FLOOR`);
 * ``quality_loss``, ``psnr_gt``, ``ssim_gt``, ``identical_to_gt``: over the correct tasks;
-* a breakdown of the same by model family, method and task level.
+* a breakdown of the same by model family, method and task level;
+* rank, rank range and ties (:mod:`accelbench.scorer.ranking`): a paired speedup comparison of every two entries
+  on the tasks both solved, ``report/leaderboard_pairs.csv``.
 
-Confidence intervals are 95 % percentile bootstraps; the resampling units are tasks here, interleaving rounds
-(batches) for a task's speedup and (prompt, seed) clusters for its image metrics (:mod:`aggregate`). No CI is
-computed from fewer than ``functional.MIN_CI_UNITS`` units. The files are :mod:`.leaderboard_files`, merging
-several datasets' results :mod:`.leaderboard_merge`, the Markdown :mod:`.leaderboard_markdown`, the plots
-:mod:`.plots`.
+Entries are ordered the GT first (the reference), then by fast_p at p = 1, correct tasks, geomean speedup (so
+that of two submissions with the same counts the faster ranks higher, not the first by name) and name.
+
+Confidence intervals are 95 % percentile bootstraps; the resampling units are tasks here, repeats and then
+batches within each for a task's speedup (from ``functional.MIN_CI_REPEATS`` repeats, else batches: the rounds of
+one run) and (prompt, seed) clusters for its image metrics (:mod:`aggregate`). No CI is computed from fewer than
+``functional.MIN_CI_UNITS`` units. The files are :mod:`.leaderboard_files`, merging several datasets' results
+:mod:`.leaderboard_merge`, the Markdown :mod:`.leaderboard_markdown`, the plots :mod:`.plots`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import pyarrow as pa
 from accelbench import schema
 from accelbench.errors import UserInputError
 from accelbench.manifest import LEVELS
-from accelbench.scorer import functional
+from accelbench.scorer import functional, ranking
 from accelbench.scorer.correctness import DRIFT_MARGIN_DB, GT_SPEED_FRACTION, QUALITY_MARGIN, complete, task_results
 
 SPEEDUP_FLOOR = 0.1  # geometric mean: each speedup counts as at least this
@@ -50,6 +55,7 @@ class Leaderboard:
     meta: dict  # suite, device names, baselines, weights, datasets
     notes: list[str] = field(default_factory=list)
     n_resamples: int = functional.BOOTSTRAP_RESAMPLES
+    pairs: list[dict] = field(default_factory=list)  # LEADERBOARD_PAIR_COLUMNS, every two entries
 
 
 def _ci(statistic_values: np.ndarray, n_resamples: int, transform=None) -> tuple[float | None, float | None]:
@@ -120,7 +126,8 @@ def _score(results: list[dict], fast_p, n_resamples: int, with_ci: bool = True) 
 def summarize(results: list[dict], fast_p=schema.DEFAULT_FAST_P, n_resamples: int = functional.BOOTSTRAP_RESAMPLES
               ) -> tuple[list[dict], list[dict]]:
     """(leaderboard rows, breakdown rows) of completed task results (:func:`complete`). The GT row comes first
-    (``reference``), then the submissions by fast_p at p = 1 (else the first p), correct tasks and name."""
+    (``reference``), then the submissions by fast_p at p = 1 (else the first p), correct tasks, geomean speedup
+    and name."""
     by_variant: dict[str, list[dict]] = {}
     for result in results:
         by_variant.setdefault(result["variant"], []).append(result)
@@ -146,8 +153,9 @@ def summarize(results: list[dict], fast_p=schema.DEFAULT_FAST_P, n_resamples: in
                                   **{key: score[key] for key in ("tasks", "correct", "gt_parity", "geomean_speedup",
                                                                  "quality_loss")},
                                   **{schema.fast_column(p): score[schema.fast_column(p)] for p in fast_p}})
-    rank = schema.fast_column(1.0 if 1.0 in fast_p else fast_p[0])
-    rows.sort(key=lambda row: (not row["reference"], -(row[rank] or 0.0), -row["correct"], row["submission"]))
+    fast = schema.fast_column(1.0 if 1.0 in fast_p else fast_p[0])
+    rows.sort(key=lambda row: (not row["reference"], -(row[fast] or 0.0), -row["correct"],
+                               -(row["geomean_speedup"] or 0.0), row["submission"]))
     order = {row["variant"]: index for index, row in enumerate(rows)}
     breakdown.sort(key=lambda row: (BREAKDOWNS.index(row["by"]), row["group"], order[row["variant"]]))
     return rows, breakdown
@@ -167,9 +175,10 @@ def build(results: list[dict], meta: dict, fast_p=schema.DEFAULT_FAST_P,
           n_resamples: int = functional.BOOTSTRAP_RESAMPLES, notes: list[str] | None = None) -> Leaderboard:
     completed = complete(results)
     rows, breakdown = summarize(completed, tuple(fast_p), n_resamples)
+    pairs = ranking.rank(rows, completed, SPEEDUP_FLOOR, n_resamples)
     notes = list(notes or [])
     notes += _notes(completed)
-    return Leaderboard(rows, completed, breakdown, tuple(fast_p), meta, notes, n_resamples)
+    return Leaderboard(rows, completed, breakdown, tuple(fast_p), meta, notes, n_resamples, pairs)
 
 
 def _notes(results: list[dict]) -> list[str]:
@@ -236,6 +245,14 @@ def definitions(board: Leaderboard) -> dict[str, str]:
         "geomean_speedup": f"geometric mean over the correct tasks of max(speedup, {SPEEDUP_FLOOR:g})",
         "level": "; ".join(f"{level}: {meaning}" for level, meaning in LEVELS.items()),
         "resampling": f"95 % percentile bootstrap, {board.n_resamples} resamples, seed {functional.BOOTSTRAP_SEED}; "
-                      "units: tasks (leaderboard), interleaving rounds i.e. batches (a task's speedup), (prompt, "
-                      f"seed) clusters (image metrics); no CI from fewer than {functional.MIN_CI_UNITS} units",
+                      "units: tasks (leaderboard), repeats and then batches within each (a task's speedup, from "
+                      f"{functional.MIN_CI_REPEATS} repeats; else batches, i.e. interleaving rounds, which cover the "
+                      "rounds of one run only), (prompt, seed) clusters (image metrics); no CI from fewer than "
+                      f"{functional.MIN_CI_UNITS} units",
+        "rank": "order: the GT first (the reference), then fast_1, correct tasks, geomean speedup, name; two entries "
+                "are compared on the tasks both solved (geometric mean of their speedup ratios, expanded "
+                f"percentile CI over those tasks, from {functional.MIN_CI_UNITS}): faster or slower where the CI "
+                "excludes 1, tied where it includes it, n/a without a CI; separated where the numbers of correct "
+                "tasks differ or one is faster; rank range: 1 + the submissions above that are separated from it, "
+                "to its rank + those below that are not; tied with: the entries it is not separated from",
     }

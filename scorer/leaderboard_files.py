@@ -1,7 +1,7 @@
 """The leaderboard's files in ``DIR/report/`` (or a ``leaderboard --out`` folder): ``leaderboard.csv`` (one row
 per submission, LEADERBOARD_COLUMNS), ``leaderboard.json`` (the rows, breakdown, notes, definitions and meta),
-``leaderboard_tasks.csv`` (LEADERBOARD_TASK_COLUMNS), ``fast_p.png`` and ``speedup_heatmap.png``; written
-atomically and read back typed."""
+``leaderboard_tasks.csv`` (LEADERBOARD_TASK_COLUMNS), ``leaderboard_pairs.csv`` (LEADERBOARD_PAIR_COLUMNS),
+``fast_p.png`` and ``speedup_heatmap.png``; written atomically and read back typed."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from accelbench.scorer.leaderboard import Leaderboard, LeaderboardError, definit
 from accelbench.scorer.plots import fast_p_png, heatmap_png
 
 LEADERBOARD_CSV, LEADERBOARD_JSON, TASKS_CSV = "leaderboard.csv", "leaderboard.json", "leaderboard_tasks.csv"
+PAIRS_CSV = "leaderboard_pairs.csv"
 FAST_P_PNG, HEATMAP_PNG = "fast_p.png", "speedup_heatmap.png"
-FILES = (LEADERBOARD_CSV, LEADERBOARD_JSON, TASKS_CSV, FAST_P_PNG, HEATMAP_PNG)
+FILES = (LEADERBOARD_CSV, LEADERBOARD_JSON, TASKS_CSV, PAIRS_CSV, FAST_P_PNG, HEATMAP_PNG)
 LEADERBOARD_MD = "leaderboard.md"  # `accelbench leaderboard --out` only: report.md holds the section
 REMEDY = "run `accelbench score` (or `report`) on a dataset with submissions"
 
@@ -30,12 +31,13 @@ def _read(path: Path, columns) -> pa.Table:
 
 
 def write(folder: Path, board: Leaderboard, title: str) -> None:
-    """``leaderboard.csv``, ``leaderboard.json``, ``leaderboard_tasks.csv``, ``fast_p.png``,
-    ``speedup_heatmap.png`` in ``folder`` (atomically, each)."""
+    """``leaderboard.csv``, ``leaderboard.json``, ``leaderboard_tasks.csv``, ``leaderboard_pairs.csv``,
+    ``fast_p.png``, ``speedup_heatmap.png`` in ``folder`` (atomically, each)."""
     folder = Path(folder)
     columns = schema.leaderboard_columns(board.fast_p)
     dataset.write_csv_atomic(folder / LEADERBOARD_CSV, board.rows, columns)
     dataset.write_csv_atomic(folder / TASKS_CSV, board.tasks, schema.LEADERBOARD_TASK_COLUMNS)
+    dataset.write_csv_atomic(folder / PAIRS_CSV, board.pairs, schema.LEADERBOARD_PAIR_COLUMNS)
     dataset.write_json_atomic(folder / LEADERBOARD_JSON, {
         "meta": board.meta, "fast_p": list(board.fast_p), "notes": board.notes, "n_resamples": board.n_resamples,
         "definitions": definitions(board), "columns": {column.name: column.doc for column in columns},
@@ -82,5 +84,6 @@ def read(directory: Path) -> Leaderboard:
     fast_p = tuple(payload.get("fast_p", schema.DEFAULT_FAST_P))
     rows = _read(folder / LEADERBOARD_CSV, schema.leaderboard_columns(fast_p)).to_pylist()
     tasks = _read(folder / TASKS_CSV, schema.LEADERBOARD_TASK_COLUMNS).to_pylist()
+    pairs = _read(folder / PAIRS_CSV, schema.LEADERBOARD_PAIR_COLUMNS).to_pylist()
     return Leaderboard(rows, tasks, payload.get("breakdown", []), fast_p, payload.get("meta", {}),
-                       payload.get("notes", []), payload.get("n_resamples", functional.BOOTSTRAP_RESAMPLES))
+                       payload.get("notes", []), payload.get("n_resamples", functional.BOOTSTRAP_RESAMPLES), pairs)

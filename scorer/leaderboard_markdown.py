@@ -6,7 +6,7 @@ from __future__ import annotations
 from accelbench import schema
 from accelbench.scorer import markdown
 from accelbench.scorer.leaderboard import Leaderboard, definitions
-from accelbench.scorer.leaderboard_files import FAST_P_PNG, HEATMAP_PNG
+from accelbench.scorer.leaderboard_files import FAST_P_PNG, HEATMAP_PNG, PAIRS_CSV
 
 
 def _fraction(row: dict, column: str) -> str:
@@ -15,19 +15,37 @@ def _fraction(row: dict, column: str) -> str:
 
 def table_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     """The leaderboard table of report.md and the dataset card: header and cells, from the leaderboard rows."""
-    header = (["Submission", "Correct"] + [f"fast_{p:g}" for p in board.fast_p]
-              + ["GT parity", "Geomean speedup", "Quality loss", "PSNR to GT (dB)", "Identical to GT", "Failures"])
+    header = (["Submission", "Rank", "Correct"] + [f"fast_{p:g}" for p in board.fast_p]
+              + ["GT parity", "Geomean speedup", "Quality loss", "PSNR to GT (dB)", "Identical to GT", "Tied with",
+                 "Failures"])
     cells = []
     for row in board.rows:
         name = f"**{row['submission']}** (reference)" if row["reference"] else f"`{row['submission']}`"
-        cells.append([name, f"{row['correct']}/{row['tasks']}"]
+        cells.append([name, rank_range(row), f"{row['correct']}/{row['tasks']}"]
                      + [_fraction(row, schema.fast_column(p)) for p in board.fast_p]
                      + [_fraction(row, "gt_parity"), markdown.with_ci(row, "geomean_speedup", suffix="×"),
                         markdown.with_ci(row, "quality_loss", suffix=" %", scale=100.0, undefined="n/a"),
                         markdown.number(row["psnr_gt"], 1) + (f" (n={row['psnr_gt_n']})" if row["psnr_gt_n"] else ""),
                         markdown.number(row["identical_to_gt"], 0, " %", 100.0),
-                        (row["reasons"] or "").replace(";", ",")])
+                        (row["tied_with"] or "").replace(";", ", "), (row["reasons"] or "").replace(";", ",")])
     return header, cells
+
+
+def rank_range(row: dict) -> str:
+    """A leaderboard row's rank with the range of ranks consistent with its ties; '–' for the reference.
+
+    Example:
+        >>> rank_range({"rank": 2, "rank_low": 1, "rank_high": 3}), rank_range({"rank": 1, "rank_low": 1,
+        ...                                                                    "rank_high": 1})
+        ('2 (1–3)', '1')
+        >>> rank_range({"rank": None, "rank_low": None, "rank_high": None})
+        '–'
+    """
+    if row["rank"] is None:
+        return "–"
+    if row["rank_low"] == row["rank_high"]:
+        return str(row["rank"])
+    return f"{row['rank']} ({row['rank_low']}–{row['rank_high']})"
 
 
 def markdown_section(board: Leaderboard, heading: str = "##", images: bool = True, image_dir: str = "") -> str:
@@ -42,6 +60,7 @@ def markdown_section(board: Leaderboard, heading: str = "##", images: bool = Tru
              f"- **fast_p**: {d['fast_p']}. **GT parity**: {d['gt_parity']}. **Geomean speedup**: "
              f"{d['geomean_speedup']}. Quality loss, PSNR and identical images: over the correct tasks.",
              f"- **Confidence intervals**: {d['resampling']}; n beside each. n/a: no CI, or undefined.",
+             f"- **Rank**: {d['rank']} (every pair in `{PAIRS_CSV}`; `accelbench compare` prints one per task).",
              f"- **Level**: {d['level']}."]
     lines += [f"- {note}" for note in board.notes]
     if images:

@@ -10,6 +10,7 @@ import json
 import math
 
 from accelbench import schema
+from accelbench.scorer.functional import MIN_CI_REPEATS
 
 WEIGHTS_TITLES = {"tiny": "tiny random-weight models", "random": "random weights: images meaningless"}
 WEIGHTS_CAVEATS = {  # weights mode (manifest.WEIGHTS_MODES) -> what it means for the numbers; pretrained: nothing
@@ -56,27 +57,32 @@ def number(value: float | None, digits: int = 2, suffix: str = "", scale: float 
 def with_ci(row: dict, column: str, digits: int = 2, suffix: str = "", scale: float = 1.0, n: int | None = None,
             undefined: str = "–") -> str:
     """A value with its 95 % CI (``column_ci_low`` / ``_ci_high``) and the number of resampling units it comes
-    from (``n``, else the row's ``column_n`` when it has one). A value without a CI (fewer than 5 units) shows
-    ``n/a (n=...)`` in its place; ``undefined`` is what a null value shows.
+    from (``n``, else the row's ``column_n`` when it has one, with the repeats they come from where the row's
+    ``column_repeats`` says more than one). A value without a CI (fewer than 5 units) shows ``n/a (n=...)`` in
+    its place; ``undefined`` is what a null value shows.
 
     Example:
         >>> row = {"speedup": 2.5, "speedup_ci_low": 2.1, "speedup_ci_high": 2.9, "speedup_n": 8}
         >>> with_ci(row, "speedup", suffix="×"), with_ci({**row, "speedup_ci_low": None, "speedup_n": 2}, "speedup")
         ('2.50× [2.10, 2.90] (n=8)', '2.50 n/a (n=2)')
+        >>> with_ci({**row, "speedup_n": 40, "speedup_repeats": 5}, "speedup")
+        '2.50 [2.10, 2.90] (n=40 in 5 repeats)'
         >>> with_ci({"psnr": 31.0, "psnr_ci_low": 30.0, "psnr_ci_high": 32.0}, "psnr", 1)
         '31.0 [30.0, 32.0]'
     """
     value, low, high = row[column], row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
     n = row.get(f"{column}_n") if n is None else n
+    repeats = row.get(f"{column}_repeats") or 0
+    units = None if n is None else f"n={n}" + (f" in {repeats} repeats" if repeats > 1 else "")
     if value is None:
         return undefined
     text = number(value, digits, suffix, scale)
     if math.isinf(value):
         return text
     if low is None or high is None:
-        return text if n is None else f"{text} n/a (n={n})"
+        return text if units is None else f"{text} n/a ({units})"
     return (f"{text} [{number(low, digits, scale=scale)}, {number(high, digits, scale=scale)}]"
-            + ("" if n is None else f" (n={n})"))
+            + ("" if units is None else f" ({units})"))
 
 
 def variant_label(task: str, variant: str, short: bool = False) -> str:
@@ -142,3 +148,26 @@ def clip_caveats(recipes: list[dict]) -> list[str]:
     """What CLIP recipes (``recipe.json``) with random weights mean for their scores."""
     return [f"The CLIP model {recipe.get('clip_model')} of recipe `{recipe.get('recipe_id')}` has random weights: "
             f"its CLIP scores and quality losses mean nothing." for recipe in recipes if recipe.get("random_weights")]
+
+
+def interval_caveats(pooled: list[dict]) -> list[str]:
+    """What the speedup CIs of summary rows cover: a two-level one (from ``MIN_CI_REPEATS`` repeats) how a
+    speedup moves between runs with fresh worker processes; any other only the rounds of its run(s)."""
+    timed = [row for row in pooled if row["variant"] != schema.BASELINE and row["speedup"] is not None]
+    if not timed:
+        return []
+    one_level = [row for row in timed if (row["speedup_repeats"] or 0) < MIN_CI_REPEATS]
+    if not one_level:
+        repeats = sorted({row["speedup_repeats"] for row in timed})
+        span = f"{repeats[0]}" if len(repeats) == 1 else f"{repeats[0]}–{repeats[-1]}"
+        return [f"Speedup CIs are two-level ({span} repeats, each a fresh set of worker processes, then the batches "
+                f"within each): they cover how a speedup moves between runs as well as between rounds."]
+    most = max(row["speedup_repeats"] or 0 for row in one_level)
+    scope = ("the rounds of one run only" if most <= 1 else
+             f"the rounds of their runs only ({most} repeats or fewer: {MIN_CI_REPEATS} are needed for a two-level CI)")
+    which = "Speedup CIs cover" if len(one_level) == len(timed) else (
+        f"{len(one_level)} of {len(timed)} task × variant rows have speedup CIs that cover")
+    return [f"{which} {scope}: not how a speedup moves between runs with fresh worker processes, which on an "
+            f"H200 was as large as the rounds' noise (SD1.5: per-run speedup differences scattered by an SD of "
+            f"7.6 % against CIs of ±6–9 % each). Speedups closer than that are not told apart by one run: "
+            f"`generate --repeats K` with K ≥ {MIN_CI_REPEATS} gives two-level CIs (README, Score)."]

@@ -2,9 +2,11 @@
 
 * An accelerated image (any variant but 'baseline') is compared with the baseline image of its setting that
   has the same prompt, seed and batch size: same initial noise, same batch neighbours.
-* A batch is timed once; an accelerated batch is compared with the baseline's latency recorded on its own rows
+* A batch is timed once per repeat (a fresh set of worker processes; ``repeat`` null in older datasets: repeat
+  0): it is identified by (repeat, seed, batch size, batch index), so the same prompts timed in two repeats are
+  two samples. An accelerated batch is compared with the baseline's latency recorded on its own rows
   (``baseline_latency_s``: the baseline batch of the same prompts in the same interleaving round), else with
-  the baseline batch of its setting with the same (seed, batch size, batch index), i.e. the same prompts.
+  the baseline batch of its setting with the same batch key, i.e. the same prompts in the same repeat.
 * A submission's image is also compared with the GT image of the same task, prompt, seed and batch size.
 * Batch-size drift compares an image generated at batch size > 1 with the same program's image (same unit,
   variant, prompt and seed) at batch size 1.
@@ -15,8 +17,11 @@ Only rows with status 'ok' take part. Rows are dicts with the generation columns
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 from accelbench import schema
+
+Value = TypeVar("Value")
 
 
 def is_ok(row: dict) -> bool:
@@ -28,7 +33,17 @@ def image_key(row: dict) -> tuple:
 
 
 def batch_key(row: dict) -> tuple:
-    return row["seed"], row["batch_size"], row["batch_index"]
+    """(repeat, seed, batch size, batch index): one timed batch; a null repeat (older datasets) is repeat 0."""
+    return row["repeat"] or 0, row["seed"], row["batch_size"], row["batch_index"]
+
+
+def by_repeat(values: dict[tuple, Value]) -> list[list[Value]]:
+    """Values keyed by :func:`batch_key`, grouped by their repeat (repeats in order, batches in key order): the
+    groups of a two-level bootstrap."""
+    groups: dict[int, list[Value]] = {}
+    for key in sorted(values):
+        groups.setdefault(key[0], []).append(values[key])
+    return [groups[repeat] for repeat in sorted(groups)]
 
 
 def cluster_key(row: dict) -> tuple:
@@ -64,8 +79,8 @@ def drift_references(rows: list[dict]) -> list[tuple[dict, dict]]:
 
 
 def paired_latencies(rows: list[dict], base_rows: list[dict], column: str = "batch_latency_s"
-                     ) -> list[tuple[float, float]]:
-    """``(baseline value, variant value)`` per ok variant batch, the speedup's paired samples.
+                     ) -> dict[tuple, tuple[float, float]]:
+    """:func:`batch_key` -> ``(baseline value, variant value)`` per ok variant batch, the speedup's paired samples.
 
     For ``batch_latency_s`` the baseline value is the row's own ``baseline_latency_s`` (the baseline batch of
     the same prompts in the same round) where it is recorded, else the baseline batch with the same
@@ -74,11 +89,11 @@ def paired_latencies(rows: list[dict], base_rows: list[dict], column: str = "bat
     variant = batch_values(rows, column)
     base = batch_values(base_rows, column)
     recorded = batch_values(rows, "baseline_latency_s") if column == "batch_latency_s" else {}
-    pairs = []
+    pairs = {}
     for key in sorted(variant):
         reference = recorded.get(key, base.get(key))
         if reference is not None:
-            pairs.append((reference, variant[key]))
+            pairs[key] = (reference, variant[key])
     return pairs
 
 

@@ -90,6 +90,7 @@ def build_report(directory: Path, recipe_id: str | None = None,
     pooled, by_batch_size = aggregate.summarize(rows, clip_scores, fidelity, recipe_id, n_resamples)
     notes = _notes(manifest, rows, recipe, clip_scores, fidelity, unreadable)
     notes += _undefined_notes(pooled)
+    notes += markdown.interval_caveats(pooled)
     if not recorded and rows:
         notes.append(task_facts.LEGACY_NOTE)
     board = leaderboard.from_report(directory, rows, pooled, facts, store.read_gate_verdicts(directory), manifest,
@@ -186,10 +187,11 @@ def _undefined_notes(pooled: list[dict]) -> list[str]:
 
 def _bootstrap_description(n_resamples: int) -> str:
     return (f"{functional.CONFIDENCE_LEVEL:.0%} percentile bootstrap, {n_resamples} resamples, seed "
-            f"{functional.BOOTSTRAP_SEED}; resampling units: batches, i.e. interleaving rounds (speedups, each batch "
-            f"paired with its baseline latency of the same round), (prompt, seed) clusters (CLIP score, quality "
-            f"loss, PSNR, SSIM: one prompt and seed at several batch sizes is one unit), tasks (leaderboard); no CI "
-            f"from fewer than {functional.MIN_CI_UNITS} units (n/a), n beside every CI")
+            f"{functional.BOOTSTRAP_SEED}; resampling units: for speedups, repeats (fresh sets of worker processes) "
+            f"and then batches within each from {functional.MIN_CI_REPEATS} repeats, else batches, i.e. interleaving "
+            f"rounds (each batch paired with its baseline latency of the same round); (prompt, seed) clusters (CLIP "
+            f"score, quality loss, PSNR, SSIM: one prompt and seed at several batch sizes is one unit); tasks "
+            f"(leaderboard); no CI from fewer than {functional.MIN_CI_UNITS} units (n/a), n beside every CI")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -84,25 +84,35 @@ def noise_pixels(prompt_index: int, batch_size: int) -> np.ndarray:
     return np.random.default_rng(1000 + 10 * prompt_index + batch_size).uniform(0, 1, (SIZE, SIZE, 3))
 
 
+def setting_of(unit: str) -> str:
+    """The setting (model-scheduler-steps) of a unit: a smoke task's, or the unit itself for a baseline."""
+    if unit not in CATALOG.tasks:
+        return unit
+    task = CATALOG.task(unit)
+    return f"{task.model}-{task.scheduler}-{task.steps}"
+
+
 def row(unit: str, prompt_index: int, batch_size: int, status: str = schema.STATUS_OK,
         submission: str | None = None, latency: float | None = None, pixels: np.ndarray | None = None,
         error: str | None = None) -> dict:
-    """One generation row of ``unit`` (the setting id for the baseline, else a task id); with ``submission``,
-    the row of that submission's program for the task (variant ``sub:<submission>``), ``latency`` and
-    ``pixels`` overriding the GT's."""
-    baseline = unit == SETTING
+    """One generation row of ``unit`` (a setting id for its baseline, else a task id; any of the smoke suite, its
+    batches recording SETTING's baseline latencies); with ``submission``, the row of that submission's program for
+    the task (variant ``sub:<submission>``), ``latency`` and ``pixels`` overriding the GT's."""
+    baseline = unit not in CATALOG.tasks
     task = None if baseline else CATALOG.task(unit)
+    like = task or next(CATALOG.task(t) for t in CATALOG.suite("smoke").tasks if setting_of(t) == unit)
     batch_index, position = divmod(prompt_index, batch_size)
-    latency = LATENCY[unit][batch_size] if latency is None else latency
+    known = LATENCY.get(unit, LATENCY[SETTING] if baseline else {})  # other settings' baselines take SETTING's
+    latency = known[batch_size] if latency is None else latency
     variant = "baseline" if baseline else f"{schema.SUBMISSION_PREFIX}{submission}" if submission else "gt"
     record = {
         **schema.empty_row(schema.GENERATION_COLUMNS),
         "record_id": record_id(unit, prompt_index, batch_size, submission), "suite": "smoke",
         "variant": variant, "submission": submission, "unit_id": unit, "task_id": None if baseline else unit,
-        "setting_id": SETTING,
+        "setting_id": setting_of(unit),
         "program_sha256": "" if status == schema.STATUS_MISSING else program_sha256(unit, submission),
-        "model": "sd15",
-        "model_source": "/cache/tiny/sd15", "scheduler": "ddim", "steps": 8,
+        "model": like.model, "model_source": f"/cache/tiny/{like.model}", "scheduler": like.scheduler,
+        "steps": like.steps,
         "method": "none" if baseline else task.method,
         "method_params": json.dumps({} if baseline else task.params, sort_keys=True), "prompt_index": prompt_index,
         "prompt": PROMPTS[prompt_index], "seed": 0, "image_seed": prompt_index, "batch_size": batch_size,
@@ -134,6 +144,13 @@ SUBMISSIONS = {
               BROKEN: {"status": schema.STATUS_REJECTED, "error": "failed the correctness gate: steps"}},
     "beta": {FAST: {"pixels": "noise"}, NOOP: {}, BROKEN: {"status": schema.STATUS_ERROR}},
 }
+
+
+def repeated(rows: list[dict], repeats: int) -> list[dict]:
+    """``rows`` timed in ``repeats`` repeats (fresh sets of worker processes, as ``generate --repeats`` writes
+    them): a copy per repeat, ``repeat`` set and a record id of its own, the same images and latencies."""
+    return [{**record, "repeat": repeat, "record_id": f"{record['record_id']}-k{repeat}"}
+            for repeat in range(repeats) for record in rows]
 
 
 def submission_rows(name: str, plan: dict | None = None) -> list[dict]:
@@ -194,8 +211,7 @@ def generation_table(rows: list[dict]) -> pa.Table:
 
 def shard_path(directory: Path, unit: str, submission: str | None = None) -> Path:
     suffix = f"-{submission}" if submission else ""
-    return (directory / schema.GENERATIONS_DIR
-            / f"{schema.SHARD_PREFIX}run1-r0-{UNITS.index(unit):04d}{suffix}.parquet")
+    return directory / schema.GENERATIONS_DIR / f"{schema.SHARD_PREFIX}run1-r0-{unit}{suffix}.parquet"
 
 
 def write_dataset(directory: Path, units=UNITS, rows: list[dict] | None = None, facts: bool = True) -> Path:
@@ -212,7 +228,8 @@ def write_dataset(directory: Path, units=UNITS, rows: list[dict] | None = None, 
     if facts:
         task_ids = sorted({record["task_id"] for record in rows if record["task_id"]})
         task_facts.record(directory, [task_facts.facts(CATALOG, CATALOG.task(task_id), {
-            schema.GT: program_sha256(task_id), schema.BASELINE: program_sha256(SETTING)}) for task_id in task_ids])
+            schema.GT: program_sha256(task_id), schema.BASELINE: program_sha256(setting_of(task_id))})
+            for task_id in task_ids])
     for unit, submission in dict.fromkeys((record["unit_id"], record["submission"]) for record in rows):
         dataset.write_table_atomic(generation_table([record for record in rows if record["unit_id"] == unit
                                                      and record["submission"] == submission]),

@@ -214,8 +214,8 @@ def test_leaderboard_rows_hold_the_csv_values_and_show_report_md_numbers(reporte
         assert cells[1:] == line.strip("| ").split(" | ")[1:]
     [header] = document.find("table", id="leaderboard")[0].find("thead")
     assert [th.attrs.get("data-key") for th in header.find("th")] == [
-        "submission", "correct", "fast_0", "fast_1", "fast_1_5", "fast_2", "gt_parity", "geomean_speedup",
-        "quality_loss", "psnr_gt", "identical_to_gt", "reasons"]
+        "submission", "rank", "correct", "fast_0", "fast_1", "fast_1_5", "fast_2", "gt_parity", "geomean_speedup",
+        "quality_loss", "psnr_gt", "identical_to_gt", "tied_with", "reasons"]
 
 
 def test_page_has_level_tabs_task_sections_notes_and_provenance(reported):

@@ -271,15 +271,17 @@ def test_report_csv_and_json_agree_cell_by_cell(scored):
     cells = markdown_rows(text, "Submission")
     assert len(cells) == len(csv_rows)
     for line, r in zip(cells, csv_rows):
-        fast = line[2:2 + len(schema.DEFAULT_FAST_P)]
+        fast = line[3:3 + len(schema.DEFAULT_FAST_P)]
         assert line[0].strip("*`").split("*")[0] == r["submission"]
-        assert line[1] == f"{r['correct']}/{r['tasks']}"
+        assert line[1] == leaderboard_markdown.rank_range(r)
+        assert line[2] == f"{r['correct']}/{r['tasks']}"
         for cell, p in zip(fast, schema.DEFAULT_FAST_P):
             assert cell == f"{r[schema.fast_column(p)]:.2f} n/a (n={r['tasks']})"
-        assert line[6].startswith(f"{r['gt_parity']:.2f}")
-        assert line[7].startswith(markdown.number(r["geomean_speedup"], suffix="×"))
-        assert line[9].startswith(markdown.number(r["psnr_gt"], 1))
-        assert line[11] == (r["reasons"] or "").replace(";", ",")
+        assert line[7].startswith(f"{r['gt_parity']:.2f}")
+        assert line[8].startswith(markdown.number(r["geomean_speedup"], suffix="×"))
+        assert line[10].startswith(markdown.number(r["psnr_gt"], 1))
+        assert line[12] == (r["tied_with"] or "").replace(";", ", ")
+        assert line[13] == (r["reasons"] or "").replace(";", ",")
     tasks = leaderboard_files.read_task_results(directory)
     assert tasks == built.leaderboard.tasks and len(tasks) == 9
     failed = markdown_rows(text, "Submission | Task")
@@ -350,7 +352,8 @@ def test_leaderboard_merges_datasets_of_one_suite(scored, tmp_path):
     result = run_leaderboard(directory, other, "--out", tmp_path / "board")
     assert result.exit_code == 0, result.output
     board = leaderboard_files.read(tmp_path / "board")
-    assert [r["submission"] for r in board.rows] == ["gt", "alpha", "gamma", "beta"]  # fast_1, correct, name
+    # fast_1, correct tasks, then geomean speedup: gamma (4.67x) above alpha (2.92x), both 1/3 and 1 correct.
+    assert [r["submission"] for r in board.rows] == ["gt", "gamma", "alpha", "beta"]
     gamma = board_row(board, "gamma")
     assert gamma["tasks"] == 3 and gamma["correct"] == 1 and gamma["reasons"] == "no-rows: 2"  # the union of tasks
     assert board_row(board, "gt")["datasets"] == 1  # FAST's GT result of the second dataset is a duplicate

@@ -312,6 +312,7 @@ def _caveats_section(manifest, facts, rows, recipes, summary) -> str:
     no_ops = sorted({row["task_id"] for row in summary if "no-op" in row["flags"].split(";")})
     caveats = markdown.weights_caveats({row["weights"] for row in rows if row["weights"]} or {manifest.get("weights")})
     caveats += markdown.clip_caveats([recipe["recipe"] for recipe in recipes])
+    caveats += markdown.interval_caveats(summary)
     if len({row["batch_size"] for row in rows}) > 1:
         caveats.append("Each image's initial noise is the same at every batch size, yet results drift numerically "
                        "with the batch size (visibly on GPUs in float16, where other kernels are chosen). Compare "
