@@ -302,7 +302,8 @@ def test_the_first_manifest_writer_wins_and_the_others_verify_it(tmp_path, monke
     assert json.loads(path.read_text()) == {"writer": 1} and os.listdir(tmp_path) == [path.name]
 
     manifest = schema.dataset_manifest(suite="smoke", weights="tiny", dtype_policy="auto", device_type="cpu",
-                                       prompts_sha256="p", seeds=[0], batch_sizes=[1], clip={}, suite_facts={})
+                                       prompts_sha256="p", seeds=[0], batch_sizes=[1], seed_key="", clip={},
+                                       suite_facts={})
     folder = tmp_path / "dataset"
     dataset.init_dataset(folder, manifest)
     dataset.init_dataset(folder, manifest)  # a second rank: verifies
