@@ -6,12 +6,14 @@
 #                                    baseline (default all four; one lease fits two, e.g. deepcache,tome then
 #                                    tgate,deepcache_tgate)
 #   bash bench/gpu.sh sdxl-standard RESULTS   the standard suite's SDXL DDIM-25 tasks, generated and scored
+#   bash bench/gpu.sh audit RESULTS   honest and cheating submissions of SD1.5 DDIM-25 DeepCache on full-size
+#                                    random weights: what the gate and the audit make of each, and the audit's cost
 #   bash bench/gpu.sh sd15-control RESULTS generate|control   one 100-image paired SD1.5 run of generate, or of
 #                                    the no-harness control; alternate them across calls and pool with
 #                                    bench/pool_runs.py RUNS --control CONTROLS
 # Every step runs even if an earlier one failed; RESULTS/ receives the JSON, logs and reports.
 set -u
-part=${1:?part: sd15, sdxl, sdxl-standard or sd15-control}
+part=${1:?part: sd15, sdxl, sdxl-standard, audit or sd15-control}
 results=${2:?results folder}
 work=${WORK:-/tmp/accelbench-gpu}
 mkdir -p "$results" "$work"
@@ -23,6 +25,8 @@ step() { echo; echo "== $* ($(date -u +%T))"; "$@" || echo "!! step failed with 
 printf '%s\n' "a red cube on a wooden table" "an astronaut riding a horse on the moon" \
   "a watercolor painting of a lighthouse at dawn" "two cats sleeping on a sofa" "a bowl of fruit on a kitchen table" \
   "a city street in the rain at night" "a mountain lake under a clear sky" "a robot reading a book in a library" \
+  "a sailboat on a calm sea" "a plate of pancakes with berries" "an old map on a desk" "a fox in a snowy forest" \
+  "a neon sign above a diner" "a violin on a velvet chair" "a hot air balloon over fields" "a bridge in fog" \
   > "$work/prompts.txt"
 
 standard() {  # $1: family, $2: task patterns, $3: warm-up batches (default 2)
@@ -56,6 +60,11 @@ case $part in
     ;;
   sdxl-standard)
     step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate" 1
+    ;;
+  audit)
+    step python bench/bench_audit.py --device cuda --suite timing --tasks sd15-ddim-25-deepcache \
+      --prompts "$work/prompts.txt" --limit 16 --work "$work/audit" --out "$results/audit-sd15.json"
+    cp "$work"/audit/out/runs/*.json "$results/audit-sd15-run.json"
     ;;
   sd15-control)
     side=${3:?side: generate or control}

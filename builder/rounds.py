@@ -157,16 +157,21 @@ def _audit(context: RunContext, state: RunState, lanes: list[Lane], reference: d
                  if (lane.unit.task_id, lane.batch_size, index) in audit.reference_pixels}
         if not timed:
             continue
-        for index in audit.sample(lane.unit.task_id, lane.batch_size, timed):
+        started, rounds, spread = time.perf_counter(), audit.sample(lane.unit.task_id, lane.batch_size, timed), (0, 0.0)
+        for index in rounds:
             key = (lane.unit.task_id, lane.batch_size, index)
             result = lane_ops.replay(lane, index, timeout)
             if isinstance(result, WorkerFailure):
                 break  # no reference trace: its submissions' replays are checked for their own pixels only
             audit.reference_traces[key] = result.trace
             m, mean = pixel_difference(audit.reference_pixels[key], result.pixels)
-            if m:  # the device itself does not repeat: replays are compared within twice what the GT moved
-                audit.nondeterministic[key[:2]] = Tolerance(min(255, 2 * m), 2 * mean,
-                                                            "twice the GT's own replay spread on this device")
+            spread = (max(spread[0], m), max(spread[1], mean))
+        if spread[0]:  # the device itself does not repeat: replays are compared within twice what the GT moved
+            audit.nondeterministic[(lane.unit.task_id, lane.batch_size)] = Tolerance(
+                min(255, 2 * spread[0]), 2 * spread[1], "twice the GT's own replay spread on this device")
+        audit.records.append({"unit": lane.unit.label, "batch_size": lane.batch_size, "rounds": rounds,
+                              "seconds": round(time.perf_counter() - started, 3), "replay_max_abs": spread[0],
+                              "replay_mean_abs": round(spread[1], 6)})
     for lane in [lane for lane in lanes if lane.audited and lane.timed and lane.worker is not None]:
         started, key = time.perf_counter(), (lane.unit.task_id, lane.batch_size)
         rounds = [index for index in audit.sample(*key, set(lane.timed)) if index in lane.timed]

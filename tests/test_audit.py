@@ -4,77 +4,26 @@ difference; an honest program written another way passes, and its rows are writt
 
 import json
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from generating import generate, gt_source, rows, submission
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+import audit_programs  # noqa: E402
+
 from accelbench import schema
 
 TASK = "smoke-sd15-ddim-8-deepcache"
 GT = gt_source(TASK)
-CALL = "    output = pipe(\n"
-
-# Each cheat keeps the GT's load() and changes generate() around the pipeline call: ``steps`` is how many
-# denoising steps the call gets (4 instead of the task's 8 is a 2x "speedup"), ``nudge`` a change of the output.
-COUNTED = '    pipe.calls = getattr(pipe, "calls", 0) + 1\n'
-WATCHED = "DDIMScheduler.step is not STEP_AT_IMPORT"  # the harness's tracer wraps the scheduler's step()
-CHEATS = {
-    # Honest for the first four calls of its process: the gate's four calls and the traced warm-up pass.
-    "late": (COUNTED + "    steps = NUM_INFERENCE_STEPS if pipe.calls <= 4 else 4\n", ""),
-    # Honest whenever it is traced, cheap otherwise: the gate's untraced calls give it away.
-    "unwatched": (f"    steps = NUM_INFERENCE_STEPS if {WATCHED} else 4\n", ""),
-    # Honest for four calls, then, where it is not traced, within the GT's tolerance but not what it computes
-    # when traced (a cheaper approximation would look like this).
-    "subtle": (COUNTED + "    steps = NUM_INFERENCE_STEPS\n",
-               f"    if pipe.calls > 4 and not ({WATCHED}):\n"
-               "        output.images[:, 0, 0, :] = (output.images[:, 0, 0, :] + 2 / 255).clip(0, 1)\n"),
-}
-
-
-def cheat(prelude: str, nudge: str) -> str:
-    source = (GT.replace("\n\ndef load(", "\nSTEP_AT_IMPORT = DDIMScheduler.step\n\n\ndef load(")
-              .replace(CALL, prelude + CALL)
-              .replace("num_inference_steps=NUM_INFERENCE_STEPS", "num_inference_steps=steps")
-              .replace("    return output.images\n", nudge + "    return output.images\n"))
-    assert "num_inference_steps=steps" in source and "STEP_AT_IMPORT =" in source
-    return source
-
-
-# Computes honestly, and after the gate's four calls serves an input it has seen from its cache: nothing but the
-# audit's replay repeats an input.
-MEMO = GT.replace(CALL, COUNTED +
-                  '    key = (tuple(prompts), tuple(g.initial_seed() for g in generators), height, width)\n'
-                        '    memo = pipe.__dict__.setdefault("memo", {})\n'
-                        '    if pipe.calls > 4 and key in memo:\n'
-                        '        return memo[key]\n' + CALL).replace(
-    "    return output.images\n", "    memo[key] = output.images\n    return output.images\n")
-
-# The task written another way: DeepCache enabled through its helper's documented calls in another order, the
-# pipeline returning tensors, converted here.
-OTHER_STYLE = GT.replace('''    output = pipe(
-        prompts,
-        num_inference_steps=NUM_INFERENCE_STEPS,
-        guidance_scale=GUIDANCE_SCALE,
-        height=height,
-        width=width,
-        generator=generators,
-        output_type="np",
-    )
-    return output.images
-''', '''    with torch.inference_mode():
-        images = pipe(prompt=list(prompts), height=height, width=width, guidance_scale=GUIDANCE_SCALE,
-                      num_inference_steps=NUM_INFERENCE_STEPS, generator=list(generators), output_type="pt").images
-    return images.permute(0, 2, 3, 1).float().cpu().numpy()
-''')
 
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
     root = tmp_path_factory.mktemp("audited")
-    programs = {**{name: cheat(*parts) for name, parts in CHEATS.items()}, "memo": MEMO, "honest": OTHER_STYLE}
-    assert OTHER_STYLE != GT and MEMO != GT
-    folders = [submission(root / name, {TASK: source}) for name, source in programs.items()]
+    folders = [submission(root / name, {TASK: source}) for name, source in audit_programs.programs(GT).items()]
     summary = generate(root / "out", tasks=[TASK], submissions=folders, limit=2, audit_fraction=1.0)
     return root / "out", summary
 
@@ -135,7 +84,7 @@ def test_held_rows_are_invisible_until_released_and_a_killed_run_s_are_redone(tm
     dataset.init_dataset(tmp_path, schema.dataset_manifest(
         suite="smoke", weights="tiny", dtype_policy="float32", device_type="cpu", prompts_sha256="", seeds=[0],
         batch_sizes=[1], seed_key="", clip={"model": "m", "pretrained": "p"}, suite_facts={}))
-    first = ShardWriter(tmp_path, "run1", 0, workers=1)
+    first = ShardWriter(tmp_path, "run1", 0, 1, workers=1)
     try:
         batches = {label: [row("sd15-ddim-8", index, 1) | {"record_id": f"{label}-{index}"}] for index, label in
                    enumerate(["passed", "failed", "killed"])}
@@ -148,7 +97,7 @@ def test_held_rows_are_invisible_until_released_and_a_killed_run_s_are_redone(tm
         assert dataset.read_generations(tmp_path, ["record_id"]).column("record_id").to_pylist() == ["passed-0"]
     finally:
         first._pool.shutdown()  # killed: no compaction, "killed" still held
-    ShardWriter(tmp_path, "run2", 0, workers=1).close()  # the next run compacts what the killed one left
+    ShardWriter(tmp_path, "run2", 0, 1, workers=1).close()  # the next run compacts what the killed one left
     assert dataset.read_generations(tmp_path, ["record_id"]).column("record_id").to_pylist() == ["passed-0"]
     assert not [path for path in (tmp_path / schema.STAGING_DIR).rglob("*") if path.is_file()]
 
