@@ -3,18 +3,19 @@
 In the worker (:func:`confine`, before any program code runs) the process unshares a PID, mount, network and IPC
 namespace (and a user namespace when it is not root) and forks: the child is PID 1 of the new PID namespace and
 serves the program; the process in between stays outside as its watcher (it kills the worker when the harness is
-gone, even a stopped one) and mirrors its exit. The child mounts a private ``/proc``
-(it sees no process but its own), a private tmpfs over the harness's scratch folder (its temporary folder, gone
-with it) and over ``/dev/shm``, hides the folders and files the harness names (the dataset, the operator's input
-files) under empty mounts, drops every capability and sets no-new-privileges, so the program can neither undo
-those mounts nor see, signal, trace or read another worker or the harness. When PID 1 exits, the kernel kills
-everything the program started: nothing outlives its unit. Where the kernel refuses the namespaces, the worker
-runs unconfined in a session of its own (still without capabilities), and says so (:attr:`Confinement.confined`).
+gone, even a stopped one) and mirrors its exit. The child mounts a private ``/proc`` (it sees no process but its
+own), a private tmpfs over the harness's scratch folder (its temporary folder, gone with it) and over ``/dev/shm``,
+makes every other mount read-only (it can change no file of the host: not the installed libraries, the model caches
+or another run's files), hides the folders and files the harness names (the dataset, the operator's input files)
+under empty mounts, drops every capability and sets no-new-privileges, so the program can neither undo those mounts
+nor see, signal, trace or read another worker or the harness. When PID 1 exits, the kernel kills everything the
+program started: nothing outlives its unit. Where the kernel refuses the namespaces, the worker runs unconfined in a
+session of its own (still without capabilities), and says so (:attr:`Confinement.confined`).
 
 In the harness (:class:`Confinement`) a worker is stopped (``SIGSTOP``, every process of its namespace, forks
-included) whenever it is not being called, so while one unit's batch is timed no other unit runs: threads that
-burn the CPU while idle, daemons, output floods and signals to siblings cost nothing to anyone else. After each
-call, a worker with a process it started still running is rejected.
+included) whenever it is not being called, so while one unit's batch is timed no other unit runs: threads that burn
+the CPU while idle, daemons, output floods and signals to siblings cost nothing to anyone else. After each call, a
+worker with a process it started still running is rejected.
 
 Not a security boundary against the kernel, the GPU driver or a shared GPU: untrusted programs still belong in a
 container or VM of their own (``--sandbox bwrap`` adds bubblewrap around the forkserver).
@@ -31,7 +32,12 @@ from dataclasses import dataclass
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (0x00020000, 0x08000000, 0x10000000,
                                                                         0x20000000, 0x40000000)
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 0x4000, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (1, 2, 4, 8, 32, 4096, 0x4000,
+                                                                                 1 << 18)
+# A mount's own options that a remount must keep (the kernel refuses to drop locked ones in a user namespace).
+MOUNT_OPTION_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024,
+                      "nodiratime": 2048, "relatime": 1 << 21}
+WRITABLE_MOUNTS = ("/proc", "/sys", "/dev")  # and below them; the scratch tmpfs too (the worker's own files)
 PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 4, 24, 38
 _CAPABILITY_VERSION_3 = 0x20080522
 SCRATCH_TMPFS_SIZE = "size=16g"  # a ceiling, not a reservation: a worker's temporary files (compile caches)
@@ -123,6 +129,27 @@ def _private_mounts(hidden: list[str], scratch: str) -> None:
             _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
         elif os.path.exists(path):
             _mount("/dev/null", path, None, MS_BIND)
+    _read_only_mounts(keep=(scratch, "/dev/shm"))
+
+
+def _read_only_mounts(keep: tuple[str, ...]) -> None:
+    """Remount every mount of this namespace read-only but ``keep`` and :data:`WRITABLE_MOUNTS` (and what is
+    below them). A mount that cannot be (rare: one the kernel locked) is named on stderr, the unit's log."""
+    with open("/proc/self/mountinfo") as handle:
+        mounts = [line.split() for line in handle]
+    for fields in mounts:
+        target = fields[4].encode().decode("unicode_escape")  # octal escapes: "\040" is a space
+        options = set(fields[5].split(","))
+        if "ro" in options or any(target == top or target.startswith(top.rstrip("/") + "/")
+                                  for top in (*keep, *WRITABLE_MOUNTS)):
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        for option in options:
+            flags |= MOUNT_OPTION_FLAGS.get(option, 0)
+        try:
+            _mount(None, target, None, flags)
+        except OSError as error:
+            print(f"accelbench: could not make {target} read-only: {error}", file=sys.stderr)
 
 
 def _drop_capabilities() -> None:

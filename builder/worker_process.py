@@ -84,12 +84,13 @@ def _send(conn, message: dict) -> None:
 
 def _scrub_environment(folder: str) -> None:
     """The program's environment: the harness's, less anything not needed to run (tokens, the operator's own
-    variables), offline, temporary files in its own folder, inductor compiling in this process (a pool of compile
-    workers would be processes left running)."""
+    variables), offline, temporary files and compile caches in its own folder, inductor compiling in this process
+    (a pool of compile workers would be processes left running)."""
     kept = {name: value for name, value in os.environ.items() if name.startswith(KEPT_ENVIRONMENT)}
     os.environ.clear()
     os.environ.update(kept, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TMPDIR=folder,
-                      TORCHINDUCTOR_COMPILE_THREADS="1", TORCHINDUCTOR_CACHE_DIR=os.path.join(folder, "inductor"))
+                      TORCHINDUCTOR_COMPILE_THREADS="1", TORCHINDUCTOR_CACHE_DIR=os.path.join(folder, "inductor"),
+                      TRITON_CACHE_DIR=os.path.join(folder, "triton"))  # the rest of the file system is read-only
     tempfile.tempdir = folder
 
 
