@@ -251,6 +251,9 @@ def _split(value: str | None) -> list[str] | None:
                    "2 of them; 0: none). Every timed image is compared with the GT's whatever this is.")
 @click.option("--seed-key", type=SEED_KEY, help="Hex key the images' seeds are derived with (default: the dataset's, "
               "or a random one for a new dataset); pass the same key to compare images across datasets.")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Render and time everything this many times, each repeat with fresh workers and the units in an "
+                   "order of its own: the scorer's intervals then cover run-to-run variation.")
 @click.option("--retry-failed", is_flag=True, help="Re-run the rows whose status is not ok and replace them.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Warm-up batches per worker (default: the suite's).")
 @click.option("--shard", help="I/N: run shard I of N by hand (default: RANK/WORLD_SIZE from torchrun/accelerate).")
@@ -260,7 +263,7 @@ def _split(value: str | None) -> list[str] | None:
 @click.pass_context
 def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit, prompts_file, seeds, device,
              weights, model_paths, timing, max_resident, call_timeout, load_timeout, warmup_timeout, sandbox, gate_mode,
-             audit_fraction, seed_key, retry_failed, warmup, shard, encode_workers, no_progress):
+             audit_fraction, seed_key, repeats, retry_failed, warmup, shard, encode_workers, no_progress):
     """Render every (task, variant, seed, batch size) of a suite into a resumable Parquet dataset.
 
     Every program runs in a worker process of its own; the harness times each batch. Exit 1 when baseline or GT
@@ -281,7 +284,8 @@ def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit
         seeds=plan.parse_seeds(seeds) if seeds is not None else None, warmup_batches=warmup, model_paths=overrides,
         submissions=list(submission_dirs), timing=timing, max_resident=max_resident, call_timeout=call_timeout,
         load_timeout=load_timeout, warmup_timeout=warmup_timeout, sandbox=sandbox, gate=gate_mode,
-        audit_fraction=audit_fraction, seed_key=seed_key, retry_failed=retry_failed, encode_workers=encode_workers,
+        audit_fraction=audit_fraction, seed_key=seed_key, repeats=repeats, retry_failed=retry_failed,
+        encode_workers=encode_workers,
         progress=not no_progress,
     )
     summary = run_generate(options, _catalog(ctx))

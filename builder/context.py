@@ -56,6 +56,7 @@ class RunState:
     baseline_rerenders: int = 0
     baseline_mismatches: list[str] = field(default_factory=list)
     confinement: dict | None = None  # what the first worker found: {"confined", "reason"}
+    lane_orders: list[dict] = field(default_factory=list)  # with repeats: each repeat's order of a setting's units
     audit: Audit = field(default_factory=Audit)
     # unit label -> the batches of its rows held back until its audit is over: (columns, batch, round, records)
     held: dict[str, list[tuple[dict, plan.Batch, int, frozenset]]] = field(default_factory=dict)

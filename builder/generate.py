@@ -124,11 +124,12 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     for setting in settings:
         for unit in setting:
             pixels = 3 * sources.resolution(unit.task.model) ** 2
-            for batch in plan.build_batches(suite.id, unit, prompts, seeds, suite.batch_sizes, seed_key):
-                planned += len(batch.images)
-                pending = sum(1 for image in batch.images if image.record_id not in done)
-                pending_images += pending
-                pending_bytes += pending * pixels * PNG_SIZE_RATIO
+            for repeat in range(options.repeats):
+                for batch in plan.build_batches(suite.id, unit, prompts, seeds, suite.batch_sizes, seed_key, repeat):
+                    planned += len(batch.images)
+                    pending = sum(1 for image in batch.images if image.record_id not in done)
+                    pending_images += pending
+                    pending_bytes += pending * pixels * PNG_SIZE_RATIO
     free = shutil.disk_usage(out).free
     if pending_bytes > free:
         log.warning("this run needs about %.1f GiB for its images and %s has %.1f GiB free: it will stop with an "
@@ -154,8 +155,9 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     try:
         for setting in settings:
             gate_setting(context, state, setting)
-            for batch_size in context.batch_sizes:
-                run_setting(context, state, setting, batch_size)
+            for repeat in range(options.repeats):  # each repeat a fresh set of workers
+                for batch_size in context.batch_sizes:
+                    run_setting(context, state, setting, batch_size, repeat)
             finish_setting(context, state, setting)
             writer.end_unit()
     finally:
@@ -178,6 +180,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
         "baseline_rerenders": state.baseline_rerenders, "baseline_mismatches": state.baseline_mismatches,
         "catalog_sha256": task_facts.catalog_digest(catalog), "confinement": state.confinement,
         "audit": {"fraction": options.audit_fraction, "units": state.audit.records},
+        "repeats": options.repeats, "lane_orders": state.lane_orders,
         "seconds": round(summary.seconds, 3),
         "finished_at": utc_now().isoformat(),
     })

@@ -52,9 +52,9 @@ class Lane:
         return self.batches[0].batch_size
 
 
-def make_lane(context: RunContext, state: RunState, unit: plan.Unit, batch_size: int) -> Lane:
+def make_lane(context: RunContext, state: RunState, unit: plan.Unit, batch_size: int, repeat: int = 0) -> Lane:
     batches = plan.build_batches(context.suite_id, unit, context.prompts, context.seeds, [batch_size],
-                                 context.seed_key)
+                                 context.seed_key, repeat)
     pending = {index for index, batch in enumerate(batches)
                if any(image.record_id not in state.done for image in batch.images)}
     resolution = context.sources.resolution(unit.task.model)

@@ -65,6 +65,7 @@ class Batch:
     batch_size: int
     batch_index: int
     images: tuple[Image, ...]
+    repeat: int = 0
 
     @property
     def prompts(self) -> list[str]:
@@ -72,11 +73,12 @@ class Batch:
 
 
 def record_id(suite: str, variant: str, unit_id: str, program_sha256: str, seed: int, batch_size: int,
-              prompt_index: int, prompt: str) -> str:
-    """Stable id of one image. The prompt text and the program's hash are part of the key, so neither a changed
-    prompt list nor a changed program ever aliases old rows ('' for a missing program)."""
-    key = json.dumps([suite, variant, unit_id, program_sha256, seed, batch_size, prompt_index, prompt],
-                     ensure_ascii=False)
+              prompt_index: int, prompt: str, repeat: int = 0) -> str:
+    """Stable id of one image in one repeat. The prompt text and the program's hash are part of the key, so
+    neither a changed prompt list nor a changed program ever aliases old rows ('' for a missing program); repeat 0
+    has the key of datasets made before repeats."""
+    fields = [suite, variant, unit_id, program_sha256, seed, batch_size, prompt_index, prompt]
+    key = json.dumps(fields + ([repeat] if repeat else []), ensure_ascii=False)
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -146,8 +148,8 @@ def build_units(catalog: Catalog, tasks: list[Task], variants: tuple[str, ...],
     return units
 
 
-def build_batches(suite_id: str, unit: Unit, prompts: list[str], seeds, batch_sizes, seed_key: str
-                  ) -> list[Batch]:
+def build_batches(suite_id: str, unit: Unit, prompts: list[str], seeds, batch_sizes, seed_key: str,
+                  repeat: int = 0) -> list[Batch]:
     sha256 = unit.program.sha256 if unit.program is not None else ""
     batches = []
     for seed in seeds:
@@ -156,11 +158,11 @@ def build_batches(suite_id: str, unit: Unit, prompts: list[str], seeds, batch_si
                 indices = range(start, min(start + batch_size, len(prompts)))
                 images = tuple(
                     Image(record_id(suite_id, unit.variant, unit.unit_id, sha256, seed, batch_size, index,
-                                    prompts[index]),
+                                    prompts[index], repeat),
                           index, prompts[index], image_seed(seed, index, seed_key), position)
                     for position, index in enumerate(indices)
                 )
-                batches.append(Batch(unit, seed, batch_size, batch_index, images))
+                batches.append(Batch(unit, seed, batch_size, batch_index, images, repeat))
     return batches
 
 

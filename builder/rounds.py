@@ -21,6 +21,7 @@ yields rows with that status and the setting goes on.
 
 from __future__ import annotations
 
+import secrets
 import time
 
 from accelbench import schema
@@ -32,9 +33,18 @@ from accelbench.builder.rows import batch_rows
 from accelbench.builder.worker import WorkerFailure
 
 
-def run_setting(context: RunContext, state: RunState, setting: list[plan.Unit], batch_size: int) -> None:
-    """Every pending batch of ``setting``'s units at ``batch_size``, timed in rounds and audited."""
-    lanes = [lane_ops.make_lane(context, state, unit, batch_size) for unit in setting]
+def run_setting(context: RunContext, state: RunState, setting: list[plan.Unit], batch_size: int,
+                repeat: int = 0) -> None:
+    """Every pending batch of ``setting``'s units at ``batch_size`` in ``repeat``, timed in rounds and audited.
+    With several repeats, each takes the units after the baseline in an order of its own (OS randomness; recorded
+    in the run record): no unit is always timed right after the baseline, or last."""
+    units = list(setting)
+    if context.options.repeats > 1:  # the baseline still goes first in every round (_run_lanes picks it out)
+        units = secrets.SystemRandom().sample(units, len(units))
+        timed_order = sorted(units, key=lambda unit: not unit.is_baseline)  # stable: the others keep their draw
+        state.lane_orders.append({"repeat": repeat, "setting": setting[0].task.setting_id, "batch_size": batch_size,
+                                  "order": [unit.label for unit in timed_order]})
+    lanes = [lane_ops.make_lane(context, state, unit, batch_size, repeat) for unit in units]
     try:
         _run_lanes(context, state, lanes)
     finally:  # a run stopped by an error (a failed write) leaves no worker behind

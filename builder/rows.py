@@ -40,7 +40,8 @@ def batch_rows(unit_base: dict, batch: plan.Batch, round_index: int, status: str
         row = schema.empty_row(schema.GENERATION_COLUMNS) | unit_base | {
             "record_id": image.record_id, "prompt_index": image.prompt_index, "prompt": image.prompt,
             "seed": batch.seed, "image_seed": image.image_seed, "batch_size": batch.batch_size,
-            "batch_index": batch.batch_index, "position": image.position, "round": round_index, "status": status,
+            "batch_index": batch.batch_index, "position": image.position, "round": round_index, "repeat": batch.repeat,
+            "status": status,
             "error": error, "started_at": started_at, "finished_at": finished_at,
         }
         if reply is not None:

@@ -3,7 +3,7 @@ agents write them from is :mod:`accelbench.builder.task_pack`).
 
 A submission is a folder of programs named ``<task_id>.py``, plus an optional ``submission.yaml``::
 
-    name: my-agent-v1        # default: the folder's name; [A-Za-z0-9._-]+, not 'baseline' or 'gt'
+    name: my-agent-v1        # default: the folder's name; [A-Za-z0-9._-]+, not baseline, gt or reference
     author: Jane Doe
     model: some-llm-2026-10  # the agent or model that wrote the programs
     date: 2026-11-29
@@ -28,10 +28,11 @@ from accelbench.builder.programs import Program
 from accelbench.errors import UserInputError
 from accelbench.manifest import Suite, did_you_mean
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 INFO_FILE = "submission.yaml"
 INFO_KEYS = ("name", "author", "model", "date", "notes")
-RESERVED_NAMES = (schema.BASELINE, schema.GT)
+# The harness's own variants (and the reference programs of target tasks), in any case.
+RESERVED_NAMES = (schema.BASELINE, schema.GT, "reference")
 
 
 class SubmissionError(UserInputError):
@@ -53,9 +54,10 @@ def load_submission(folder: Path, suite: Suite) -> Submission:
         raise SubmissionError(f"--submission {folder}: no such folder")
     info = _read_info(folder)
     name = info.get("name", folder.resolve().name)
-    if not NAME_PATTERN.match(name) or name in RESERVED_NAMES:
-        raise SubmissionError(f"{folder}: submission name {name!r} must match [A-Za-z0-9._-]+ and not be "
-                              f"{' or '.join(RESERVED_NAMES)} (set `name:` in {INFO_FILE})")
+    if (not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or set(name) == {"."}
+            or name.lower() in RESERVED_NAMES):
+        raise SubmissionError(f"{folder}: submission name {name!r} must match [A-Za-z0-9._-]+, not be dots alone "
+                              f"and not be {', '.join(RESERVED_NAMES)} in any case (set `name:` in {INFO_FILE})")
     files = sorted(folder.glob("*.py"))
     if not files:
         raise SubmissionError(f"{folder}: no programs (<task_id>.py files) in this submission folder")
@@ -73,10 +75,11 @@ def load_submissions(folders, suite: Suite) -> list[Submission]:
     submissions = [load_submission(folder, suite) for folder in folders]
     seen: dict[str, Path] = {}
     for submission in submissions:
-        if submission.name in seen:
-            raise SubmissionError(f"two submissions are named {submission.name!r} ({seen[submission.name]} and "
+        key = submission.name.lower()  # file names are made from it: two that differ in case may collide
+        if key in seen:
+            raise SubmissionError(f"two submissions are named {submission.name!r} ({seen[key]} and "
                                   f"{submission.folder}); give one another `name:` in {INFO_FILE}")
-        seen[submission.name] = submission.folder
+        seen[key] = submission.folder
     return submissions
 
 

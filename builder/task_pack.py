@@ -8,7 +8,10 @@ import json
 from pathlib import Path
 
 from accelbench.builder import programs
+from accelbench.builder.gate.tolerance import CPU_FP32, UNCALIBRATED
 from accelbench.builder.submissions import SubmissionError
+from accelbench.builder.synthetic_configs import TINY_RESOLUTION
+from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, DEFAULT_WARMUP_TIMEOUT_S, LOG_LIMIT_BYTES
 from accelbench.manifest import Catalog, Suite, Task
 
 TASKS_JSONL = "tasks.jsonl"
@@ -60,39 +63,78 @@ def write_task_pack(catalog: Catalog, suite: Suite, tasks: list[Task], out: Path
 
 
 def pack_readme(suite: Suite, tasks: list[Task]) -> str:
+    tiny = ", ".join(f"{family} {size}×{size}" for family, size in TINY_RESOLUTION.items())
     return f"""# accelbench task pack: suite `{suite.id}` ({len(tasks)} tasks)
 
 Each folder holds one task: `TASK.md` (the request) and `baseline.py` (the same model, sampler and steps
-without acceleration, as reference code). `tasks.jsonl` lists every task with its fields.
+without acceleration: a working program to start from). `tasks.jsonl` lists every task with its fields.
 
 ## What to hand in
 A folder with one program per task you solve, named `<task_id>.py`, and optionally `submission.yaml`
-(`name`, `author`, `model`, `date`, `notes`). A task without a file counts as failed.
+(`name`, `author`, `model`, `date`, `notes`). A task without a file counts as failed. The folder's name (or
+`name:`) is the submission's: letters, digits, `.`, `_`, `-`; not `baseline`, `gt` or `reference`.
 
 ## The program contract (version {programs.CONTRACT_VERSION})
 ```python
 {programs.CONTRACT}```
+- `load` gets a **local folder** (`from_pretrained` it), the device (`cuda`, `cuda:N` or `cpu`) and the dtype
+  (`torch.float16` on GPUs, `torch.float32` on the CPU): use them, never hard-code `"cuda"` or a dtype.
+- `generate` gets the prompts, one `torch.Generator` per prompt (pass the list as diffusers' `generator=`),
+  `height` and `width` (always given; use them). Image i must depend only on prompt i and generator i: not on
+  the batch size, its position in the batch or earlier calls.
+- Return a float **numpy** array `[N, H, W, 3]` in `[0, 1]`, finite (`output_type="np"`; a torch tensor is an
+  error: convert it with `.permute(0, 2, 3, 1).float().cpu().numpy()`).
+
+## Where a program runs
+- A worker process of its own per (program, batch size), frozen (every thread stopped) whenever it is not being
+  called. It sees no other process (a PID namespace of its own), no network, a **read-only file system** except
+  its temporary folder (`TMPDIR`, also `TORCHINDUCTOR_CACHE_DIR` and `TRITON_CACHE_DIR`) and a private
+  `/dev/shm`, and no capabilities; the Hub is offline (`HF_HUB_OFFLINE=1`).
+- Processes it starts must be gone when a call returns (a worker with one still running is rejected);
+  `TORCHINDUCTOR_COMPILE_THREADS=1` keeps `torch.compile` in-process. Threads are fine.
+- Time limits: `load()` {DEFAULT_LOAD_TIMEOUT_S:g} s; each untimed warm-up call {DEFAULT_WARMUP_TIMEOUT_S:g} s
+  (compile and autotune there: the warm-ups use the run's prompts at the timed batch size); each timed call
+  max(60 s, 10 × the baseline's median batch latency). Output to stdout/stderr is kept in a log, cut
+  after {LOG_LIMIT_BYTES // 2**20} MiB.
 
 ## How programs are checked, timed and scored
-- Every program runs in a worker process of its own, in a fresh temporary folder, offline
-  (`HF_HUB_OFFLINE=1`), with only the model folder, the prompts and the seeds of each call passed in.
-- **Reproducible.** The same inputs must give bit-identical images on every call: a library with random state
-  of its own must be reseeded inside `generate()` (tomesd keeps its merge-pattern generator in
-  `pipe.unet._tome_info["args"]["generator"]`).
-- **Correctness first.** A program must compute what the task asks: the sampler, the number of steps, the
-  guidance, the resolution and the method's parameters are checked against the ground-truth program's
-  execution trace, and its images against the ground truth's images on the same inputs. A program that
-  fails is not timed (rows `rejected`).
-- **Timing** is measured by the harness, from sending a batch to receiving its images, with the programs of
-  one (model, sampler, steps) setting taking turns with the baseline on the same GPU. Prompts and seeds are
-  chosen by the harness at run time and may be secret; they never repeat within one worker.
-- **Scores:** speedup over the baseline, CLIP score and quality loss, fidelity to the baseline's and the
-  ground truth's images; a task counts as solved when it is correct and faster (fast_p).
+1. **The gate** (before any timing): the program runs on the family's **tiny synthetic model** (the real
+   block layout and configs, tiny widths: {tiny}), on the CPU in float32, beside the task's ground-truth (GT)
+   program: four calls on random prompts and seeds — (1) two images, (2) three images, call 1's at other
+   positions, (3) call 1 again, (4) call 2 again, untraced. It must: return the right shape, finite; trace as the
+   GT traces (sampler class and full config, timesteps and step arguments, which denoiser blocks run each step,
+   every attention call: what the method's parameters decide); give images within the tolerance of the GT's
+   (CPU float32: max |diff| {CPU_FP32.max_abs}/255, mean {CPU_FP32.mean_abs:g}); give each image the same at any
+   position and batch size; repeat calls bit for bit, traced or not; differ from the baseline where the task
+   asks for an acceleration.
+2. **On the real model**, the first warm-up batch is traced and must trace as the GT's on the same batch.
+3. **Timing**: the harness's own clock, from sending a batch to receiving its images; the programs of one (model,
+   sampler, steps) setting take turns with the baseline round by round on the same GPU. Prompts and seeds are
+   the harness's, may be secret, and never repeat within a worker.
+4. **The audit of what was timed**: every timed image must be within the tolerance of the GT's image of the same
+   prompt and seed (devices and dtypes without a calibration, e.g. GPU float16: max |diff|
+   {UNCALIBRATED.max_abs}/255, mean {UNCALIBRATED.mean_abs:g}); after timing, a random sample of the timed batches
+   is rendered again, traced, and must give **bit-identical** images and the GT's trace. A program that fails
+   any of this gets `rejected` rows for the task, with the reason.
+5. **Scores**: speedup over the baseline, CLIP score and quality loss, fidelity to the baseline's and the GT's
+   images; a task counts as solved when it is correct and faster (fast_p).
+
+Check a program yourself where accelbench is installed: `accelbench check-program <task_id>.py --task <task_id>`
+runs the gate and prints every check with its reason.
+
+## State that trips honest programs
+- Libraries with state of their own must be reset per call: tomesd's merge-pattern generator
+  (`pipe.unet._tome_info["args"]["generator"]`) reseeded inside `generate()` when `use_rand` is on; T-GATE's
+  DeepCache loaders keep each attention module's last output in `module.cache` across calls — set it to `None`
+  on every module that has one at the start of every call.
+- PixArt pipelines bin resolutions by default (`use_resolution_binning=True`): leave it on; the tiny PixArt
+  models are 256×256 so binning works on them too.
+- `torch.compile(pipe.unet)` returns a wrapper whose truth value is an error: test with `is not None`.
 
 ## Forbidden
 Changing the sampler, steps, guidance, resolution or method parameters the task names; caching or reusing
-images or latents across calls; detecting the checker; patching timers, `torch`, or the harness; reading
-or writing files outside the worker's temporary folder; network access; starting processes or threads that
-outlive a call. Such programs are rejected or flagged; time limits, output caps and the process boundary are
-enforced by the harness.
+images or latents across calls; behaving differently when traced, checked, warmed up or timed; patching timers,
+`torch`, the libraries or the harness; reading files outside the model folder and the worker's temporary
+folder; network access; starting processes that outlive a call. Time limits, output caps, the process boundary,
+the gate and the audit enforce this; what they cannot catch is flagged by the gate's static scan.
 """

@@ -96,6 +96,10 @@ def test_retry_failed_replaces_failed_rows(tmp_path):
      "'smoke-sd15-ddim-8-deepcach' is not a task of suite 'smoke' (did you mean 'smoke-sd15-ddim-8-deepcache'?)"),
     (lambda root: submission(root / "baseline", {SLICE[0]: "x"}), "submission name 'baseline' must match"),
     (lambda root: submission(root / "x", {SLICE[0]: "x"}, "name: a b\n"), "submission name 'a b' must match"),
+    (lambda root: submission(root / "x", {SLICE[0]: "x"}, "name: GT\n"), "submission name 'GT' must match"),
+    (lambda root: submission(root / "x", {SLICE[0]: "x"}, "name: Reference\n"), "name 'Reference' must match"),
+    (lambda root: submission(root / "x", {SLICE[0]: "x"}, "name: '..'\n"), "submission name '..' must match"),
+    (lambda root: submission(root / "x", {SLICE[0]: "x"}, 'name: "ok\\n"\n'), "submission name 'ok\\n' must"),
     (lambda root: submission(root / "x", {SLICE[0]: "x"}, "name: [1\n"), "not readable YAML"),
     (lambda root: submission(root / "x", {SLICE[0]: "x"}, "nmae: x\n"), "unknown key 'nmae' (did you mean 'name'?)"),
 ])
