@@ -118,8 +118,8 @@ VERDICT_FASTER, VERDICT_SLOWER, VERDICT_TIED, VERDICT_NA = "faster", "slower", "
 VERDICTS = (VERDICT_FASTER, VERDICT_SLOWER, VERDICT_TIED, VERDICT_NA)
 
 # Why a (variant, task) is not correct on the leaderboard: the first of these that applies.
-REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES = "no-rows", "gate", "deviates"
-REASONS = (*FAILED_STATUSES, REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES)
+REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES, REASON_NO_GT = "no-rows", "gate", "deviates", "no-gt"
+REASONS = (*FAILED_STATUSES, REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES, REASON_NO_GT)
 
 
 @dataclass(frozen=True)

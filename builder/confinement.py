@@ -23,6 +23,7 @@ container or VM of their own (``--sandbox bwrap`` adds bubblewrap around the for
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import select
@@ -239,6 +240,8 @@ class Confinement:
                 done.add(pid)
 
     def freeze(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGSTOP)  # the program's own process at once, before the namespace's scan
         self._signal_all(signal.SIGSTOP)
         self.frozen = True
 

@@ -224,8 +224,10 @@ class ProgramWorker:
                        WorkerFailure(schema.STATUS_TIMEOUT, f"{kind} did not answer within {timeout:g} s"))
             self.close()
             raise failure
-        strays = self.confinement.strays()
+        # Frozen first, so nothing of it runs on after its answer (no output written into the buffer after the
+        # clock stopped); then its strays, which a stopped process still is.
         self.confinement.freeze()
+        strays = self.confinement.strays()
         self._cap_log()
         if strays:
             self.close()

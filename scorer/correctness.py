@@ -1,17 +1,18 @@
-"""Is a (variant, task) correct, and does it reach the GT? The leaderboard's per-task rules, from stored numbers
-only: the generation rows' statuses, the gate's verdicts, the summary rows and the dataset's task facts.
+"""Is a (variant, task) correct, and does it reach the GT? The leaderboard's per-task rules, from stored numbers only:
+the generation rows' statuses, the gate's verdicts, the summary rows and the dataset's task facts.
 
-A task is *correct* when every row is ``ok``, the gate passed (when ``DIR/gate/`` holds verdicts; a program
-without a verdict is "not gated", which fails nothing) and, for a submission, it does not ``deviate``: its mean
-PSNR to the GT's images (same task, prompt, seed, batch size) is at least its method's ``deviation_psnr_db``,
-lowered to the GT's own batch-size drift PSNR minus :data:`DRIFT_MARGIN_DB` where the GT drifts more than that
-(a re-implementation may move as far as the GT moves between batch sizes). Otherwise the reason is kept: the
-first of ``schema.REASONS`` that applies, with its detail. The GT is scored the same way, as the reference.
+A task is *correct* when every row is ``ok``, the gate passed (when ``DIR/gate/`` holds verdicts; a program without
+a verdict is "not gated", which fails nothing) and, for a submission, it does not ``deviate``: its mean PSNR to the
+GT's images (same task, prompt, seed, batch size) is at least its method's ``deviation_psnr_db``, lowered to the
+GT's own batch-size drift PSNR minus :data:`DRIFT_MARGIN_DB` where the GT drifts more than that (a re-implementation
+may move as far as the GT moves between batch sizes). Otherwise the reason is kept: the first of ``schema.REASONS``
+that applies, with its detail. The GT is scored the same way, as the reference.
 
-A task *reaches the GT* when it is correct, its speedup is at least :data:`GT_SPEED_FRACTION` x the GT's on the
-same task (same dataset, same rounds), and its quality loss at most the GT's + :data:`QUALITY_MARGIN`
-(unchecked where either quality loss is undefined; a correct task reaches the GT where the GT has no correct,
-timed result).
+A submission's task is not correct either where the task's GT is not (``no-gt``): nothing then checked its timed
+images against the GT's, nor its parity. A task *reaches the GT* when it is correct, its speedup is at least
+:data:`GT_SPEED_FRACTION` x the GT's on the same task (same dataset, same rounds), and its quality loss at most the
+GT's + :data:`QUALITY_MARGIN` (unchecked where either quality loss is undefined; a correct GT without timed rows
+reaches itself).
 """
 
 from __future__ import annotations
@@ -144,7 +145,13 @@ def task_results(rows: list[dict], pooled: list[dict], facts: dict[str, dict], v
                 "baseline_sha256": ";".join(sorted(baselines.get(first["setting_id"], ()))) or None,
             })
     gt_correct = {result["task_id"]: result["correct"] for result in results if result["variant"] == schema.GT}
+    gt_reasons = {result["task_id"]: result["reason"] for result in results if result["variant"] == schema.GT}
     for result in results:
+        if schema.is_submission(result["variant"]) and result["correct"] and not gt_correct.get(result["task_id"]):
+            # Without a correct GT nothing checked its timed images or its parity: it is not scored.
+            detail = gt_reasons.get(result["task_id"]) or "the GT has no rows"
+            result.update(correct=False, reason_kind=schema.REASON_NO_GT,
+                          reason=_one_line(f"{schema.REASON_NO_GT}: the task's GT is not correct ({detail})"))
         result["reaches_gt"] = _reaches_gt(result, gt_correct.get(result["task_id"], False))
     return results
 
@@ -153,7 +160,7 @@ def _reaches_gt(result: dict, gt_correct: bool) -> bool:
     if not result["correct"]:
         return False
     if not gt_correct or result["gt_speedup"] is None:
-        return True  # no correct, timed GT to fall short of
+        return True  # the GT itself, or no timed GT to fall short of
     if result["speedup"] is None:
         return False
     loss, gt_loss = result["quality_loss"], result["gt_quality_loss"]

@@ -292,6 +292,8 @@ HONEST = {
             "    pipe.set_progress_bar_config(disable=True)\n"
             "    pipe.vae.to(memory_format=torch.channels_last)\n    pipe.vae.enable_slicing()\n"}),
     "ToMe's merge pattern seeded another way": (TOME, {"TOME_SEED = 0": "TOME_SEED = 1234"}),
+    "a torch.compile'd UNet (eager backend: no compiler on CI)": (DEEPCACHE, {
+        "    helper.enable()\n": "    helper.enable()\n    pipe.unet = torch.compile(pipe.unet, backend='eager')\n"}),
 }
 
 
@@ -301,6 +303,17 @@ def test_programs_that_compute_the_same_thing_differently_pass(name, gates):
     verdict = gates(task_id).check(gt_source(task_id, replace))
     assert verdict.passed, verdict.format()
     assert verdict.trace_digest is not None
+
+
+def test_a_program_that_raises_shows_its_traceback(gates):
+    source = gt_source(DEEPCACHE, {"    output = pipe(\n": "    {}['missing']\n    output = pipe(\n"})
+    verdict = gates(DEEPCACHE).check(source)
+    failure = verdict.first_failure()
+    assert failure.name == "output" and failure.reason.endswith("error: KeyError: 'missing'")
+    lines = failure.traceback.splitlines()
+    assert lines[0].startswith("Traceback") and lines[-1] == "KeyError: 'missing'"
+    assert any(line.startswith('  File "program.py"') and "in generate" in line for line in lines)
+    assert "{}['missing']" in verdict.format()
 
 
 def test_plausibility_findings_are_advisory():
@@ -327,7 +340,7 @@ def test_verdict_is_structured_and_json_able(gates):
     assert all(prompt in gate.PROMPT_POOL for call in data["inputs"]["calls"] for prompt in call["prompts"])
     assert data["trace_digest"] != data["gt_trace_digest"]
     spec = next(check for check in data["checks"] if check["name"] == "spec")
-    assert set(spec) == {"name", "passed", "expected", "observed", "reason", "advisory"}
+    assert set(spec) == {"name", "passed", "expected", "observed", "reason", "advisory", "traceback"}
     # Without stop_early every check runs: DDIM's eta=1 changes the images too.
     assert verdict.failed_checks() == ["spec", "fidelity"]
     assert len(data["seconds"]["candidate_calls"]) == 4

@@ -158,6 +158,17 @@ def test_correctness_and_reasons(scored):
     assert {r["level"] for r in board.tasks if r["task_id"] != BROKEN} == {1}
 
 
+def test_a_submission_is_not_scored_where_its_task_s_gt_failed(tmp_path):
+    """BROKEN's GT has a failed row: a submission with the GT's own images there is still not correct (nothing
+    checked its timed images against a GT, nor its parity), and says why."""
+    rows = dataset_rows() + submission_rows("gamma", {BROKEN: {}, FAST: {}})
+    board = build(tmp_path / "ds", rows).leaderboard
+    broken = result(board, "sub:gamma", BROKEN)
+    assert not broken["correct"] and not broken["reaches_gt"] and broken["reason_kind"] == schema.REASON_NO_GT
+    assert broken["reason"] == "no-gt: the task's GT is not correct (error: 1/8 rows; boom)"
+    assert result(board, "sub:gamma", FAST)["correct"]
+
+
 def test_gate_verdicts_decide_and_their_absence_fails_nothing(scored):
     directory, built, rows = scored
     generation = aggregate.load_generations(directory)

@@ -87,7 +87,7 @@ class Judge:
 
     def load_failed(self, failure) -> None:
         self._set(Check("load", False, f"load() within {self.gate.load_timeout:g} s", failure.status,
-                        describe_failure(failure)))
+                        describe_failure(failure), traceback=getattr(failure, "traceback", "")))
 
     def loaded(self, seconds: float) -> None:
         self._set(Check("load", True, f"load() within {self.gate.load_timeout:g} s", f"{seconds:.1f} s",
@@ -99,7 +99,7 @@ class Judge:
             self._set(Check("finite", False, "finite pixels", status, f"{self._where(index)}: {reason}"))
         else:
             self._set(Check("output", False, self._expected_output(), status,
-                            f"{self._where(index)}: {status}: {reason}"))
+                            f"{self._where(index)}: {status}: {reason}", traceback=getattr(failure, "traceback", "")))
 
     def _expected_output(self) -> str:
         size = self.gate.resolution

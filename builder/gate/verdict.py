@@ -17,6 +17,7 @@ class Check:
     observed: Any = None
     reason: str = ""  # one line; why it failed (or what passed)
     advisory: bool = False  # advisory checks never fail the verdict
+    traceback: str = ""  # where the program raised: its last frames (its own file as program.py)
 
 
 @dataclass
@@ -72,5 +73,6 @@ class Verdict:
             mark = ("ok  " if check.passed else "FAIL") if not check.advisory else ("ok  " if check.passed else "warn")
             text = check.reason or f"{check.observed}"
             lines.append(f"  {mark} {check.name:<12} {text}")
+            lines += [f"         {line}" for line in check.traceback.splitlines()]
         return "\n".join(lines)
 
