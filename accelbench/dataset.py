@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import logging
@@ -132,6 +133,42 @@ def write_table_atomic(table: pa.Table, path: Path, before_replace=None) -> None
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(data))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_shards(directory: Path) -> int:
+    """Check every shard a run record lists (``shards``: name -> sha256) against the file; returns how many were
+    checked. The latest record (``finished_at``) that lists a shard decides (a merge rewrites a shard it keeps in
+    part, and names the shards it left out in ``dropped_shards``). A shard changed or lost after its record was
+    written is a :class:`DatasetError` naming it and the record."""
+    directory = Path(directory)
+    records = []
+    for record_path in sorted((directory / schema.RUNS_DIR).glob("*.json")):
+        try:
+            records.append((json.loads(record_path.read_text()), record_path.stem))
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"{record_path}: unreadable run record ({error})") from None
+    expected: dict[str, tuple[str, str]] = {}  # shard name -> (sha256, the record's name)
+    for record, name in sorted(records, key=lambda entry: str(entry[0].get("finished_at") or "")):
+        expected.update({shard: (digest, name) for shard, digest in (record.get("shards") or {}).items()})
+        for shard in record.get("dropped_shards") or []:
+            expected.pop(shard, None)
+    for shard, (digest, name) in sorted(expected.items()):
+        path = directory / schema.GENERATIONS_DIR / shard
+        if not path.is_file():
+            raise DatasetError(f"{path}: written by run {name} and now missing; the dataset lost rows (regenerate "
+                               f"them, or remove the run record to accept the loss)")
+        if (found := file_sha256(path)) != digest:
+            raise DatasetError(f"{path}: changed since run {name} wrote it (sha256 {found[:12]}, recorded "
+                               f"{digest[:12]}); its rows cannot be trusted")
+    return len(expected)
 
 
 def copy_atomic(source: Path, target: Path) -> None:

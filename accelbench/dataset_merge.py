@@ -5,7 +5,8 @@ that added submissions in folders of their own.
 What a merge checks before it writes anything (each problem one :class:`~accelbench.dataset.DatasetError`):
 
 * every input is a finished dataset: no unfinished part files (a run still going, or killed: rerun ``generate``
-  to finish it) and no unreadable shard;
+  to finish it), no unreadable shard, and no shard that changed after its run recorded its digest
+  (:func:`accelbench.dataset.verify_shards`);
 * their :data:`~accelbench.schema.PINNED_FIELDS` agree;
 * a task recorded by several inputs has the same facts in each (:func:`accelbench.task_facts.difference`);
 * a record (``record_id``) held by several inputs has the same status and pixels (``image_sha256``) in each: it
@@ -18,7 +19,8 @@ What a merge checks before it writes anything (each problem one :class:`~accelbe
   logs of one name the first input's is kept (the summary counts them).
 
 Each input's rows are read through :func:`accelbench.dataset.record_rows`, as every reader does; the merged
-dataset holds one row per record. Its manifest is the first input's (the pinned fields agree; the default CLIP
+dataset holds one row per record, and a record of the merge (``runs/merge-*.json``) the digests of the shards it
+wrote (a shard kept in part is a new file of its old name) and the names of those it left out. Its manifest is the first input's (the pinned fields agree; the default CLIP
 recipe and the suite's description are the first's).
 
 **Scores and reports are not merged**: the merged dataset is scored anew by ``accelbench score`` (fidelity
@@ -96,6 +98,7 @@ def merge(directories: list[Path], out: Path) -> MergeSummary:
     _check_pins(inputs, manifests)
     for directory in inputs:
         _check_finished(directory)
+        dataset.verify_shards(directory)  # no input whose rows changed after its runs wrote them
 
     chosen, logs_kept_first = _union_metadata(inputs)
     kept, records, repeated = _choose_rows(inputs)
@@ -114,6 +117,12 @@ def merge(directories: list[Path], out: Path) -> MergeSummary:
         entries[relative] = _linked(path) if whole else _filtered(path, indices)
         rows_added += len(indices)
 
+    if rows_added:  # the merge's own record: the digests of the shards it wrote, the shards it left out
+        shards = [relative.split("/", 1)[1] for relative in entries
+                  if relative.startswith(f"{schema.GENERATIONS_DIR}/")]
+        dropped = sorted({path.name for directory in inputs for path in dataset.shard_files(directory)
+                          if path not in kept and not _inside(path, out)})
+        entries[f"{schema.RUNS_DIR}/merge-{uuid.uuid4().hex[:12]}.json"] = _merge_record(inputs, shards, dropped)
     if entries or not existing:
         _write(out, entries, None if existing else inputs[0])
     files_added: dict[str, int] = defaultdict(int)
@@ -263,6 +272,20 @@ def _copied(source: Path) -> Callable[[Path], None]:
     return lambda target: dataset.copy_atomic(source, target)
 
 
+def _merge_record(inputs: list[Path], shards: list[str], dropped: list[str]) -> Callable[[Path], None]:
+    """The merge's run record, written once its shards are built beside it: ``dataset.verify_shards`` takes a
+    shard's digest from the latest record that lists it (a shard kept in part is a new file of the old name)."""
+    def write(target: Path) -> None:
+        from datetime import datetime, timezone
+
+        built = target.parent.parent / schema.GENERATIONS_DIR
+        dataset.write_json_atomic(target, {
+            "kind": "merge", "inputs": [str(path) for path in inputs],
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "shards": {name: dataset.file_sha256(built / name) for name in shards}, "dropped_shards": dropped})
+    return write
+
+
 def _filtered(source: Path, indices: list[int]) -> Callable[[Path], None]:
     """The rows ``indices`` of shard ``source``, as a shard of the same name and schema."""
     return lambda target: dataset.write_table_atomic(pq.read_table(source).take(pa.array(indices, pa.int64())),
@@ -282,7 +305,8 @@ def _write(out: Path, entries: dict[str, Callable[[Path], None]], manifest_from:
             dataset.link_or_copy(manifest_from / schema.DATASET_MANIFEST, building / schema.DATASET_MANIFEST)
             os.rename(building, out)  # out is absent or empty: the merged dataset appears whole or not at all
             return
-        for relative in entries:
+        # Rows last: a reader never sees them before their programs, verdicts and records.
+        for relative in sorted(entries, key=lambda relative: relative.startswith(f"{schema.GENERATIONS_DIR}/")):
             (out / relative).parent.mkdir(exist_ok=True)
             os.rename(building / relative, out / relative)
     except OSError as error:

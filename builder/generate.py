@@ -181,6 +181,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
         "catalog_sha256": task_facts.catalog_digest(catalog), "confinement": state.confinement,
         "audit": {"fraction": options.audit_fraction, "units": state.audit.records},
         "repeats": options.repeats, "lane_orders": state.lane_orders,
+        "shards": writer.shard_digests,  # `score` checks them: rows cannot be edited unnoticed
         "seconds": round(summary.seconds, 3),
         "finished_at": utc_now().isoformat(),
     })

@@ -57,6 +57,7 @@ class ShardWriter:
         self.compress_level = compress_level
         self.table_schema = schema.arrow_schema(schema.GENERATION_COLUMNS)
         self.parts_written = self.shards_written = self.rows_written = 0
+        self.shard_digests: dict[str, str] = {}  # file name in generations/ -> sha256: the run record keeps them
         self._held: list[tuple[list[dict], object, str | None]] = []  # batches submitted since the last flush
         self._failed = False  # a write failed: nothing more is written, so no half-state is added to it
         self._compact_orphans()
@@ -160,6 +161,7 @@ class ShardWriter:
                 dataset.write_table_atomic(table.cast(self.table_schema),
                                            self.directory / schema.GENERATIONS_DIR / name,
                                            before_replace=lambda _: _failpoint("shard-write", count))
+                self.shard_digests[name] = dataset.file_sha256(self.directory / schema.GENERATIONS_DIR / name)
                 _failpoint("shard", self.shards_written)
         # Parts still held back (a run killed before its units' audits ended) are not rows: the work is redone.
         shutil.rmtree(staging, ignore_errors=True)

@@ -84,6 +84,7 @@ def score_dataset(directory: Path, clip_model: str | None = None, clip_pretraine
     # 1. A dataset with something to score; every column but the images read once, so a file that lacks one
     #    fails here rather than half-way.
     manifest = dataset.read_manifest(directory)
+    dataset.verify_shards(directory)  # rows edited after generate wrote them are refused
     statuses = dataset.read_generations(directory).column("status").to_pylist()
     if schema.STATUS_OK not in statuses:
         raise NoImagesError(f"{directory}: no image to score ({len(statuses)} generation row(s), none with "

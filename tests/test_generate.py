@@ -328,3 +328,24 @@ def test_repeats_render_everything_again_in_fresh_workers_in_an_order_of_their_o
     assert pooled and all(row["speedup_repeats"] == 2 for row in pooled)
     again = generate(tmp_path, tasks=[SLICE[0]], limit=2, seeds=[0], repeats=2)
     assert again.rows_written == 0  # resumed: each repeat's rows are its own
+
+
+def test_score_refuses_a_shard_changed_after_its_run_wrote_it(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from accelbench.scorer.score import score_dataset
+
+    generate(tmp_path, tasks=[SLICE[0]], variants=["baseline"], limit=1, seeds=[0])
+    [record] = [json.loads(path.read_text()) for path in (tmp_path / schema.RUNS_DIR).glob("*.json")]
+    assert record["shards"] and dataset.verify_shards(tmp_path) == len(record["shards"])
+    shard = tmp_path / schema.GENERATIONS_DIR / sorted(record["shards"])[0]
+    table = pq.read_table(shard)
+    latencies = pa.array([0.001] * table.num_rows, pa.float64())  # a faster baseline, edited in
+    pq.write_table(table.set_column(table.schema.get_field_index("batch_latency_s"), "batch_latency_s", latencies),
+                   shard)
+    with pytest.raises(dataset.DatasetError, match=r"changed since run .* wrote it"):
+        score_dataset(tmp_path, progress=False)
+    shard.unlink()
+    with pytest.raises(dataset.DatasetError, match="now missing"):
+        dataset.verify_shards(tmp_path)

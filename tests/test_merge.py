@@ -80,7 +80,10 @@ def test_merged_shards_equal_a_one_run_dataset(one_run, shards, merged):
     assert sorted(raw_record_ids(merged)) == sorted(hashes(one_run))  # one row per record in the files
     for folder in (schema.PROGRAMS_DIR, schema.TASKS_DIR, schema.LOGS_DIR):
         assert names(merged, folder) == names(one_run, folder), folder
-    assert names(merged, schema.RUNS_DIR) == names(shards[0], schema.RUNS_DIR) | names(shards[1], schema.RUNS_DIR)
+    records = names(merged, schema.RUNS_DIR)
+    merges = {name for name in records if name.startswith("merge-")}
+    assert len(merges) == 1 and dataset.verify_shards(merged) == len(dataset.shard_files(merged))
+    assert records - merges == names(shards[0], schema.RUNS_DIR) | names(shards[1], schema.RUNS_DIR)
     by_rank = {}
     for row in rows(merged, ["rank", "setting_id"]):
         by_rank.setdefault(row["rank"], set()).add(row["setting_id"])
@@ -121,14 +124,22 @@ def _other_pins(folder: Path):
     dataset.write_json_atomic(folder / schema.DATASET_MANIFEST, {**manifest, "seeds": [7]})
 
 
-def _other_pixels(folder: Path):
+def _edited_shard(folder: Path):
+    """A record's pixels edited in a shard after its run wrote it."""
     shard = dataset.shard_files(folder)[0]
     table = pq.read_table(shard)
     hashes_ = table.column("image_sha256").to_pylist()
     table = table.set_column(table.schema.get_field_index("image_sha256"), "image_sha256",
                              pa.array(["0" * 64, *hashes_[1:]]))
     dataset.write_table_atomic(table, shard)
-    return table.column("record_id")[0].as_py()
+
+
+def _other_pixels(folder: Path):
+    """Another rendering of a record in a dataset that records no digests (made before them: no run records)."""
+    _edited_shard(folder)
+    for path in dataset.plain_files(folder / schema.RUNS_DIR):
+        path.unlink()
+    return pq.read_table(dataset.shard_files(folder)[0]).column("record_id")[0].as_py()
 
 
 def _other_task_facts(folder: Path):
@@ -151,6 +162,7 @@ def _unfinished(folder: Path):
 @pytest.mark.parametrize("corrupt, named", [
     (_other_pins, "made with other seeds: seeds [0]"),
     (_other_pixels, "differs between datasets"),
+    (_edited_shard, "changed since run"),
     (_other_task_facts, "has other facts"),
     (_other_run_record, "two files named runs/"),
     (_unfinished, "unfinished part file(s)"),

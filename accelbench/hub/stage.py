@@ -253,6 +253,7 @@ def _check_publishable(directory: Path, allow_unscored: bool) -> list[Path]:
     if unreadable:
         raise PublishError(f"{directory / unreadable[0]} is not a readable Parquet file: restore or remove it "
                            f"before publishing")
+    dataset.verify_shards(directory)  # nothing published that changed after its run wrote it
     shards = dataset.shard_files(directory)
     if not shards:
         raise PublishError(f"{directory} has no generation shards ({schema.GENERATIONS_DIR}/"
