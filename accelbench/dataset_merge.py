@@ -20,8 +20,8 @@ What a merge checks before it writes anything (each problem one :class:`~accelbe
 
 Each input's rows are read through :func:`accelbench.dataset.record_rows`, as every reader does; the merged
 dataset holds one row per record, and a record of the merge (``runs/merge-*.json``) the digests of the shards it
-wrote (a shard kept in part is a new file of its old name) and the names of those it left out. Its manifest is the first input's (the pinned fields agree; the default CLIP
-recipe and the suite's description are the first's).
+wrote (a shard kept in part is a new file of its old name) and the names of those it left out. Its manifest is
+the first input's (the pinned fields agree; the default CLIP recipe and the suite's description are the first's).
 
 **Scores and reports are not merged**: the merged dataset is scored anew by ``accelbench score`` (fidelity
 pairs images across inputs, e.g. a submission with the GT rendered by another run, and the report covers every

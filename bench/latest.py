@@ -44,6 +44,8 @@ H200_SD15_GENERATE = ["generate-sd15-h200-run16-threads-left-alone.json",
                       "generate-sd15-h200-run18-threads-left-alone.json", "generate-sd15-h200-run21.json"]
 H200_SD15_CONTROL = ["generate-sd15-h200-run19-bare-vs-bare.json", "generate-sd15-h200-run20-bare-vs-bare.json"]
 H200_SDXL = ["generate-sdxl-h200-run4.json", "generate-sdxl-h200-run6-paired-deepcache.json"]
+H200_SD15_CONFINED = ["generate-sd15-h200-run22-confined.json"]
+H200_AUDIT = "audit-h200-sd15.json"
 CPU_GENERATE = [f"generate-sd15-cpu-tiny-paired-threads-left-alone-run{run}-n100.json" for run in range(1, 6)]
 CPU_CONTROL = [f"generate-sd15-cpu-tiny-paired-bare-vs-bare-run{run}-n100.json" for run in range(1, 6)]
 CPU_WHOLE_ROUNDS = ["generate-sd15-cpu-tiny-paired-whole-rounds-n100.json",
@@ -213,6 +215,38 @@ def reliability(name: str) -> Section:
         *markdown_table(targets)], targets)
 
 
+def stored_targets(result: dict) -> list[Target]:
+    """The targets a benchmark decided and wrote into its JSON."""
+    return [Target(**{**target, "interval": tuple(target["interval"]) if target["interval"] else None})
+            for target in result["targets"]]
+
+
+def audit(name: str) -> Section:
+    """bench_audit.py's result: what the gate and the audit made of each submission, the GT's replays, the cost."""
+    result = load(name)
+    lines = [f"`{name}` ({result['date']}): suite `{result['suite']}`, tasks {', '.join(result['tasks'])}, "
+             f"{result['prompts']} prompts, audit fraction {result['audit_fraction']} (every timed batch replayed), "
+             f"run {result['wall_s']:.0f} s. Submissions from `bench/audit_programs.py`; images against the GT's of "
+             "the same prompt and seed (uint8 levels, ok rows); latency: median batch over the baseline's of the "
+             "same round.", "",
+             "| submission | task | rows | vs GT max / mean | latency / baseline | first reason |",
+             "|---|---|---|---|---|---|"]
+    for submission, by_task in result["submissions"].items():
+        for task, entry in by_task.items():
+            rows = ", ".join(f"{count} {status}" for status, count in sorted(entry["statuses"].items()))
+            versus = "–" if entry["max_abs"] is None else f"{entry['max_abs']} / {entry['mean_abs']:.3f}"
+            ratio = "–" if entry["latency_ratio"] is None else f"{entry['latency_ratio']:.3f}"
+            lines.append(f"| {submission} | {task} | {rows} | {versus} | {ratio} | {(entry['reason'] or '–').replace('|', chr(92) + '|')} |")
+    units = result["audit"]["units"]
+    replays = "; ".join(f"{unit['unit']} batch size {unit['batch_size']}, rounds {unit['rounds']}: max |diff| "
+                        f"{unit['replay_max_abs']}" for unit in units if "replay_max_abs" in unit)
+    seconds = sum(unit["seconds"] for unit in units)
+    targets = stored_targets(result)
+    return Section("The audit of what was timed", [
+        *lines, "", f"GT replays: {replays}. The audit's replays took {seconds:.1f} s in all.", "",
+        *markdown_table(targets)], targets)
+
+
 def calibrations() -> Section:
     from accelbench.manifest import load_catalog
 
@@ -237,17 +271,24 @@ def h200() -> Page:
                 "cores in a Firecracker VM.", [
                     runs_against_control(f"Generate vs the bare loop: SD1.5 512² ({sd15['date']})",
                                          f"Software: {software(sd15)}.", H200_SD15_GENERATE, H200_SD15_CONTROL),
+                    single_runs("Generate vs the bare loop: SD1.5 512², workers on a read-only file system "
+                                f"({load(H200_SD15_CONFINED[0])['date']}, one run)",
+                                "The first run since workers see a read-only file system and are frozen between "
+                                "calls. One run of 16 rounds (64 images): its CIs cover its rounds, not repeats; its "
+                                "batches spread as the earlier runs' do (CV 11-18 %), and the control runs above read "
+                                "DeepCache below bare too (-8.8 %, -0.7 %).", H200_SD15_CONFINED),
                     single_runs(f"Generate vs the bare loop: SDXL 1024² ({sdxl['date']})",
                                 f"Software: {software(sdxl)}. Run 4 lost DeepCache to an out-of-memory at warm-up "
                                 "(since fixed); run 6 measured it beside the baseline alone. Both ran before the bare "
                                 "loop was split into a process per method.", H200_SDXL),
-                    harness_cost([*H200_SD15_GENERATE, *H200_SDXL],
+                    harness_cost([*H200_SD15_GENERATE, *H200_SD15_CONFINED, *H200_SDXL],
                                  "The SDXL runs' null program returned C-contiguous images, which the quantiser of "
                                  "the time read faster than diffusers' layout: their figures understate a real "
                                  "batch's cost (on the 2-core CPU, diffusers' layout cost 17.4 ms per 4 × 1024² "
                                  "batch, median of 20 calls, max 21.6: 0.4 % of run 4's 4.2 s bare SDXL baseline "
                                  "batch)."),
-                    scoring("score-h200.json", "cuda")])
+                    scoring("score-h200.json", "cuda"),
+                    audit(H200_AUDIT)])
 
 
 def cpu() -> Page:
