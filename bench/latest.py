@@ -236,7 +236,8 @@ def audit(name: str) -> Section:
             rows = ", ".join(f"{count} {status}" for status, count in sorted(entry["statuses"].items()))
             versus = "–" if entry["max_abs"] is None else f"{entry['max_abs']} / {entry['mean_abs']:.3f}"
             ratio = "–" if entry["latency_ratio"] is None else f"{entry['latency_ratio']:.3f}"
-            lines.append(f"| {submission} | {task} | {rows} | {versus} | {ratio} | {(entry['reason'] or '–').replace('|', chr(92) + '|')} |")
+            reason = (entry["reason"] or "–").replace("|", "\\|")  # a pipe in a reason would split its cell
+            lines.append(f"| {submission} | {task} | {rows} | {versus} | {ratio} | {reason} |")
     units = result["audit"]["units"]
     replays = "; ".join(f"{unit['unit']} batch size {unit['batch_size']}, rounds {unit['rounds']}: max |diff| "
                         f"{unit['replay_max_abs']}" for unit in units if "replay_max_abs" in unit)
