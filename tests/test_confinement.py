@@ -186,3 +186,50 @@ def _cmdline(pid):
     except OSError:
         return ""
 
+
+
+def test_a_program_cannot_resize_the_buffer_the_harness_reads(tmp_path):
+    """The images travel in a memfd the harness maps: shrunk, the harness's read of it would fault (SIGBUS) and
+    stop the run. Its seals refuse every resize the program tries, and the harness reads the batch as usual."""
+    resizer = """
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{name}")
+            except OSError:
+                continue
+            if target.startswith("/memfd:"):
+                for size in (0, 1 << 30):
+                    try:
+                        os.ftruncate(int(name), size)
+                        print("resized", target, size, flush=True)
+                    except OSError as error:
+                        print("refused", target, size, error.errno, flush=True)
+    """
+    log = tmp_path / "resizer.log"
+    with worker(program(generate=resizer), log) as candidate:
+        first = candidate.generate(["p"], [0], 8, 8)
+        second = candidate.generate(["p"], [1], 8, 8)
+    lines = log.read_text().splitlines()
+    assert not [line for line in lines if line.startswith("resized")]
+    assert len([line for line in lines if line.startswith("refused")]) >= 4  # two sizes, two calls
+    assert first.pixels.shape == second.pixels.shape == (1, 8, 8, 3) and not first.pixels.any()
+
+
+def test_a_lying_array_subclass_cannot_hide_nan_pixels(tmp_path):
+    """A subclass whose ufuncs and array functions answer "all finite" is read as the plain array it is: its NaN
+    pixels are counted, and the call is ``nonfinite``. (Code in the worker's process could patch the counter
+    itself; what stands against that is the parent's comparison of every timed image with the GT's.)"""
+    liar = """
+        class Finite(np.ndarray):
+            def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+                return np.ones(self.shape, bool) if ufunc is np.isfinite else np.zeros(self.shape, self.dtype)
+
+            def __array_function__(self, func, types, args, kwargs):
+                return np.ones(self.shape, bool)
+        return np.full((len(prompts), height, width, 3), np.nan, np.float32).view(Finite)
+    """
+    with worker(program(generate=liar), tmp_path / "liar.log") as candidate:
+        with pytest.raises(WorkerFailure) as failure:
+            candidate.generate(["p"], [0], 8, 8)
+    assert failure.value.status == schema.STATUS_NONFINITE
+    assert failure.value.reason == f"{8 * 8 * 3} NaN/inf pixel values"
