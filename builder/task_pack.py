@@ -98,15 +98,15 @@ A folder with one program per task you solve, named `<task_id>.py`, and optional
   after {LOG_LIMIT_BYTES // 2**20} MiB.
 
 ## How programs are checked, timed and scored
-1. **The gate** (before any timing): the program runs on the family's **tiny synthetic model** (the real
-   block layout and configs, tiny widths: {tiny}), on the CPU in float32, beside the task's ground-truth (GT)
-   program: four calls on random prompts and seeds — (1) two images, (2) three images, call 1's at other
-   positions, (3) call 1 again, (4) call 2 again, untraced. It must: return the right shape, finite; trace as the
-   GT traces (sampler class and full config, timesteps and step arguments, which denoiser blocks run each step,
-   every attention call: what the method's parameters decide); give images within the tolerance of the GT's
-   (CPU float32: max |diff| {CPU_FP32.max_abs}/255, mean {CPU_FP32.mean_abs:g}); give each image the same at any
-   position and batch size; repeat calls bit for bit, traced or not; differ from the baseline where the task
-   asks for an acceleration.
+1. **The gate** (before any timing): the program runs on the family's **tiny synthetic model** (the real block
+   layout and configs, tiny widths: {tiny}), on the CPU in float32, beside the task's ground-truth (GT) program:
+   four calls on random prompts (in `generate`, drawn from the run's) and seeds — (1) two images, (2) three images,
+   call 1's at other positions, (3) call 1 again, (4) call 2 again, untraced. It must: return the right shape,
+   finite; trace as the GT traces (sampler class and full config, timesteps and step arguments, which denoiser
+   blocks run each step, every attention call: what the method's parameters decide); give images within the
+   tolerance of the GT's (CPU float32: max |diff| {CPU_FP32.max_abs}/255, mean {CPU_FP32.mean_abs:g}); give each
+   image the same at any position and batch size; repeat calls bit for bit, traced or not; differ from the baseline
+   where the task asks for an acceleration.
 2. **On the real model**, the first warm-up batch is traced and must trace as the GT's on the same batch.
 3. **Timing**: the harness's own clock, from sending a batch to receiving its images; the programs of one (model,
    sampler, steps) setting take turns with the baseline round by round on the same GPU. Prompts and seeds are

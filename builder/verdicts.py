@@ -28,7 +28,8 @@ def gate_setting(context: RunContext, state: RunState, setting: list[plan.Unit])
     with contextlib.ExitStack() as closing:
         for unit in units:
             if unit.task.id not in judges:
-                judges[unit.task.id] = closing.enter_context(gate.Gate(context.catalog, unit.task))
+                judges[unit.task.id] = closing.enter_context(gate.Gate(context.catalog, unit.task,
+                                                                           prompts=context.prompts))
             log = context.writer.directory / schema.LOGS_DIR / f"gate--{file_name(unit.label)}.log"
             verdict = judges[unit.task.id].check(unit.program.source, log_path=log, stop_early=True)
             if not verdict.passed:

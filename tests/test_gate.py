@@ -346,6 +346,15 @@ def test_verdict_is_structured_and_json_able(gates):
     assert len(data["seconds"]["candidate_calls"]) == 4
 
 
+def test_the_gate_draws_from_the_run_s_prompts_where_it_has_three():
+    run = ["a b", "c d", "a b", "e f", "g h"]
+    assert gate.gate_prompts(run) == ("a b", "c d", "e f", "g h")
+    assert gate.gate_prompts(["a b", "c d", "a b"]) == gate.gate_prompts(None) == gate.PROMPT_POOL
+    judge = gate.Gate(CATALOG, CATALOG.task(DEEPCACHE), prompts=run, seed=SEED)
+    assert {prompt for call in judge.calls for prompt in call.prompts} <= set(run)
+    assert judge._key("x") != gate.Gate(CATALOG, CATALOG.task(DEEPCACHE), seed=SEED)._key("x")
+
+
 def test_inputs_are_drawn_at_random_unless_seeded():
     a, b = gate.draw_inputs(1), gate.draw_inputs(2)
     assert a == gate.draw_inputs(1) and a != b

@@ -52,15 +52,31 @@ def test_the_gate_rejects_a_submission_before_timing_and_stores_its_verdicts(tmp
     assert all(json.loads(v["inputs"])["calls"] and v["variant"] == "sub:mixed" for v in verdicts)
 
 
-def test_a_program_that_behaves_only_on_the_gates_inputs_is_rejected_on_the_real_model(tmp_path):
-    """Honest on the gate's prompts, 4 steps instead of 8 on any other: the gate passes it, but its traced warm-up
-    batch in generate differs from the GT's on the same batch, so it is rejected before any timed batch."""
+def _honest_on_the_pool(tmp_path):
+    """Honest on the gate's built-in prompts, 4 steps instead of 8 on any other."""
     honest = gt_source("smoke-sd15-ddim-8-deepcache")
     sly = ("from accelbench.builder.gate import PROMPT_POOL\n" + honest).replace(
         "num_inference_steps=NUM_INFERENCE_STEPS,", "num_inference_steps=8 if prompts[0] in PROMPT_POOL else 4,")
     assert sly.count("PROMPT_POOL") == 2
-    folder = submission(tmp_path / "sly", {"smoke-sd15-ddim-8-deepcache": sly})
-    generate(tmp_path / "out", submissions=[folder], tasks=["smoke-sd15-ddim-8-deepcache"], limit=2)
+    return submission(tmp_path / "sly", {"smoke-sd15-ddim-8-deepcache": sly})
+
+
+def test_a_program_keyed_on_the_gate_s_prompt_pool_is_rejected_by_the_gate_on_the_run_s_prompts(tmp_path):
+    """With three prompts or more the gate draws from the run's own, so the pool gives it nothing to key on."""
+    generate(tmp_path / "out", submissions=[_honest_on_the_pool(tmp_path)], tasks=["smoke-sd15-ddim-8-deepcache"],
+             limit=3)
+    [verdict] = pq.read_table(tmp_path / "out" / schema.GATE_DIR).to_pylist()
+    assert not verdict["passed"] and verdict["reason"].startswith("spec: call 1 of 4")
+    sub = [row for row in rows(tmp_path / "out") if row["variant"] == "sub:sly"]
+    assert {row["status"] for row in sub} == {"rejected"}
+    assert all(row["error"].startswith("gate: spec: ") for row in sub)
+
+
+def test_a_program_that_behaves_only_on_the_gates_inputs_is_rejected_on_the_real_model(tmp_path):
+    """With two prompts the gate draws from its pool and passes the program above, but its traced warm-up batch
+    in generate differs from the GT's on the same batch, so it is rejected before any timed batch."""
+    generate(tmp_path / "out", submissions=[_honest_on_the_pool(tmp_path)], tasks=["smoke-sd15-ddim-8-deepcache"],
+             limit=2)
     verdicts = pq.read_table(tmp_path / "out" / schema.GATE_DIR).to_pylist()
     assert [v["passed"] for v in verdicts] == [True]  # the tiny-model gate saw only its own prompts
     sub = [row for row in rows(tmp_path / "out") if row["variant"] == "sub:sly"]

@@ -12,9 +12,9 @@ harness's, loaded under the same module name as in ``generate`` (:data:`PROGRAM_
 baseline program for the not-a-no-op check. Every traced call records an execution trace
 (:mod:`accelbench.builder.trace`).
 
-Inputs the program cannot prepare for: each :class:`Gate` draws three prompts from :data:`PROMPT_POOL` and three
-63-bit image seeds at random (``seed`` makes the draw reproducible; the verdict records it) and calls
-``generate()`` four times:
+Inputs the program cannot prepare for: each :class:`Gate` draws three prompts from the run's prompts (from
+:data:`PROMPT_POOL` where the run has fewer than three different ones) and three 63-bit image seeds at random
+(``seed`` makes the draw reproducible; the verdict records it) and calls ``generate()`` four times:
 
 1. prompts ``[p0, p1]`` with seeds ``[s0, s1]``, traced;
 2. prompts ``[p2, p1, p0]`` with seeds ``[s2, s1, s0]``, traced: new inputs, another batch size, and the first
@@ -75,11 +75,11 @@ one-line reason, the random inputs, the trace digests, and timings.
 
 
 from accelbench.builder.gate.check import Gate, GateError, check_program
-from accelbench.builder.gate.inputs import PROMPT_POOL, Call, draw_inputs
+from accelbench.builder.gate.inputs import PROMPT_POOL, Call, draw_inputs, gate_prompts
 from accelbench.builder.gate.references import REFERENCES
 from accelbench.builder.gate.scan import contract_problem, scan_program
 from accelbench.builder.gate.tolerance import CPU_FP32, UNCALIBRATED, Tolerance, tolerance
 from accelbench.builder.gate.verdict import Check, Verdict
 
 __all__ = ["CPU_FP32", "PROMPT_POOL", "REFERENCES", "UNCALIBRATED", "Call", "Check", "Gate", "GateError", "Tolerance",
-           "Verdict", "check_program", "contract_problem", "draw_inputs", "scan_program", "tolerance"]
+           "Verdict", "check_program", "contract_problem", "draw_inputs", "gate_prompts", "scan_program", "tolerance"]

@@ -7,11 +7,12 @@ import concurrent.futures
 import hashlib
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from accelbench import schema
 from accelbench.builder import programs
-from accelbench.builder.gate.inputs import REFERENCE_CALLS, draw_inputs
+from accelbench.builder.gate.inputs import REFERENCE_CALLS, draw_inputs, gate_prompts
 from accelbench.builder.gate.judge import Judge, describe_failure
 from accelbench.builder.gate.references import REFERENCES, References, Result
 from accelbench.builder.gate.scan import contract_problem, scan_program
@@ -33,13 +34,14 @@ class Gate:
     them, and judges any number of candidate programs with :meth:`check`.
 
     ``variant="baseline"`` judges a baseline program of the task's setting: the reference is the baseline
-    program and there is no not-a-no-op check."""
+    program and there is no not-a-no-op check. ``prompts``: the run's prompts, drawn from where they hold three
+    different ones (:func:`gate_prompts`)."""
 
     def __init__(self, catalog: Catalog, task: Task, *, variant: str = schema.GT, model_path: str | Path | None = None,
                  device: str = "cpu", dtype: str | None = None, resolution: int | None = None, seed: int | None = None,
                  threads: int | None = None, load_timeout: float = DEFAULT_LOAD_TIMEOUT_S,
                  call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
-                 references: References | None = None):
+                 references: References | None = None, prompts: Sequence[str] | None = None):
         from accelbench.builder import synthetic
 
         if variant not in (schema.GT, schema.BASELINE):
@@ -56,7 +58,7 @@ class Gate:
         # worker computes the same way (the not-a-no-op check compares pixels bit for bit).
         self.threads = threads if threads is not None else (1 if device == "cpu" else None)
         self.seed = secrets.randbits(32) if seed is None else int(seed)
-        self.calls = draw_inputs(self.seed)
+        self.calls = draw_inputs(self.seed, gate_prompts(prompts))
         self.load_timeout, self.call_timeout = load_timeout, call_timeout
         self.references = references or REFERENCES
         self.baseline_source = programs.render(catalog, task, baseline=True).source
@@ -88,7 +90,7 @@ class Gate:
 
     def _key(self, source: str) -> tuple:
         return (hashlib.sha256(source.encode()).hexdigest(), self.model_path, self.device, self.dtype, self.threads,
-                self.resolution, self.seed)
+                self.resolution, self.seed, tuple(call.prompts for call in self.calls))
 
     def _reference(self, source: str, name: str, indices) -> dict[int, Result]:
         """A trusted program's (traced) results for calls ``indices``: from the cache, or computed now."""

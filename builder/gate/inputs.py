@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-# Prompts the gate draws its inputs from, at random per run: varied subjects, styles and lengths.
+# Prompts the gate draws its inputs from when the run gives it too few of its own (``gate_prompts``): varied
+# subjects, styles and lengths.
 PROMPT_POOL = (
     "a photograph of an astronaut riding a horse",
     "a bowl of fruit on a kitchen table",
@@ -57,10 +58,21 @@ class Call:
     repeats: int | None = None  # the earlier call with the same inputs (bit-identical pixels expected)
 
 
-def draw_inputs(seed: int) -> list[Call]:
-    """The four calls of one gate run (see the module docstring), drawn from ``seed``."""
+PROMPTS_PER_GATE = 3
+
+
+def gate_prompts(run_prompts) -> tuple[str, ...]:
+    """The prompts a gate draws from: the run's own (the operator's, which no program can import) where they hold
+    at least three different ones, else :data:`PROMPT_POOL`."""
+    distinct = tuple(dict.fromkeys(run_prompts or ()))
+    return distinct if len(distinct) >= PROMPTS_PER_GATE else PROMPT_POOL
+
+
+def draw_inputs(seed: int, prompts=PROMPT_POOL) -> list[Call]:
+    """The four calls of one gate run (see the module docstring), drawn from ``seed`` and ``prompts`` (at least
+    three different ones)."""
     rng = random.Random(f"accelbench-gate:{seed}")
-    p = rng.sample(PROMPT_POOL, 3)
+    p = rng.sample(list(prompts), PROMPTS_PER_GATE)
     s = [rng.getrandbits(63) for _ in range(3)]
     first, second = ((p[0], p[1]), (s[0], s[1])), ((p[2], p[1], p[0]), (s[2], s[1], s[0]))
     return [Call(*first, reference=0, compare_gt=True),
