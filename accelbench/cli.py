@@ -251,9 +251,10 @@ def _split(value: str | None) -> list[str] | None:
                    "2 of them; 0: none). Every timed image is compared with the GT's whatever this is.")
 @click.option("--seed-key", type=SEED_KEY, help="Hex key the images' seeds are derived with (default: the dataset's, "
               "or a random one for a new dataset); pass the same key to compare images across datasets.")
-@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Render and time everything this many times, each repeat with fresh workers and the units in an "
-                   "order of its own: the scorer's intervals then cover run-to-run variation.")
+@click.option("--repeats", type=click.IntRange(min=1),
+              help="Render and time everything this many times (default: the suite's), each repeat with fresh "
+                   "workers and the units in an order of its own: the scorer's intervals then cover run-to-run "
+                   "variation.")
 @click.option("--retry-failed", is_flag=True, help="Re-run the rows whose status is not ok and replace them.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Warm-up batches per worker (default: the suite's).")
 @click.option("--shard", help="I/N: run shard I of N by hand (default: RANK/WORLD_SIZE from torchrun/accelerate).")

@@ -74,7 +74,7 @@ def main() -> None:
             subs[name] = folder
     options = GenerateOptions(suite=args.suite, out=work / "out", tasks=tasks, device=args.device,
                               prompts_file=args.prompts, limit=args.limit, submissions=list(subs.values()),
-                              seed_key=SEED_KEY, audit_fraction=args.audit_fraction, progress=False)
+                              seed_key=SEED_KEY, audit_fraction=args.audit_fraction, repeats=1, progress=False)
     started = time.perf_counter()
     summary = run_generate(options, catalog)
     wall = time.perf_counter() - started

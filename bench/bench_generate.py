@@ -221,9 +221,11 @@ def run_harness(family, methods, catalog, out, prompt_file, weights, device, ima
     from accelbench.builder.options import GenerateOptions
 
     tasks = [f"{family}-ddim-25-{METHOD_TASKS[method]}" for method in methods if method != BASELINE]
+    # One run (repeats=1): the bench pairs the rounds of one run with the bare loop's.
     options = GenerateOptions(suite="timing", out=out, tasks=tasks, device=device, weights=weights,
                               prompts_file=prompt_file, limit=image_count, warmup_batches=warmup,
-                              timing="interleaved", max_resident=max_resident, seed_key=SEED_KEY, progress=False)
+                              timing="interleaved", max_resident=max_resident, seed_key=SEED_KEY, repeats=1,
+                              progress=False)
     started = time.perf_counter()
     run_generate(options, catalog, before_round=before_round)
     wall = time.perf_counter() - started

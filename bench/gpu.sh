@@ -31,7 +31,7 @@ printf '%s\n' "a red cube on a wooden table" "an astronaut riding a horse on the
 
 standard() {  # $1: family, $2: task patterns, $3: warm-up batches (default 2)
   accelbench generate --suite standard --out "$work/standard-$1" --weights random --device cuda \
-    --tasks "$2" --limit 4 --prompts "$work/prompts.txt" --warmup "${3:-2}" --no-progress
+    --tasks "$2" --limit 4 --prompts "$work/prompts.txt" --warmup "${3:-2}" --repeats "${REPEATS:-1}" --no-progress
   accelbench score "$work/standard-$1" --device cuda --clip-pretrained random --no-progress  # offline: no weights
   for file in summary.csv by_batch_size.csv report.md pareto.png; do
     cp "$work/standard-$1/report/$file" "$results/standard-$1-$file"

@@ -30,6 +30,7 @@ class RunContext:
     device: str
     dtype_policy: str
     warmups: int
+    repeats: int  # each setting's lanes run this many times, with fresh workers
     columns: dict  # the columns that are the same on every row of the run
     writer: ShardWriter
     progress: object  # tqdm

@@ -95,6 +95,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     device = host.resolve_device(options.device, local_rank)
     weights = options.weights or suite.weights
     warmups = suite.warmup_batches if options.warmup_batches is None else options.warmup_batches
+    repeats = suite.repeats if options.repeats is None else options.repeats
     sources = ModelSources(catalog, weights, device, options.model_paths)
     units = plan.build_units(catalog, tasks, variants, {sub.name: sub.programs for sub in submitted})
 
@@ -124,7 +125,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     for setting in settings:
         for unit in setting:
             pixels = 3 * sources.resolution(unit.task.model) ** 2
-            for repeat in range(options.repeats):
+            for repeat in range(repeats):
                 for batch in plan.build_batches(suite.id, unit, prompts, seeds, suite.batch_sizes, seed_key, repeat):
                     planned += len(batch.images)
                     pending = sum(1 for image in batch.images if image.record_id not in done)
@@ -149,13 +150,13 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     progress = tqdm(total=pending_images, unit="img", desc=f"generate {suite.id}", disable=not options.progress,
                     dynamic_ncols=True)
     context = RunContext(options, catalog, suite.id, prompts, seeds, seed_key, list(suite.batch_sizes), sources,
-                         device, suite.dtype, warmups, columns, writer, progress, threads, worker_cores,
+                         device, suite.dtype, warmups, repeats, columns, writer, progress, threads, worker_cores,
                          before_round)
     state = RunState(done, stored, audit=Audit(options.audit_fraction))
     try:
         for setting in settings:
             gate_setting(context, state, setting)
-            for repeat in range(options.repeats):  # each repeat a fresh set of workers
+            for repeat in range(repeats):  # each repeat a fresh set of workers
                 for batch_size in context.batch_sizes:
                     run_setting(context, state, setting, batch_size, repeat)
             finish_setting(context, state, setting)
@@ -180,7 +181,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
         "baseline_rerenders": state.baseline_rerenders, "baseline_mismatches": state.baseline_mismatches,
         "catalog_sha256": task_facts.catalog_digest(catalog), "confinement": state.confinement,
         "audit": {"fraction": options.audit_fraction, "units": state.audit.records},
-        "repeats": options.repeats, "lane_orders": state.lane_orders,
+        "repeats": repeats, "lane_orders": state.lane_orders,
         "shards": writer.shard_digests,  # `score` checks them: rows cannot be edited unnoticed
         "seconds": round(summary.seconds, 3),
         "finished_at": utc_now().isoformat(),

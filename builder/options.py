@@ -39,7 +39,7 @@ class GenerateOptions:
     gate: str = GATE_MODES[0]  # which programs must pass the correctness gate before they are timed
     audit_fraction: float = DEFAULT_AUDIT_FRACTION  # of a gated submission's timed batches, replayed traced
     seed_key: str | None = None  # None: the dataset's, or a new random one for a new dataset
-    repeats: int = 1  # each a fresh set of workers; every image is rendered and timed once per repeat
+    repeats: int | None = None  # None: the suite's; each a fresh set of workers, every image timed once per repeat
     retry_failed: bool = False
     encode_workers: int | None = None
     progress: bool = True

@@ -39,7 +39,7 @@ def run_setting(context: RunContext, state: RunState, setting: list[plan.Unit], 
     With several repeats, each takes the units after the baseline in an order of its own (OS randomness; recorded
     in the run record): no unit is always timed right after the baseline, or last."""
     units = list(setting)
-    if context.options.repeats > 1:  # the baseline still goes first in every round (_run_lanes picks it out)
+    if context.repeats > 1:  # the baseline still goes first in every round (_run_lanes picks it out)
         units = secrets.SystemRandom().sample(units, len(units))
         timed_order = sorted(units, key=lambda unit: not unit.is_baseline)  # stable: the others keep their draw
         state.lane_orders.append({"repeat": repeat, "setting": setting[0].task.setting_id, "batch_size": batch_size,

@@ -54,7 +54,7 @@ def _verdict_row(unit: plan.Unit, verdict) -> dict:
 
 def _has_pending(context: RunContext, state: RunState, unit: plan.Unit) -> bool:
     return any(image.record_id not in state.done
-               for repeat in range(context.options.repeats)
+               for repeat in range(context.repeats)
                for batch in plan.build_batches(context.suite_id, unit, context.prompts, context.seeds,
                                                context.batch_sizes, context.seed_key, repeat)
                for image in batch.images)

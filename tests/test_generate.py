@@ -330,6 +330,21 @@ def test_repeats_render_everything_again_in_fresh_workers_in_an_order_of_their_o
     assert again.rows_written == 0  # resumed: each repeat's rows are its own
 
 
+def test_a_suite_s_repeats_are_generate_s_default_and_repeats_overrides_them(tmp_path):
+    import dataclasses
+
+    from accelbench.builder.generate import run_generate
+    from accelbench.builder.options import GenerateOptions
+
+    catalog = dataclasses.replace(CATALOG, suites={**CATALOG.suites, "smoke": dataclasses.replace(SMOKE, repeats=2)})
+    run = dict(suite="smoke", tasks=[SLICE[0]], variants=[schema.BASELINE], limit=1, seeds=[0], seed_key=SEED_KEY,
+               progress=False)
+    run_generate(GenerateOptions(out=tmp_path / "suite", **run), catalog)
+    run_generate(GenerateOptions(out=tmp_path / "flag", repeats=1, **run), catalog)
+    assert {row["repeat"] for row in rows(tmp_path / "suite", ["repeat"])} == {0, 1}
+    assert {row["repeat"] for row in rows(tmp_path / "flag", ["repeat"])} == {0}
+
+
 def test_score_refuses_a_shard_changed_after_its_run_wrote_it(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -31,6 +31,11 @@ def test_standard_suite_covers_every_method_on_every_family_it_applies_to(catalo
     assert {20, 25, 50} <= {task.steps for task in standard}
 
 
+def test_the_timing_suites_repeat_with_fresh_workers_by_default(catalog):
+    assert (catalog.suite("timing").repeats, catalog.suite("standard").repeats, catalog.suite("smoke").repeats) == (
+        3, 3, 1)
+
+
 def test_every_task_text_parses_back_to_its_fields(catalog):
     for task in catalog.tasks.values():
         parsed = parse_task_text(task.text, catalog.models, catalog.schedulers, catalog.methods)
@@ -172,6 +177,7 @@ MALFORMED = {
     "task id with capitals": (_edit("tasks/sd15.yaml", _task(0, id="SD15-task")), "tasks[0].id: must be lowercase"),
     "batch size zero": (_edit("suites/smoke.yaml", _set(["suite", "batch_sizes"], [1, 0])),
                         "suite.batch_sizes[1]: must be >= 1, got 0"),
+    "zero repeats": (_edit("suites/smoke.yaml", _set(["suite", "repeats"], 0)), "suite.repeats: must be >= 1, got 0"),
     "suite pattern matching nothing": (_edit("suites/smoke.yaml", _set(["suite", "tasks"], ["smok-*"])),
                                        "suite.tasks[0]: no task matches 'smok-*'"),
     "two prompt sources": (_edit("suites/smoke.yaml", _set(["suite", "prompts", "hub"], "nateraw/parti-prompts")),

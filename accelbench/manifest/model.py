@@ -171,6 +171,7 @@ class Suite:
     clip_model: str
     clip_pretrained: str
     source: str = ""
+    repeats: int = 1  # generate's default --repeats: fresh workers each, so intervals cover run-to-run variation
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def parse_suite(data, source, tasks: dict[str, Task]) -> Suite:
     check.mapping(data, "", required=("suite",))
     entry = check.mapping(data["suite"], "suite",
                           required=("description", "tasks", "prompts", "seeds", "batch_sizes"),
-                          optional=("warmup_batches", "weights", "dtype", "clip"))
+                          optional=("warmup_batches", "repeats", "weights", "dtype", "clip"))
     patterns = [check.string(pattern, f"suite.tasks[{index}]")
                 for index, pattern in enumerate(check.sequence(entry["tasks"], "suite.tasks"))]
     selected = expand_task_patterns(patterns, tasks, lambda index, pattern: check.fail(
@@ -64,6 +64,7 @@ def parse_suite(data, source, tasks: dict[str, Task]) -> Suite:
         clip_model=check.string(clip.get("model", DEFAULT_CLIP_MODEL), "suite.clip.model"),
         clip_pretrained=check.string(clip.get("pretrained", DEFAULT_CLIP_PRETRAINED), "suite.clip.pretrained"),
         source=str(source),
+        repeats=check.integer(entry.get("repeats", 1), "suite.repeats", minimum=1),
     )
 
 
