@@ -115,6 +115,23 @@ def test_reliability_one_trial(tmp_path):
 
 
 @pytest.mark.slow
+def test_coverage_three_runs(tmp_path):
+    import doctest
+
+    sys.path.insert(0, str(BENCH))
+    import interval_coverage
+
+    assert doctest.testmod(interval_coverage).failed == 0
+    out = tmp_path / "coverage.json"
+    stdout = run_script("interval_coverage.py", "--runs", 3, "--repeats", 1, "--resamples", 100,
+                        "--work", tmp_path / "w",
+                        "--out", out)
+    targets_printed(stdout, "share of runs inside another run's 95 % interval (one-level)")
+    result = json.loads(out.read_text())
+    assert len(result["runs"]) == 3 and 0 <= result["share"] <= 1 and result["levels"] == "one-level"
+    assert all(run["speedup_ci_low"] <= run["speedup"] <= run["speedup_ci_high"] for run in result["runs"])
+
+
 def test_calibrations_on_one_task(tmp_path):
     """ToMe with use_rand: the one task that exercises every check of both calibrations."""
     task = "smoke-sd15-ddim-8-tome"
