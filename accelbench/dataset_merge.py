@@ -169,15 +169,9 @@ def _check_pins(inputs: list[Path], manifests: list[dict]) -> None:
 
 
 def _check_finished(directory: Path) -> None:
-    parts = dataset.part_files(directory)
-    if parts:
-        raise DatasetError(f"{directory} has {len(parts)} unfinished part file(s) in {schema.STAGING_DIR}/ (a run "
-                           f"that was interrupted or is still going): rerun `accelbench generate` with the same "
-                           f"arguments to finish them, then merge")
-    unreadable = store.unreadable_generation_files(directory)
-    if unreadable:
-        raise DatasetError(f"{directory / unreadable[0]} is not a readable Parquet file: restore or remove it "
-                           f"before merging")
+    problem = store.unfinished_problem(directory)
+    if problem:
+        raise DatasetError(problem)
 
 
 def _files_by_name(inputs: list[Path], folder: str, pattern: str) -> dict[str, list[Path]]:

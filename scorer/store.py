@@ -134,3 +134,18 @@ def unreadable_generation_files(directory: Path) -> list[Path]:
     named += sorted((directory / schema.STAGING_DIR).glob(f"*/{schema.PART_GLOB}"))
     readable = set(dataset.readable_parquet(named))
     return [path.relative_to(directory) for path in named if path not in readable]
+
+
+def unfinished_problem(directory: Path) -> str | None:
+    """Why ``directory`` cannot be merged or published yet: part files of an unfinished run, or a shard or part
+    that does not read; None when it is finished and readable."""
+    directory = Path(directory)
+    parts = dataset.part_files(directory)
+    if parts:
+        return (f"{directory} has {len(parts)} unfinished part file(s) in {schema.STAGING_DIR}/ (a run that was "
+                f"interrupted or is still going): rerun `accelbench generate` with the same arguments to finish "
+                f"them first")
+    unreadable = unreadable_generation_files(directory)
+    if unreadable:
+        return f"{directory / unreadable[0]} is not a readable Parquet file: restore or remove it first"
+    return None

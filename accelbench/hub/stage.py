@@ -244,15 +244,9 @@ def publish(directory: Path, repo_id: str, private: bool = False, revision: str 
 
 def _check_publishable(directory: Path, allow_unscored: bool) -> list[Path]:
     """The generation shards, once the dataset is complete, readable, scored (unless allowed) and reported."""
-    parts = dataset.part_files(directory)
-    if parts:
-        raise PublishError(f"{directory} has {len(parts)} unfinished part file(s) in {schema.STAGING_DIR}/ (a run "
-                           f"that was interrupted or is still going): rerun `accelbench generate` with the same "
-                           f"arguments to finish them, then publish")
-    unreadable = store.unreadable_generation_files(directory)
-    if unreadable:
-        raise PublishError(f"{directory / unreadable[0]} is not a readable Parquet file: restore or remove it "
-                           f"before publishing")
+    problem = store.unfinished_problem(directory)
+    if problem:
+        raise PublishError(problem)
     dataset.verify_shards(directory)  # nothing published that changed after its run wrote it
     shards = dataset.shard_files(directory)
     if not shards:
