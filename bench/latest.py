@@ -48,6 +48,7 @@ H200_SD15_CONFINED = ["generate-sd15-h200-run22-confined.json"]
 H200_AUDIT = "audit-h200-sd15.json"
 CPU_GENERATE = [f"generate-sd15-cpu-tiny-paired-threads-left-alone-run{run}-n100.json" for run in range(1, 6)]
 CPU_CONTROL = [f"generate-sd15-cpu-tiny-paired-bare-vs-bare-run{run}-n100.json" for run in range(1, 6)]
+CPU_COVERAGE = ["coverage-cpu-k5.json", "coverage-cpu-k1.json"]
 CPU_WHOLE_ROUNDS = ["generate-sd15-cpu-tiny-paired-whole-rounds-n100.json",
                     "generate-sd15-cpu-tiny-paired-bare-vs-bare-whole-rounds-n100.json"]
 
@@ -248,6 +249,25 @@ def audit(name: str) -> Section:
         *markdown_table(targets)], targets)
 
 
+def coverage(names: list[str]) -> Section:
+    """interval_coverage.py's results: per K, the runs' spread, the intervals' and the share inside another's."""
+    lines = ["| file | K | intervals | runs | runs' speedups | runs' CV | SD the intervals imply | share inside "
+             "another run's interval [95 % CI] |", "|---|---|---|---|---|---|---|---|"]
+    targets = []
+    for name in names:
+        result = load(name)
+        speedups = [run["speedup"] for run in result["runs"]]
+        targets += stored_targets(result)
+        lines.append(f"| `{name}` | {result['repeats']} | {result['levels']} | {len(speedups)} | "
+                     f"{min(speedups):.3f}–{max(speedups):.3f} | {100 * result['runs_cv']:.1f} % | "
+                     f"{100 * result['interval_implied_sd']:.1f} % | {targets[-1].measured()} |")
+    first = load(names[0])
+    return Section("What a speedup's interval covers", [
+        f"{first['date']}, `{first['task']}` (baseline and GT), each run with fresh workers in a folder of its own; "
+        "83 % is the share for calibrated intervals and runs of equal spread; more is an interval wider than the "
+        "runs scatter.", "", *lines, "", *markdown_table(targets)], targets)
+
+
 def calibrations() -> Section:
     from accelbench.manifest import load_catalog
 
@@ -306,6 +326,7 @@ def cpu() -> Page:
                                                "not the SDXL case the target is set for (see h200.md)."),
                     scoring("score-cpu.json", "cpu"),
                     reliability("reliability-2026-11-29.json"),
+                    coverage(CPU_COVERAGE),
                     calibrations()])
 
 

@@ -115,6 +115,17 @@ def test_reliability_one_trial(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_audit_on_the_smoke_suite(tmp_path):
+    out = tmp_path / "audit.json"
+    stdout = run_script("bench_audit.py", "--device", "cpu", "--work", tmp_path / "work", "--out", out)
+    targets_printed(stdout, "honest program: every row ok", "cheat: every row rejected",
+                    "GT replays bit-identical on this device")
+    result = json.loads(out.read_text())
+    assert set(result["submissions"]) == {"late", "unwatched", "subtle", "memo", "honest"}
+    assert [target["verdict"] for target in result["targets"][:3]] == ["MET"] * 3
+
+
+@pytest.mark.slow
 def test_coverage_three_runs(tmp_path):
     import doctest
 
