@@ -258,6 +258,9 @@ class Confinement:
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as handle:
                     command = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                if not command:  # caught between fork and exec, or exiting: its name at least
+                    with open(f"/proc/{pid}/comm", "rb") as handle:
+                        command = f"[{handle.read().decode(errors='replace').strip()}]"
             except OSError:
                 continue
             found.append(f"{pid}: {command[:80] or '?'}")
