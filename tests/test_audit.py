@@ -16,6 +16,9 @@ import audit_programs  # noqa: E402
 
 from accelbench import schema
 
+# End-to-end generate runs: out of make test-fast's quick lane.
+pytestmark = pytest.mark.slow
+
 TASK = "smoke-sd15-ddim-8-deepcache"
 GT = gt_source(TASK)
 

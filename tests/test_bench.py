@@ -143,6 +143,7 @@ def test_coverage_three_runs(tmp_path):
     assert all(run["speedup_ci_low"] <= run["speedup"] <= run["speedup_ci_high"] for run in result["runs"])
 
 
+@pytest.mark.slow
 def test_calibrations_on_one_task(tmp_path):
     """ToMe with use_rand: the one task that exercises every check of both calibrations."""
     task = "smoke-sd15-ddim-8-tome"

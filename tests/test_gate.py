@@ -278,6 +278,7 @@ def test_the_adversarial_suite_covers_the_issue():
     assert len([n for n, (_, _, check, _) in ADVERSARIAL.items() if check in ("spec", "fidelity", "repeatable")]) >= 15
 
 
+COMPILED = "a torch.compile'd UNet (eager backend: no compiler on CI)"  # slow: torch.compile's start-up
 HONEST = {
     "AttnProcessor instead of AttnProcessor2_0": (DEEPCACHE, {
         "    pipe.set_progress_bar_config(disable=True)\n":
@@ -292,12 +293,13 @@ HONEST = {
             "    pipe.set_progress_bar_config(disable=True)\n"
             "    pipe.vae.to(memory_format=torch.channels_last)\n    pipe.vae.enable_slicing()\n"}),
     "ToMe's merge pattern seeded another way": (TOME, {"TOME_SEED = 0": "TOME_SEED = 1234"}),
-    "a torch.compile'd UNet (eager backend: no compiler on CI)": (DEEPCACHE, {
+    COMPILED: (DEEPCACHE, {
         "    helper.enable()\n": "    helper.enable()\n    pipe.unet = torch.compile(pipe.unet, backend='eager')\n"}),
 }
 
 
-@pytest.mark.parametrize("name", list(HONEST))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == COMPILED else name
+                                  for name in HONEST])
 def test_programs_that_compute_the_same_thing_differently_pass(name, gates):
     task_id, replace = HONEST[name]
     verdict = gates(task_id).check(gt_source(task_id, replace))

@@ -36,6 +36,9 @@ from accelbench.builder.seeding import image_seed
 from accelbench.builder.worker import ProgramWorker
 from accelbench.cli import main
 
+# End-to-end generate runs: out of make test-fast's quick lane.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):

@@ -27,6 +27,9 @@ from accelbench.hub import stage
 from accelbench.scorer import report
 from accelbench.scorer.score import score_dataset
 
+# End-to-end generate runs: out of make test-fast's quick lane.
+pytestmark = pytest.mark.slow
+
 OPTIONS = {"tasks": SLICE, "limit": 2, "seeds": [0], "device": "cpu"}  # two settings: one for each of two ranks
 ARGS = [*SLICE_ARGS, "--seeds", "0", "--device", "cpu"]
 ACCELBENCH = shutil.which("accelbench", path=os.path.dirname(sys.executable))

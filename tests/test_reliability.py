@@ -11,6 +11,9 @@ from click.testing import CliRunner
 from accelbench import dataset
 from accelbench.cli import main
 
+# End-to-end generate runs: out of make test-fast's quick lane.
+pytestmark = pytest.mark.slow
+
 TASK = "smoke-sd15-ddim-8-deepcache"
 ARGS = ["generate", "--suite", "smoke", "--tasks", TASK, "--limit", "2", "--no-progress", "--seed-key", "5eed" * 4]
 

@@ -15,6 +15,9 @@ from generating import CATALOG, SLICE, SLICE_ARGS, cli, generate, gt_source, has
 from accelbench import schema
 from accelbench.builder import plan, rounds
 
+# End-to-end generate runs: out of make test-fast's quick lane.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def honest(tmp_path_factory):

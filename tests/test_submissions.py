@@ -14,6 +14,9 @@ from accelbench import dataset, schema
 from accelbench.builder import programs
 from accelbench.cli import main
 
+# End-to-end generate runs: out of make test-fast's quick lane.
+pytestmark = pytest.mark.slow
+
 
 def test_submission_with_correct_programs_and_a_missing_task(tmp_path):
     folder = submission(tmp_path / "honest", {task: gt_source(task) for task in SLICE[:1]})

@@ -22,6 +22,9 @@ from accelbench import schema
 from accelbench.builder import host
 from accelbench.builder.worker import ProgramWorker
 
+# End-to-end generate runs: out of make test-fast's quick lane.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_chunked_quantisation_equals_the_reference_and_counts_nonfinite_values(dtype):
