@@ -254,14 +254,14 @@ def coverage(names: list[str]) -> Section:
     lines = ["| file | K | intervals | runs | runs' speedups | runs' CV | SD the intervals imply | share inside "
              "another run's interval [95 % CI] |", "|---|---|---|---|---|---|---|---|"]
     targets = []
-    for name in names:
-        result = load(name)
+    results = {name: load(name) for name in names}
+    for name, result in results.items():
         speedups = [run["speedup"] for run in result["runs"]]
         targets += stored_targets(result)
         lines.append(f"| `{name}` | {result['repeats']} | {result['levels']} | {len(speedups)} | "
                      f"{min(speedups):.3f}–{max(speedups):.3f} | {100 * result['runs_cv']:.1f} % | "
                      f"{100 * result['interval_implied_sd']:.1f} % | {targets[-1].measured()} |")
-    first = load(names[0])
+    first = results[names[0]]
     return Section("What a speedup's interval covers", [
         f"{first['date']}, `{first['task']}` (baseline and GT), each run with fresh workers in a folder of its own; "
         "83 % is the share for calibrated intervals and runs of equal spread; more is an interval wider than the "
