@@ -349,8 +349,12 @@ def part_files(directory: Path, staging: str = "*") -> list[Path]:
 
 
 def generation_files(directory: Path) -> list[Path]:
-    """Every file holding generation rows: shards first, then parts of interrupted runs."""
-    return shard_files(directory) + part_files(directory)
+    """Every file holding generation rows: shards first, then parts of interrupted runs.
+
+    Parts are listed before shards: a compaction by another rank's writer writes its shard before it removes the
+    parts, so a row moved between the two listings is found in one or the other, never in neither."""
+    parts = part_files(directory)
+    return shard_files(directory) + parts
 
 
 def read_columns(files, columns: list[str], schema_columns=schema.GENERATION_COLUMNS) -> pa.Table:
@@ -403,6 +407,9 @@ def drop_duplicate_records(table: pa.Table, key: tuple[str, ...] = ("record_id",
     return table if len(first) == table.num_rows else table.take(sorted(first.values()))
 
 
+LISTING_ATTEMPTS = 5  # reads of a dataset whose parts other ranks are compacting meanwhile, before giving up
+
+
 def read_generations(directory: Path, columns: list[str] | None = None) -> pa.Table:
     """The generation rows of a dataset (without the image column unless asked for)."""
     read_manifest(directory)
@@ -412,4 +419,9 @@ def read_generations(directory: Path, columns: list[str] | None = None) -> pa.Ta
     unknown = [name for name in columns if name not in names]
     if unknown:
         raise DatasetError(f"unknown generation column(s): {', '.join(unknown)}")
-    return read_columns(generation_files(directory), columns)
+    for _attempt in range(LISTING_ATTEMPTS):
+        try:
+            return read_columns(generation_files(directory), columns)
+        except FileNotFoundError as error:  # a listed part was compacted into a shard since: list again
+            vanished = error
+    raise DatasetError(f"{directory}: generation files kept vanishing while read ({vanished})")

@@ -110,8 +110,8 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
         sweep_older_than_s=0.0 if world_size == 1 else SHARED_SWEEP_AGE_S,
         adopt=() if options.seed_key else ("seed_key",))
     seed_key = dataset.read_manifest(out).get("seed_key", "")  # a new dataset's, or the one it was made with
-    existing = dataset.read_columns(dataset.generation_files(out), ["variant", "unit_id", "program_sha256", "status",
-                                                                   "image_sha256"]).to_pylist()
+    existing = dataset.read_generations(out, ["variant", "unit_id", "program_sha256", "status",
+                                              "image_sha256"]).to_pylist()
     _check_programs_unchanged(out, units, existing)
     task_facts.record(out, [task_facts.facts(catalog, task, {
         schema.GT: programs.render(catalog, task).sha256,

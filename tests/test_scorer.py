@@ -163,6 +163,31 @@ def test_new_rows_are_scored_incrementally(tmp_path):
     assert len(store.part_files(first.folder)) == 2
 
 
+@pytest.mark.parametrize("listing", ["part_files", "shard_files"])
+def test_rows_another_rank_compacts_while_they_are_read_are_read_once(tmp_path, monkeypatch, listing):
+    """Another rank's writer compacts parts (writes the shard, then removes the parts) at any moment of a read: just
+    after either listing. Every row is read once, from the part or from the shard, never from neither."""
+    directory = write_dataset(tmp_path / "ds", units=(SETTING,))
+    extra = [row(FAST, prompt_index, 1) for prompt_index in range(len(PROMPTS))]
+    staging = directory / schema.STAGING_DIR / "r1-test"
+    dataset.write_table_atomic(generation_table(extra), staging / "part-000001.parquet")
+    expected = sorted(dataset.read_generations(directory, ["status"]).column("record_id").to_pylist())
+    original = getattr(dataset, listing)
+
+    def list_then_compact(*args, **kwargs):
+        listed = original(*args, **kwargs)
+        if staging.exists():
+            dataset.write_table_atomic(generation_table(extra), shard_path(directory, FAST))
+            for part in staging.iterdir():
+                part.unlink()
+            staging.rmdir()
+        return listed
+
+    monkeypatch.setattr(dataset, listing, list_then_compact)
+    read = dataset.read_generations(directory, ["status"]).column("record_id").to_pylist()
+    assert sorted(read) == expected and len(expected) == len(dataset_rows((SETTING,))) + len(extra)
+
+
 def test_a_recipe_without_scores_is_no_recipe(tmp_path):
     """A scoring run killed between recipe.json and its first part leaves a folder that no stage counts."""
     directory = write_dataset(tmp_path / "ds", units=(SETTING,))
