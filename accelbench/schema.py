@@ -86,6 +86,7 @@ GT = "gt"
 SUBMISSION_PREFIX = "sub:"
 VARIANTS_DOC = f"{BASELINE} | {GT} | {SUBMISSION_PREFIX}<name>"
 TIMING_MODES = ("interleaved", "sequential")
+TIMING_RETIMED = "retimed"  # a submission's rows timed again, alone beside a fresh baseline (beyond its GT)
 
 
 def submission_variant(name: str) -> str:
@@ -177,7 +178,9 @@ GENERATION_COLUMNS = _columns(
     Column("repeat", pa.int32(), "0-based index of the repeat (a fresh set of worker processes) the row's batch was "
                                  "timed in; rows of one round of one repeat were timed back to back (null in "
                                  "datasets from before repeats: read as repeat 0)"),
-    Column("timing", pa.string(), "interleaved | sequential: how the setting's programs took turns"),
+    Column("timing", pa.string(), "interleaved | sequential: how the setting's programs took turns; retimed: a "
+                                  "submission faster than its GT beyond the rounds' noise, timed again alone "
+                                  "beside a fresh baseline (these rows replace its first ones)"),
     Column("text_encode_s", pa.float64(), "advisory (measured inside the worker): call start to the first "
                                           "denoiser forward (prompt encoding, latents)"),
     Column("denoise_s", pa.float64(), "advisory: first denoiser forward to the start of the VAE decode"),

@@ -59,8 +59,10 @@ class RunState:
     confinement: dict | None = None  # what the first worker found: {"confined", "reason"}
     lane_orders: list[dict] = field(default_factory=list)  # with repeats: each repeat's order of a setting's units
     audit: Audit = field(default_factory=Audit)
-    # unit label -> the batches of its rows held back until its audit is over: (columns, batch, round, records)
-    held: dict[str, list[tuple[dict, plan.Batch, int, frozenset]]] = field(default_factory=dict)
+    # unit label -> the batches of its rows held back until its audit is over: (the lane's hold label, columns,
+    # batch, round, records)
+    held: dict[str, list[tuple[str, dict, plan.Batch, int, frozenset]]] = field(default_factory=dict)
+    retimed: list[dict] = field(default_factory=list)  # submissions re-timed beside a fresh baseline (run record)
     _warmups: dict[tuple[str, int], tuple[list[str], list[int]]] = field(default_factory=dict)
 
     def warmup_inputs(self, setting_id: str, batch_size: int, prompts: list[str]) -> tuple[list[str], list[int]]:

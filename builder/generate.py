@@ -181,7 +181,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
         "baseline_rerenders": state.baseline_rerenders, "baseline_mismatches": state.baseline_mismatches,
         "catalog_sha256": task_facts.catalog_digest(catalog), "confinement": state.confinement,
         "audit": {"fraction": options.audit_fraction, "units": state.audit.records},
-        "repeats": repeats, "lane_orders": state.lane_orders,
+        "repeats": repeats, "lane_orders": state.lane_orders, "retimed": state.retimed,
         "shards": writer.shard_digests,  # `score` checks them: rows cannot be edited unnoticed
         "seconds": round(summary.seconds, 3),
         "finished_at": utc_now().isoformat(),

@@ -46,6 +46,9 @@ class Lane:
     failure: WorkerFailure | None = None  # set once the worker is gone: the rest of its rounds get this
     needed: set[int] = field(default_factory=set)  # the rounds it runs: its own, and those it is a reference for
     timed: dict[int, np.ndarray] = field(default_factory=dict)  # audited: round -> the pixels its timed call gave
+    # round -> (its batch latency, the baseline's latency in that round) of every batch it ran
+    latencies: dict[int, tuple[float, float | None]] = field(default_factory=dict)
+    hold: str = ""  # the writer's label for its held rows: one per lane, so a lane's rows can be dropped alone
 
     @property
     def batch_size(self) -> int:
@@ -60,7 +63,7 @@ def make_lane(context: RunContext, state: RunState, unit: plan.Unit, batch_size:
     resolution = context.sources.resolution(unit.task.model)
     dtype = resolve_dtype(context.dtype_policy, context.catalog.models[unit.task.model], context.device)
     return Lane(unit, batches, pending, unit_columns(context.columns, unit, dtype, resolution), resolution,
-                audited=context.is_gated(unit))
+                audited=context.is_gated(unit), hold=f"{unit.label}|bs{batch_size}|r{repeat}")
 
 
 def start(context: RunContext, state: RunState, lane: Lane) -> None:
@@ -173,6 +176,7 @@ def run_batch(context: RunContext, state: RunState, lane: Lane, index: int, refe
     finished_at = utc_now()
     if lane.unit.is_baseline:
         reference[index] = reply.latency_s
+    lane.latencies[index] = (reply.latency_s, reference.get(index))
     if index not in lane.pending:  # already stored: a re-render for this group's rounds
         check_rerender(state, batch, reply.pixels, lane.unit.label)
         return reply
@@ -219,8 +223,8 @@ def record(context: RunContext, state: RunState, lane: Lane, index: int, status:
     if held:
         lane.timed[index] = reply.pixels
         records = frozenset(row["record_id"] for row in rows)
-        state.held.setdefault(lane.unit.label, []).append((lane.base, batch, index, records))
-    context.writer.submit(rows, pixels, hold=lane.unit.label if held else None)
+        state.held.setdefault(lane.unit.label, []).append((lane.hold, lane.base, batch, index, records))
+    context.writer.submit(rows, pixels, hold=lane.hold if held else None)
     context.progress.update(len(rows))
     state.done.update(row["record_id"] for row in rows)
     lane.pending.discard(index)

@@ -115,7 +115,8 @@ A folder with one program per task you solve, named `<task_id>.py`, and optional
    prompt and seed (devices and dtypes without a calibration, e.g. GPU float16: max |diff|
    {UNCALIBRATED.max_abs}/255, mean {UNCALIBRATED.mean_abs:g}); after timing, a random sample of the timed batches
    is rendered again, traced, and must give **bit-identical** images and the GT's trace. A program that fails
-   any of this gets `rejected` rows for the task, with the reason.
+   any of this gets `rejected` rows for the task, with the reason. A program faster than the GT beyond the
+   rounds' noise is timed again, alone beside a fresh baseline, and that figure stands.
 5. **Scores**: speedup over the baseline, CLIP score and quality loss, fidelity to the baseline's and the GT's
    images; a task counts as solved when it is correct and faster (fast_p).
 

@@ -110,3 +110,61 @@ def test_a_gated_submission_runs_beside_its_task_s_gt_and_baseline():
 
     assert plan.with_references(("sub:b",), ["a", "b"]) == ("baseline", "gt", "sub:b")
     assert plan.with_references(("gt",), ["a"]) == ("gt",)  # no submission: nothing to check against
+
+
+def test_a_submission_beyond_its_gt_is_retimed_alone_beside_a_fresh_baseline(tmp_path, monkeypatch):
+    """The GT's timed calls read 3x their latency here, as if a neighbour slowed it: an honest submission then
+    beats the GT's speedup beyond the rounds' noise at batch size 1 (8 rounds: 4 prompts x 2 seeds), so it is timed
+    again in fresh processes beside a fresh baseline, audited again, and those rows replace its first ones. Batch
+    size 2 has 4 rounds: no interval, nothing re-timed."""
+    from accelbench.builder.worker import ProgramWorker
+
+    real = ProgramWorker.generate
+
+    def gt_slowed(worker, *args, **kwargs):
+        reply = real(worker, *args, **kwargs)
+        if worker.source == GT and not kwargs.get("trace"):
+            reply.latency_s *= 3
+        return reply
+
+    monkeypatch.setattr(ProgramWorker, "generate", gt_slowed)
+    folder = submission(tmp_path / "honest", {TASK: audit_programs.programs(GT)["honest"]})
+    generate(tmp_path / "out", tasks=[TASK], submissions=[folder])
+    columns = ["variant", "status", "batch_size", "round", "timing", "batch_latency_s", "baseline_latency_s",
+               "image_sha256", "seed", "prompt_index"]
+    table = rows(tmp_path / "out", columns)
+    mine = [row for row in table if row["variant"] == schema.submission_variant("honest")]
+    assert len(mine) == 16 and {row["status"] for row in mine} == {schema.STATUS_OK}
+    assert {row["batch_size"]: row["timing"] for row in mine} == {1: schema.TIMING_RETIMED, 2: "interleaved"}
+    baseline = {row["round"]: row["batch_latency_s"] for row in table
+                if row["variant"] == schema.BASELINE and row["batch_size"] == 1}
+    # Paired with the fresh baseline's latency of the same round, not the first baseline worker's.
+    assert all(row["baseline_latency_s"] != baseline[row["round"]] for row in mine if row["batch_size"] == 1)
+    gt = {(row["batch_size"], row["seed"], row["prompt_index"]): row["image_sha256"] for row in table
+          if row["variant"] == schema.GT}
+    assert all(row["image_sha256"] == gt[row["batch_size"], row["seed"], row["prompt_index"]] for row in mine)
+    (record,) = [json.loads(path.read_text()) for path in (tmp_path / "out" / schema.RUNS_DIR).glob("*.json")]
+    (retimed,) = record["retimed"]
+    assert (retimed["unit"], retimed["batch_size"], retimed["rounds"]) == (f"sub:honest:{TASK}", 1, 8)
+    assert retimed["speedup_over_gt"][1] > 1  # the interval's low end: beyond the noise
+    audits = [entry for entry in record["audit"]["units"] if entry["unit"] == retimed["unit"]]
+    assert [(entry["batch_size"], entry["passed"]) for entry in audits] == [(1, True), (1, True), (2, True)]
+
+
+@pytest.mark.parametrize("sub_factor, rounds, beyond", [(1.0, 8, False), (0.8, 8, True), (0.8, 4, None)])
+def test_the_retiming_trigger_is_the_interval_of_the_speedup_ratio(sub_factor, rounds, beyond):
+    """Same-round noise that hits both alike cancels in the ratio; a submission 20 % faster in every round is beyond
+    it; from 4 rounds there is no interval (None), so no re-timing."""
+    from accelbench.builder.lanes import Lane
+    from accelbench.builder.rounds import _speedup_over_the_gt
+
+    noise = np.random.default_rng(0).uniform(0.8, 1.2, rounds)
+    jitter = np.random.default_rng(1).uniform(0.98, 1.02, rounds)
+
+    def lane(factor, wobble):
+        return Lane(None, [], set(), {}, 8, latencies={index: (1.0 * factor * noise[index] * wobble[index],
+                                                               2.0 * noise[index]) for index in range(rounds)})
+
+    value, low, high, n = _speedup_over_the_gt(lane(sub_factor, jitter), lane(1.0, jitter[::-1]))
+    assert n == rounds and value == pytest.approx(1 / sub_factor, rel=0.05)
+    assert (None if low is None else low > 1) == beyond
