@@ -19,7 +19,7 @@ from accelbench.builder.isolation import SANDBOXES  # no torch at import
 from accelbench.builder.options import GATE_MODES
 from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, DEFAULT_WARMUP_TIMEOUT_S
 from accelbench.errors import RunError, UserInputError
-from accelbench.manifest import WEIGHTS_MODES, load_catalog
+from accelbench.manifest import LEVELS, WEIGHTS_MODES, load_catalog
 
 EXIT_FAILED = 1  # the command ran and found failures (failed rows, a program that fails the gate)
 EXIT_BAD_INPUT = 2  # bad input: nothing was run, nothing written
@@ -77,20 +77,25 @@ def _catalog(ctx):
 
 @main.command()
 @click.option("--suite", help="Only the tasks of this suite.")
+@click.option("--level", "levels", type=click.IntRange(min(LEVELS), max(LEVELS)), multiple=True,
+              help="Only the tasks of this level (repeatable): " + "; ".join(f"{level}: {meaning}"
+                                                                             for level, meaning in LEVELS.items()))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 @click.pass_context
-def tasks(ctx, suite, as_json):
-    """List the task catalogue."""
+def tasks(ctx, suite, levels, as_json):
+    """List the task catalogue: id, model, sampler, steps, level (and tags), method and parameters."""
     catalog = _catalog(ctx)
-    selected = catalog.suite(suite).tasks if suite else tuple(catalog.tasks)
+    selected = [task_id for task_id in (catalog.suite(suite).tasks if suite else tuple(catalog.tasks))
+                if not levels or catalog.tasks[task_id].level in levels]
     for task_id in selected:
         task = catalog.tasks[task_id]
         if as_json:
             click.echo(json.dumps(task.to_dict(), ensure_ascii=False))
         else:
             params = " ".join(f"{name}={value}" for name, value in task.params.items())
-            click.echo(f"{task.id:<40} {task.model:<13} {task.scheduler:<9} {task.steps:>3}  {task.method:<16}"
-                       f" {params}")
+            level = f"L{task.level}" + "".join(f",{tag}" for tag in task.tags)
+            click.echo(f"{task.id:<40} {task.model:<13} {task.scheduler:<9} {task.steps:>3}  {level:<9}"
+                       f"{task.method:<16} {params}")
     if not as_json:
         click.echo(f"{len(selected)} tasks", err=True)
 

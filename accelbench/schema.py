@@ -360,8 +360,8 @@ LEADERBOARD_TASK_COLUMNS = _columns(
     Column("steps", pa.int32(), "num_inference_steps"),
     Column("method", pa.string(), "acceleration method id"),
     Column("method_params", pa.string(), "JSON object of the method parameters"),
-    Column("level", pa.int32(), "1: one method at its default parameters; 2: one method with a non-default "
-                                "parameter; 3: a composition of methods (e.g. deepcache_tgate); null: unknown method"),
+    Column("level", pa.int32(), "1: a pipeline, no acceleration; 2: one method, parameters given; 3: a combination "
+                                "of methods (e.g. deepcache_tgate); null: unknown (a dataset without task facts)"),
     Column("correct", pa.bool_(), "every row ok, the gate passed (when verdicts exist) and not `deviates`"),
     Column("reason", pa.string(), "why not correct: the first of " + ", ".join(REASONS) + ", with the detail"),
     Column("reason_kind", pa.string(), "the reason's first word (one of " + ", ".join(REASONS) + "); null when "

@@ -20,8 +20,9 @@ import json
 from pathlib import Path
 
 from accelbench import dataset, schema
+from accelbench.manifest.model import TAG_SWEEP
 
-FACTS_VERSION = 1
+FACTS_VERSION = 2  # 2: levels as the field counts them (1 pipeline, 2 one method, 3 a combination) and tags
 LEGACY_NOTE = ("This dataset has no recorded task facts (generated before they were recorded, or its tasks/ folder "
                "is missing): task texts and levels are unknown and no submission was checked against the PSNR-to-GT "
                "backstop (deviates). Regenerate it with this accelbench to score it in full.")
@@ -48,7 +49,7 @@ def facts(catalog, task, programs: dict[str, str]) -> dict:
     model, scheduler, method = (catalog.models[task.model], catalog.schedulers[task.scheduler],
                                 catalog.methods[task.method])
     return {
-        "version": FACTS_VERSION, "id": task.id, "text": task.text, "level": task.level,
+        "version": FACTS_VERSION, "id": task.id, "text": task.text, "level": task.level, "tags": list(task.tags),
         "setting_id": task.setting_id, "steps": task.steps, "params": dict(task.params),
         "model": {"id": model.id, "name": model.name, "hub_id": model.hub_id, "pipeline": model.pipeline,
                   "denoiser": model.denoiser, "resolution": model.resolution},
@@ -74,6 +75,17 @@ def suite_facts(suite, prompts_file: Path | None) -> dict:
     return {"description": suite.description, "prompts": prompts}
 
 
+def upgrade(entry: dict) -> dict:
+    """Facts of an earlier version in today's terms. Version 1 levels meant 1: one method at its defaults, 2: one
+    method with a parameter away from its default, 3: a composition; today 1 is a pipeline without acceleration,
+    both former 1 and 2 are level 2, and the former 2 is tagged ``sweep`` (a composition's sweep tag is unknown)."""
+    if entry.get("version") != 1:
+        return entry
+    level = entry.get("level")
+    return {**entry, "version": FACTS_VERSION, "level": 2 if level in (1, 2) else level,
+            "tags": [TAG_SWEEP] if level == 2 else []}
+
+
 def _path(directory: Path, task_id: str) -> Path:
     return Path(directory) / schema.TASKS_DIR / f"{task_id}.json"
 
@@ -86,7 +98,7 @@ def record(directory: Path, task_facts: list[dict]) -> None:
         path = _path(directory, entry["id"])
         if not path.is_file() and dataset.write_json_first(path, entry):
             continue
-        held = json.loads(path.read_text())
+        held = upgrade(json.loads(path.read_text()))
         key = difference(held, entry)
         if key is not None:
             raise dataset.DatasetError(
@@ -113,7 +125,7 @@ def read(directory: Path, rows: list[dict] | None = None) -> tuple[dict[str, dic
                 entry = json.loads(path.read_text())
             except (OSError, ValueError) as error:
                 raise dataset.DatasetError(f"{path}: unreadable task facts ({error})") from None
-            found[entry["id"]] = entry
+            found[entry["id"]] = upgrade(entry)
         return found, True
     return _from_rows(rows or []), False
 
@@ -125,7 +137,7 @@ def _from_rows(rows: list[dict]) -> dict[str, dict]:
         if not task_id or task_id in derived:
             continue
         derived[task_id] = {
-            "version": None, "id": task_id, "text": None, "level": None, "setting_id": row["setting_id"],
+            "version": None, "id": task_id, "text": None, "level": None, "tags": [], "setting_id": row["setting_id"],
             "steps": row["steps"], "params": json.loads(row["method_params"] or "{}"),
             "model": {"id": row["model"], "name": row["model"], "denoiser": None},
             "scheduler": {"id": row["scheduler"], "name": row["scheduler"]},

@@ -1,8 +1,9 @@
 """The leaderboard: per submission (and the GT, the reference), over every task of the dataset(s), from the
 per-task results of :mod:`accelbench.scorer.correctness` (a task without rows counting as failed, ``no-rows``):
 
-* ``fast_p`` (:func:`accelbench.scorer.functional.fast_p`): the fraction of ALL tasks that are correct with a
-  speedup > p, with a bootstrap CI over tasks;
+* ``fast_p`` (:func:`accelbench.scorer.functional.fast_p`): the fraction of ALL tasks that ask for an acceleration
+  (pipeline tasks, level 1, are judged on correctness alone) that are correct with a speedup > p, with a bootstrap
+  CI over tasks;
 * ``gt_parity``: the fraction of all tasks that *reach the GT* (:mod:`accelbench.scorer.correctness`);
 * ``geomean_speedup``: the geometric mean over the correct tasks of max(speedup, :data:`SPEEDUP_FLOOR`);
 * ``quality_loss``, ``psnr_gt``, ``ssim_gt``, ``identical_to_gt``: over the correct tasks;
@@ -32,7 +33,7 @@ import pyarrow as pa
 
 from accelbench import schema
 from accelbench.errors import UserInputError
-from accelbench.manifest import LEVELS
+from accelbench.manifest import LEVELS, PIPELINE_LEVEL
 from accelbench.scorer import functional, ranking
 from accelbench.scorer.correctness import DRIFT_MARGIN_DB, GT_SPEED_FRACTION, QUALITY_MARGIN, complete, task_results
 
@@ -85,15 +86,18 @@ def _distinct(values) -> str | None:
 def _score(results: list[dict], fast_p, n_resamples: int, with_ci: bool = True) -> dict:
     """The leaderboard numbers of one submission's results (one per task)."""
     correct = np.array([bool(result["correct"]) for result in results])
-    speedup = np.array([_float(result["speedup"]) for result in results])
     row: dict = {"tasks": len(results), "correct": int(correct.sum())}
+    # fast_p over the tasks that ask for an acceleration: a pipeline task (level 1) is judged on correctness alone.
+    accelerated = [result for result in results if result.get("level") != PIPELINE_LEVEL]
+    fast_correct = np.array([bool(result["correct"]) for result in accelerated])
+    speedup = np.array([_float(result["speedup"]) for result in accelerated])
     for p in fast_p:
         name = schema.fast_column(p)
         with np.errstate(invalid="ignore"):
-            indicator = (correct & (speedup > p)).astype(np.float64)
-        row[name] = float(functional.fast_p(correct, speedup, p)) if len(results) else None
+            indicator = (fast_correct & (speedup > p)).astype(np.float64)
+        row[name] = float(functional.fast_p(fast_correct, speedup, p)) if len(accelerated) else None
         row[f"{name}_ci_low"], row[f"{name}_ci_high"] = (
-            _ci(indicator, n_resamples) if with_ci and len(results) else (None, None))
+            _ci(indicator, n_resamples) if with_ci and len(accelerated) else (None, None))
     parity = np.array([bool(result["reaches_gt"]) for result in results], dtype=np.float64)
     row["gt_parity"] = float(parity.mean()) if len(results) else None
     row["gt_parity_ci_low"], row["gt_parity_ci_high"] = _ci(parity, n_resamples) if with_ci else (None, None)
@@ -165,7 +169,8 @@ def fast_p_curve(results: list[dict], thresholds: np.ndarray) -> dict[str, np.nd
     """variant -> fast_p at every threshold (the curve of ``fast_p.png``)."""
     curves = {}
     for variant in dict.fromkeys(result["variant"] for result in results):
-        members = [result for result in results if result["variant"] == variant]
+        members = [result for result in results
+                   if result["variant"] == variant and result.get("level") != PIPELINE_LEVEL]
         curves[variant] = functional.fast_p(np.array([bool(r["correct"]) for r in members]),
                                             np.array([_float(r["speedup"]) for r in members]), thresholds)
     return curves
@@ -239,7 +244,8 @@ def definitions(board: Leaderboard) -> dict[str, str]:
         "correct": "every row ok, the gate passed (when verdicts exist) and, for a submission, mean PSNR to the "
                    "GT's images >= min(method's deviation_psnr_db, GT drift PSNR - "
                    f"{DRIFT_MARGIN_DB:g} dB)",
-        "fast_p": "fraction of ALL tasks that are correct with speedup > p (failures stay in the denominator)",
+        "fast_p": "fraction of ALL tasks that ask for an acceleration (levels 2-3; pipeline tasks, level 1, are "
+                  "judged on correctness alone) that are correct with speedup > p (failures stay in the denominator)",
         "gt_parity": f"fraction of all tasks correct with speedup >= {GT_SPEED_FRACTION:g} x the GT's and quality "
                      f"loss <= the GT's + {QUALITY_MARGIN:g}",
         "geomean_speedup": f"geometric mean over the correct tasks of max(speedup, {SPEEDUP_FLOOR:g})",

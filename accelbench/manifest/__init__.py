@@ -17,6 +17,8 @@ from accelbench.manifest.model import (
                                        DENOISERS,
                                        DTYPES,
                                        LEVELS,
+                                       PIPELINE_LEVEL,
+                                       TAG_SWEEP,
                                        WEIGHTS_MODES,
                                        Catalog,
                                        GateTolerance,
@@ -32,13 +34,14 @@ from accelbench.manifest.model import (
                                        did_you_mean,
                                        setting_id,
                                        task_level,
+                                       task_tags,
                                        unknown_name,
 )
 from accelbench.manifest.suites import expand_task_patterns
 from accelbench.manifest.text import parse_task_text, render_task_text
 
 __all__ = ["BASELINE_METHOD", "DEFAULT_CLIP_MODEL", "DEFAULT_CLIP_PRETRAINED", "DENOISERS", "DTYPES", "LEVELS",
-           "WEIGHTS_MODES", "Catalog", "GateTolerance", "ManifestError", "Method", "MethodBinding", "Model",
-           "ParamSpec", "PromptSource", "Scheduler", "Suite", "Task", "default_root", "did_you_mean",
-           "expand_task_patterns", "load_catalog", "parse_task_text", "render_task_text", "setting_id",
-           "task_level", "unknown_name"]
+           "PIPELINE_LEVEL", "TAG_SWEEP", "WEIGHTS_MODES", "Catalog", "GateTolerance", "ManifestError", "Method",
+           "MethodBinding", "Model", "ParamSpec", "PromptSource", "Scheduler", "Suite", "Task", "default_root",
+           "did_you_mean", "expand_task_patterns", "load_catalog", "parse_task_text", "render_task_text", "setting_id",
+           "task_level", "task_tags", "unknown_name"]

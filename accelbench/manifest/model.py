@@ -19,10 +19,12 @@ DENOISERS = ("unet", "transformer")
 PARAM_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 TASK_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_]+")  # builder/templates/<name>.py.tmpl
-# Task levels: 1 one method at its default parameters, 2 one method with a non-default parameter, 3 a
-# composition of methods.
-LEVELS = {1: "one method at its default parameters", 2: "one method with a non-default parameter",
-          3: "a composition of methods"}
+# Task levels, as the field counts them (DiffBench's L1-L3): what a recipe task asks for. The target levels (4: a
+# speedup target, 5: a latency target) are a task kind of their own, not in this catalogue yet.
+LEVELS = {1: "a pipeline: model, sampler and steps, no acceleration", 2: "one acceleration method, parameters given",
+          3: "a combination of methods, parameters given"}
+PIPELINE_LEVEL = 1  # no acceleration asked: judged on correctness alone, outside fast_p
+TAG_SWEEP = "sweep"  # a task whose method has a parameter away from its default (formerly level 2)
 
 
 class ManifestError(UserInputError):
@@ -113,6 +115,7 @@ class Task:
     params: dict[str, Any]  # every parameter of the method, defaults filled in
     text: str
     level: int  # a key of LEVELS
+    tags: tuple[str, ...] = ()  # TAG_SWEEP
     source: str = ""
 
     @property
@@ -130,6 +133,7 @@ class Task:
             "method": self.method,
             "params": dict(self.params),
             "level": self.level,
+            "tags": list(self.tags),
             "setting_id": self.setting_id,
         }
 
@@ -138,11 +142,16 @@ def setting_id(model: str, scheduler: str, steps: int) -> str:
     return f"{model}-{scheduler}-{steps}"
 
 
-def task_level(method: Method, params: dict[str, Any]) -> int:
-    """The :data:`LEVELS` key of a task of ``method`` with ``params`` (every parameter, defaults filled in)."""
-    if len(method.components) > 1:
-        return 3
-    return 2 if any(params[name] != spec.default for name, spec in method.params.items()) else 1
+def task_level(method: Method) -> int:
+    """The :data:`LEVELS` key of a task of ``method``."""
+    if method.id == BASELINE_METHOD:
+        return PIPELINE_LEVEL
+    return 3 if len(method.components) > 1 else 2
+
+
+def task_tags(method: Method, params: dict[str, Any]) -> tuple[str, ...]:
+    """The tags of a task of ``method`` with ``params`` (every parameter, defaults filled in)."""
+    return (TAG_SWEEP,) if any(params[name] != spec.default for name, spec in method.params.items()) else ()
 
 
 @dataclass(frozen=True)

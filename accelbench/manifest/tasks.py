@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from accelbench.manifest.checks import Checker, check_param_value
-from accelbench.manifest.model import TASK_ID_PATTERN, Method, Task, did_you_mean, task_level
+from accelbench.manifest.model import TASK_ID_PATTERN, Method, Task, did_you_mean, task_level, task_tags
 from accelbench.manifest.text import parse_task_text, render_task_text
 
 
@@ -43,7 +43,8 @@ def parse_tasks(data, source, models, schedulers, methods) -> list[Task]:
             check.fail(f"{key}.text", _text_disagreement(text, expected, model, scheduler, steps, method, params,
                                                          models, schedulers, methods))
         tasks.append(Task(id=task_id, model=model.id, scheduler=scheduler.id, steps=steps, method=method.id,
-                          params=params, text=text, level=task_level(method, params), source=str(source)))
+                          params=params, text=text, level=task_level(method), tags=task_tags(method, params),
+                          source=str(source)))
     return tasks
 
 
