@@ -89,8 +89,8 @@ def _score(results: list[dict], fast_p, n_resamples: int, with_ci: bool = True) 
     row: dict = {"tasks": len(results), "correct": int(correct.sum())}
     # fast_p over the tasks that ask for an acceleration: a pipeline task (level 1) is judged on correctness alone.
     accelerated = [result for result in results if result.get("level") != PIPELINE_LEVEL]
-    fast_correct = np.array([bool(result["correct"]) for result in accelerated])
-    speedup = np.array([_float(result["speedup"]) for result in accelerated])
+    fast_correct = np.array([bool(result["correct"]) for result in accelerated], dtype=bool)
+    speedup = np.array([_float(result["speedup"]) for result in accelerated], dtype=np.float64)
     for p in fast_p:
         name = schema.fast_column(p)
         with np.errstate(invalid="ignore"):

@@ -31,6 +31,7 @@ FAST = "smoke-sd15-ddim-8-deepcache"  # close to the baseline images, faster
 NOOP = "smoke-sd15-ddim-8-tome"  # bit-identical to the baseline images, slower
 BROKEN = "smoke-sd15-ddim-8-tgate"  # some failed rows, no batch-size drift
 TASKS = (FAST, NOOP, BROKEN)
+PIPELINE = "smoke-sd15-ddim-8-pipeline"  # level 1, no acceleration: its GT renders the baseline's images
 UNITS = (SETTING, *TASKS)
 PROMPTS = ["a red cube on a wooden table", "an astronaut riding a horse", "a lighthouse at dawn",
            "two cats sleeping on a sofa"]
@@ -40,7 +41,8 @@ TINY = (clip.TINY_MODEL, clip.RANDOM_WEIGHTS)
 TINY_RECIPE = clip.recipe_id(*TINY)
 HAND_RECIPE = "hand-made--scores"
 # Known batch latencies (seconds) per unit and batch size; every batch of a batch size takes the same time.
-LATENCY = {SETTING: {1: 2.0, 2: 3.0}, FAST: {1: 1.0, 2: 1.0}, NOOP: {1: 2.5, 2: 3.5}, BROKEN: {1: 1.0, 2: 1.0}}
+LATENCY = {SETTING: {1: 2.0, 2: 3.0}, FAST: {1: 1.0, 2: 1.0}, NOOP: {1: 2.5, 2: 3.5}, BROKEN: {1: 1.0, 2: 1.0},
+           PIPELINE: {1: 2.0, 2: 3.0}}
 VERSIONS = {"python": "3.11.9", "torch": "2.14.1", "diffusers": "0.42.1", "DeepCache": "0.1.1", "tomesd": "0.1.3",
             "tgate": "1.0.0"}
 DEVICE_NAME = "Test CPU"

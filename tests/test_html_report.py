@@ -23,7 +23,9 @@ from factories import (
     FAST,
     HAND_RECIPE,
     NOOP,
+    PIPELINE,
     TASKS,
+    UNITS,
     VERSIONS,
     baseline_pixels,
     dataset_rows,
@@ -48,7 +50,7 @@ COLUMNS = ["baseline", "gt", "sub:alpha", "sub:beta"]
 def reported(tmp_path_factory):
     """The scored and reported test dataset with its grids and page: (directory, grid paths, page path)."""
     directory = tmp_path_factory.mktemp("html") / "ds"
-    rows = dataset_rows() + submission_rows("alpha") + submission_rows("beta")
+    rows = dataset_rows((*UNITS, PIPELINE)) + submission_rows("alpha") + submission_rows("beta")
     write_dataset(directory, rows=rows)
     write_verdicts(directory, passing_verdicts(rows))
     write_clip_scores(directory, known_scores(directory))
@@ -135,14 +137,15 @@ def interior(image: Image.Image, box) -> np.ndarray:
 def test_a_grid_per_task_sized_for_its_rows_and_columns(reported, tmp_path):
     directory, paths, _ = reported
     index = grids.read_index(directory)
-    assert sorted(index["tasks"]) == sorted(TASKS) and [path.name for path in paths] == [
-        index["tasks"][task]["file"] for task in sorted(TASKS)]
-    for entry in index["tasks"].values():
-        assert entry["columns"] == COLUMNS  # baseline, GT, then the submissions
+    assert sorted(index["tasks"]) == sorted((*TASKS, PIPELINE)) and [path.name for path in paths] == [
+        index["tasks"][task]["file"] for task in sorted((*TASKS, PIPELINE))]
+    for task, entry in index["tasks"].items():
+        assert entry["columns"] == (COLUMNS[:2] if task == PIPELINE else COLUMNS)  # baseline, GT, the submissions
         assert [(r["prompt_index"], r["seed"], r["batch_size"]) for r in entry["rows"]] == [(0, 0, 1), (1, 0, 1),
                                                                                            (2, 0, 1)]
         with Image.open(directory / schema.REPORT_DIR / grids.GRIDS_DIR / entry["file"]) as image:
-            assert image.size == (entry["width"], entry["height"]) == grids.grid_pixels(3, 4, diff=True)
+            columns = len(entry["columns"])
+            assert image.size == (entry["width"], entry["height"]) == grids.grid_pixels(3, columns, diff=True)
 
     # Fewer rows, no difference rows, one task: smaller, and the other tasks' grids are gone.
     copy = tmp_path / "ds"
@@ -222,12 +225,13 @@ def test_page_has_level_tabs_task_sections_notes_and_provenance(reported):
     directory, _, page = reported
     document = parse(page.read_text())
     tabs = document.find("button", role="tab")
-    assert [tab.all_text() for tab in tabs] == ["All tasks", "Level 1", "Level 2"]  # BROKEN is level 2, the rest 1
+    assert [tab.all_text() for tab in tabs] == ["All tasks", "Level 1", "Level 2"]  # PIPELINE is level 1
     for tab in tabs:
         assert len(document.find(id=tab.attrs["aria-controls"], role="tabpanel")) == 1
-    level_2 = document.find(id=tabs[2].attrs["aria-controls"])[0]
+    level_1, level_2 = (document.find(id=tab.attrs["aria-controls"])[0] for tab in tabs[1:])
     assert [row.attrs["data-submission"] for row in level_2.find("tr") if "data-submission" in row.attrs] == [
-        "gt", "alpha", "beta"] and BROKEN in level_2.all_text() and FAST not in level_2.all_text()
+        "gt", "alpha", "beta"] and BROKEN in level_2.all_text() and PIPELINE not in level_2.all_text()
+    assert PIPELINE in level_1.all_text() and FAST not in level_1.all_text()
 
     index = grids.read_index(directory)["tasks"]
     for task in TASKS:
@@ -257,7 +261,7 @@ def test_every_reference_is_local_and_exists(reported):
     ids = {node.attrs["id"] for node in document.walk() if "id" in node.attrs}
     references = [(node.tag, name, node.attrs[name]) for node in document.walk() for name in ("src", "href")
                   if name in node.attrs]
-    assert len([r for r in references if r[1] == "src"]) == 6  # three grids, three plots
+    assert len([r for r in references if r[1] == "src"]) == 7  # four grids, three plots
     for tag, name, value in references:
         parts = urlsplit(value)
         assert not parts.scheme and not parts.netloc, f"<{tag} {name}={value}> leaves the folder"

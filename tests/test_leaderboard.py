@@ -101,7 +101,7 @@ def test_fast_p_on_hand_made_cases():
 def hand_result(variant, task, correct=True, speedup=2.0, **extra):
     return {**schema.empty_row(schema.LEADERBOARD_TASK_COLUMNS), "dataset": "d", "variant": variant,
             "submission": schema.submission_name(variant), "task_id": task, "model": "sd15", "method": "tome",
-            "level": 1, "correct": correct, "speedup": speedup if correct else None, "gt_speedup": 2.0,
+            "level": 2, "correct": correct, "speedup": speedup if correct else None, "gt_speedup": 2.0,
             "reaches_gt": correct, "reason_kind": None if correct else "error",
             "reason": None if correct else "error: boom", **extra}
 
@@ -154,8 +154,7 @@ def test_correctness_and_reasons(scored):
     assert result(board, "sub:beta", BROKEN)["reason"] == "error: 8/8 rows; boom"
     gt = result(board, "gt", BROKEN)  # the GT is scored the same way
     assert not gt["correct"] and gt["reason"] == "error: 1/8 rows; boom"
-    assert {r["level"] for r in board.tasks if r["task_id"] == BROKEN} == {2}  # gate_step 4: not the default
-    assert {r["level"] for r in board.tasks if r["task_id"] != BROKEN} == {1}
+    assert {r["level"] for r in board.tasks} == {2}  # one method each; BROKEN's gate_step 4 is a sweep tag
 
 
 def test_a_submission_is_not_scored_where_its_task_s_gt_failed(tmp_path):
@@ -232,8 +231,25 @@ def test_scores_per_submission(scored):
     assert beta["flags"] == "no-op: 1;slowdown: 1"  # NOOP: 6 batches of 0.82x, the whole CI below 1x
     assert alpha["fast_1_ci_low"] is None  # 3 tasks: no CI
     levels = {(r["submission"], r["group"]): r for r in board.breakdown if r["by"] == "level"}
-    assert levels[("alpha", "1")]["tasks"] == 2 and levels[("alpha", "1")]["fast_1"] == 0.5
+    assert levels[("alpha", "2")]["tasks"] == 3 and levels[("alpha", "2")]["fast_1"] == pytest.approx(1 / 3)
     assert {r["by"] for r in board.breakdown} == {"model", "method", "level"}
+
+
+def test_pipeline_tasks_count_for_correctness_not_for_fast_p():
+    """A level-1 task asks for no acceleration: solved when correct, outside fast_p's tasks (its speedup is about 1
+    by design, so it would add a coin toss to fast_1)."""
+    results = [hand_result("sub:a", "one", speedup=2.0), hand_result("sub:a", "two", correct=False),
+               hand_result("sub:a", "plain", speedup=0.98, level=1), hand_result("sub:b", "one", speedup=2.0),
+               hand_result("sub:b", "two", correct=False), hand_result("sub:b", "plain", correct=False, level=1)]
+    rows, breakdown = leaderboard.summarize(results, n_resamples=50)
+    a, b = ({row["submission"]: row for row in rows}[name] for name in ("a", "b"))
+    assert (a["tasks"], a["correct"], b["correct"]) == (3, 2, 1)
+    assert a["fast_1"] == b["fast_1"] == a["fast_0"] == 0.5  # of the two acceleration tasks
+    assert [r["submission"] for r in rows] == ["a", "b"]  # the same fast_1: more correct tasks first
+    pipeline = {r["submission"]: r for r in breakdown if r["by"] == "level" and r["group"] == "1"}
+    assert (pipeline["a"]["correct"], pipeline["b"]["correct"]) == (1, 0) and pipeline["a"]["fast_1"] is None
+    curves = leaderboard.fast_p_curve(results, np.array([0.0, 1.0]))
+    assert curves["sub:a"].tolist() == [0.5, 0.5]
 
 
 def test_curves_and_plots(scored):

@@ -9,7 +9,16 @@ import yaml
 from click.testing import CliRunner
 
 from accelbench.cli import main
-from accelbench.manifest import default_root, load_catalog, parse_task_text, render_task_text
+from accelbench.manifest import (
+    BASELINE_METHOD,
+    LEVELS,
+    PIPELINE_LEVEL,
+    TAG_SWEEP,
+    default_root,
+    load_catalog,
+    parse_task_text,
+    render_task_text,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +35,39 @@ def test_standard_suite_covers_every_method_on_every_family_it_applies_to(catalo
             assert pairs[(model, method)] >= 5, (model, method)
     for model in ("pixart-alpha", "pixart-sigma"):
         assert pairs[(model, "tgate")] >= 5
-        assert {method for (family, method) in pairs if family == model} == {"tgate"}
+        assert {method for (family, method) in pairs if family == model} == {"tgate", BASELINE_METHOD}
     assert len({task.scheduler for task in standard}) >= 6
     assert {20, 25, 50} <= {task.steps for task in standard}
+
+
+def test_levels_are_the_fields_and_every_family_and_sampler_has_a_pipeline_task(catalog):
+    """Level 1: no acceleration; 2: one method; 3: a combination; a parameter away from its default is a tag."""
+    for task in catalog.tasks.values():
+        method = catalog.methods[task.method]
+        expected = PIPELINE_LEVEL if task.method == BASELINE_METHOD else 3 if len(method.components) > 1 else 2
+        assert task.level == expected and task.level in LEVELS, task.id
+        swept = any(task.params[name] != spec.default for name, spec in method.params.items())
+        assert task.tags == ((TAG_SWEEP,) if swept else ()), task.id
+    standard = [catalog.tasks[task_id] for task_id in catalog.suite("standard").tasks]
+    pipelines = {(task.model, task.scheduler) for task in standard if task.level == PIPELINE_LEVEL}
+    assert pipelines == {(task.model, task.scheduler) for task in standard}
+    settings = Counter(task.setting_id for task in standard)
+    assert all(settings[task.setting_id] > 1 for task in standard if task.level == PIPELINE_LEVEL)  # shared baseline
+    assert {TAG_SWEEP} == {tag for task in standard for tag in task.tags}
+
+
+def test_tasks_lists_and_filters_by_level(catalog):
+    runner = CliRunner()
+    listed = runner.invoke(main, ["tasks", "--level", "1", "--json"])
+    assert listed.exit_code == 0
+    entries = [json.loads(line) for line in listed.output.splitlines()]
+    assert entries and {entry["level"] for entry in entries} == {1}
+    assert len(entries) == sum(task.level == 1 for task in catalog.tasks.values())
+    table = runner.invoke(main, ["tasks", "--suite", "standard", "--level", "2", "--level", "3"])
+    assert table.exit_code == 0 and " L1 " not in table.output and "L2,sweep" in table.output
+    refused = runner.invoke(main, ["tasks", "--level", "6"])
+    assert refused.exit_code == 2 and "error: Invalid value for '--level': 6 is not in the range 1<=x<=3" in (
+        refused.output)
 
 
 def test_the_timing_suites_repeat_with_fresh_workers_by_default(catalog):

@@ -35,6 +35,29 @@ def test_submission_with_correct_programs_and_a_missing_task(tmp_path):
     assert (tmp_path / "out" / schema.PROGRAMS_DIR / f"{programs.Program(gt_source(SLICE[0]), '').sha256}.py").exists()
 
 
+def test_a_pipeline_task_is_judged_like_a_recipe_task(tmp_path):
+    """Level 1 asks for the plain pipeline: the baseline program, written out again, is correct (images equal to
+    the GT's, which are the baseline's); an accelerated one is rejected by the gate's trace check."""
+    task = "smoke-sd15-ddim-8-pipeline"
+    accelerated = gt_source("smoke-sd15-ddim-8-deepcache")
+    folders = [submission(tmp_path / "plain", {task: programs.render(CATALOG, CATALOG.task(task), baseline=True)
+                                                      .source}),
+               submission(tmp_path / "cached", {task: accelerated})]
+    generate(tmp_path / "out", submissions=folders, tasks=[task], limit=2)
+    table = rows(tmp_path / "out", ["variant", "status", "error", "image_sha256", "seed", "batch_size",
+                                    "prompt_index"])
+    images = defaultdict(dict)
+    for row in table:
+        images[(row["seed"], row["batch_size"], row["prompt_index"])][row["variant"]] = row["image_sha256"]
+    assert all(len({found[variant] for variant in (schema.BASELINE, schema.GT, "sub:plain")}) == 1
+               for found in images.values())
+    plain = [row for row in table if row["variant"] == "sub:plain"]
+    cached = [row for row in table if row["variant"] == "sub:cached"]
+    assert len(plain) == len(cached) == 8 and {row["status"] for row in plain} == {schema.STATUS_OK}
+    assert {row["status"] for row in cached} == {schema.STATUS_REJECTED}
+    assert cached[0]["error"].startswith("gate: spec: ")
+
+
 def test_the_gate_rejects_a_submission_before_timing_and_stores_its_verdicts(tmp_path):
     """A DeepCache program handed in for the DeepCache+T-GATE task computes something else: its rows are
     'rejected' with the gate's first trace difference and it is never timed; the honest copy passes."""

@@ -23,7 +23,7 @@ from factories import (
     write_verdicts,
 )
 
-from accelbench import schema, task_facts
+from accelbench import dataset, schema, task_facts
 from accelbench.cli import main
 from accelbench.dataset import DatasetError
 from accelbench.manifest import default_root, load_catalog
@@ -89,6 +89,23 @@ def test_facts_differing_only_in_their_catalogue_digest_are_the_same_task(tmp_pa
     task_facts.record(tmp_path, [facts])
     task_facts.record(tmp_path, [{**facts, "catalog_sha256": "another catalogue, which added other tasks"}])
     assert task_facts.read(tmp_path)[0][FAST]["catalog_sha256"] == facts["catalog_sha256"]
+
+
+@pytest.mark.parametrize("old_level, level, tags", [(1, 2, []), (2, 2, ["sweep"]), (3, 3, [])])
+def test_facts_of_version_1_read_in_todays_levels_and_resume_as_the_same_task(tmp_path, old_level, level, tags):
+    """Version 1 counted one method at its defaults as level 1 and a parameter sweep as 2; both are level 2 now
+    (the sweep a tag), and a dataset holding version-1 facts still takes more runs of the same tasks."""
+    task = CATALOG.task(FAST)
+    facts = task_facts.facts(CATALOG, task, {schema.GT: "a", schema.BASELINE: "b"})
+    old = {key: value for key, value in facts.items() if key != "tags"} | {"version": 1, "level": old_level}
+    dataset.write_json_atomic(tmp_path / schema.TASKS_DIR / f"{FAST}.json", old)
+    read = task_facts.read(tmp_path)[0][FAST]
+    assert (read["version"], read["level"], read["tags"]) == (task_facts.FACTS_VERSION, level, tags)
+    if old_level == 1:  # what FAST is: the same task, nothing refused
+        task_facts.record(tmp_path, [facts])
+    else:
+        with pytest.raises(DatasetError, match=f"holds task {FAST} with "):
+            task_facts.record(tmp_path, [facts])
 
 
 def test_a_dataset_without_recorded_facts_scores_and_says_what_it_lacks(tmp_path):
