@@ -12,7 +12,7 @@ from accelbench.builder.gate.tolerance import CPU_FP32, UNCALIBRATED
 from accelbench.builder.submissions import SubmissionError
 from accelbench.builder.synthetic_configs import TINY_RESOLUTION
 from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, DEFAULT_WARMUP_TIMEOUT_S, LOG_LIMIT_BYTES
-from accelbench.manifest import Catalog, Suite, Task
+from accelbench.manifest import LEVELS, Catalog, Suite, Task
 
 TASKS_JSONL = "tasks.jsonl"
 TASK_MD = "TASK.md"
@@ -25,8 +25,8 @@ def task_record(catalog: Catalog, task: Task) -> dict:
     model = catalog.models[task.model]
     return {"id": task.id, "text": task.text, "model": task.model, "model_name": model.name,
             "hub_id": model.hub_id, "pipeline": model.pipeline, "scheduler": task.scheduler, "steps": task.steps,
-            "method": task.method, "params": dict(task.params), "resolution": model.resolution,
-            "guidance_scale": model.guidance_scale}
+            "method": task.method, "params": dict(task.params), "level": task.level, "tags": list(task.tags),
+            "resolution": model.resolution, "guidance_scale": model.guidance_scale}
 
 
 def write_task_pack(catalog: Catalog, suite: Suite, tasks: list[Task], out: Path) -> list[Path]:
@@ -54,6 +54,8 @@ def write_task_pack(catalog: Catalog, suite: Suite, tasks: list[Task], out: Path
                                        f"`{record['pipeline']}`)\n"
                                        f"- sampler: {task.scheduler}, {task.steps} steps\n"
                                        f"- method: {task.method}; parameters: {params}\n"
+                                       f"- level: {task.level} ({LEVELS[task.level]})"
+                                       f"{''.join(f', {tag}' for tag in task.tags)}\n"
                                        f"- default resolution: {record['resolution']}², guidance scale "
                                        f"{record['guidance_scale']}\n\n"
                                        f"Write `{task.id}.py` (see ../README.md for the contract). `{BASELINE_PY}` "
@@ -68,6 +70,12 @@ def pack_readme(suite: Suite, tasks: list[Task]) -> str:
 
 Each folder holds one task: `TASK.md` (the request) and `baseline.py` (the same model, sampler and steps
 without acceleration: a working program to start from). `tasks.jsonl` lists every task with its fields.
+
+## Levels
+1: a pipeline (model, sampler, steps) with no acceleration: the program must compute what `baseline.py`
+computes (it is judged like the others: trace and images equal to the reference's), and it counts for
+correctness, not for fast_p. 2: one acceleration method with the parameters the task gives. 3: a combination of
+methods. `sweep`: a parameter away from the method's default (use the task's value).
 
 ## What to hand in
 A folder with one program per task you solve, named `<task_id>.py`, and optionally `submission.yaml`

@@ -169,6 +169,8 @@ def test_task_pack_holds_the_tasks_and_baselines_but_no_gt(tmp_path):
     expected = [task for task in SMOKE.tasks if task.startswith("smoke-sd15-")]
     assert [task["id"] for task in tasks] == expected
     assert all(task["text"] == CATALOG.task(task["id"]).text and task["steps"] == 8 for task in tasks)
+    assert {task["id"]: task["level"] for task in tasks}["smoke-sd15-ddim-8-pipeline"] == 1
+    assert "- level: 1 (a pipeline" in (out / "smoke-sd15-ddim-8-pipeline" / "TASK.md").read_text()
     readme = (out / "README.md").read_text()
     assert programs.CONTRACT in readme and "## Forbidden" in readme
     assert programs.CONTRACT in (Path(__file__).resolve().parents[1] / "README.md").read_text()  # the one contract
