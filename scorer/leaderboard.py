@@ -152,10 +152,15 @@ def summarize(results: list[dict], fast_p=schema.DEFAULT_FAST_P, n_resamples: in
                 groups.setdefault(result[by], []).append(result)
             for group in sorted(groups, key=lambda value: (value is None, value)):
                 score = _score(groups[group], fast_p, n_resamples, with_ci=False)
+                # The share of the group's tasks solved (per level: DiffBench's pass rate), its CI over tasks.
+                solved = np.array([bool(result["correct"]) for result in groups[group]], dtype=np.float64)
+                low, high = _ci(solved, n_resamples)
                 breakdown.append({"submission": schema.submission_name(variant), "variant": variant, "by": by,
                                   "group": "?" if group is None else str(group),
                                   **{key: score[key] for key in ("tasks", "correct", "gt_parity", "geomean_speedup",
                                                                  "quality_loss")},
+                                  "solved": float(solved.mean()), "solved_ci_low": low, "solved_ci_high": high,
+                                  "solved_n": len(solved),
                                   **{schema.fast_column(p): score[schema.fast_column(p)] for p in fast_p}})
     fast = schema.fast_column(1.0 if 1.0 in fast_p else fast_p[0])
     rows.sort(key=lambda row: (not row["reference"], -(row[fast] or 0.0), -row["correct"],

@@ -67,9 +67,10 @@ def markdown_section(board: Leaderboard, heading: str = "##", images: bool = Tru
         lines += ["", f"![fast_p curves]({image_dir}{FAST_P_PNG})", "",
                   f"![speedup per task and submission]({image_dir}{HEATMAP_PNG})"]
     lines += ["", f"{heading}# Breakdown", "",
-              markdown.table(["By", "Group", "Submission", "Correct"] + [f"fast_{p:g}" for p in board.fast_p]
-                             + ["GT parity", "Geomean speedup"],
-                             [[row["by"], row["group"], row["submission"], f"{row['correct']}/{row['tasks']}"]
+              markdown.table(["By", "Group", "Submission", "Correct", "Solved [95 % CI]"]
+                             + [f"fast_{p:g}" for p in board.fast_p] + ["GT parity", "Geomean speedup"],
+                             [[row["by"], row["group"], row["submission"], f"{row['correct']}/{row['tasks']}",
+                               markdown.with_ci(row, "solved") if "solved" in row else "–"]
                               + [markdown.number(row[schema.fast_column(p)]) for p in board.fast_p]
                               + [markdown.number(row["gt_parity"]), markdown.number(row["geomean_speedup"], suffix="×")]
                               for row in board.breakdown])]

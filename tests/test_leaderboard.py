@@ -473,3 +473,13 @@ def test_docstring_examples_and_the_manifest_key():
         with pytest.raises(ManifestError) as caught:
             parse_methods(methods, "methods.yaml")
         assert "methods.tome.deviation_psnr_db" in str(caught.value) and problem in str(caught.value)
+
+
+def test_the_breakdown_gives_each_levels_solved_share_with_its_interval_over_tasks():
+    results = [hand_result("sub:a", f"t{index}", correct=index % 4 != 0, level=2) for index in range(8)] + [
+        hand_result("sub:a", f"p{index}", correct=index < 2, level=1) for index in range(3)]
+    _, breakdown = leaderboard.summarize(results, n_resamples=200)
+    by_level = {row["group"]: row for row in breakdown if row["by"] == "level"}
+    assert (by_level["2"]["solved"], by_level["2"]["solved_n"]) == (0.75, 8)
+    assert by_level["2"]["solved_ci_low"] < 0.75 < by_level["2"]["solved_ci_high"]
+    assert by_level["1"]["solved"] == pytest.approx(2 / 3) and by_level["1"]["solved_ci_low"] is None  # 3 tasks
