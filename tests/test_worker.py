@@ -126,7 +126,7 @@ HANG_LIMIT_S = 5.0  # the call limit of the misbehaving run: 10x what a tiny bas
 @pytest.fixture(scope="module")
 def misbehaving(tmp_path_factory):
     """One submission whose programs raise, return NaN, run out of memory, fail to load, exit, hang, patch the
-    timers and return the previous call's images; pixart-sigma has no program."""
+    timers and return the previous call's images; pixart-sigma and the pipeline task have no program."""
     root = tmp_path_factory.mktemp("misbehaving")
     folder = submission(root / "cheats", {task: FAKE.format(load=load, generate=body)
                                           for task, (load, body) in MISBEHAVING.items()},
@@ -146,7 +146,8 @@ def test_failing_submission_programs_become_rows_and_the_run_goes_on(misbehaving
                       ("smoke-sd15-ddim-8-tgate", "oom"), ("smoke-sd15-ddim-8-deepcache-tgate", "error"),
                       ("smoke-sdxl-euler-8-deepcache", "crashed"), ("smoke-sdxl-euler-8-tome", "error"),
                       ("smoke-sdxl-euler-8-tgate", "timeout"), ("smoke-sdxl-euler-8-deepcache-tgate", "ok"),
-                      ("smoke-pixart-alpha-dpmpp_2m-8-tgate", "ok"), ("smoke-pixart-sigma-dpmpp_2m-8-tgate", "missing")}
+                      ("smoke-pixart-alpha-dpmpp_2m-8-tgate", "ok"), ("smoke-pixart-sigma-dpmpp_2m-8-tgate", "missing"),
+                      ("smoke-sd15-ddim-8-pipeline", "missing")}
     errors = {row["unit_id"]: row["error"] for row in subs if row["status"] != "ok"}
     assert errors["smoke-sd15-ddim-8-deepcache"] == "RuntimeError: kernel exploded"
     assert errors["smoke-sd15-ddim-8-tome"] == f"{2 * 64 * 64 * 3} NaN/inf pixel values"
@@ -159,7 +160,7 @@ def test_failing_submission_programs_become_rows_and_the_run_goes_on(misbehaving
         "submission 'cheats' has no program for task smoke-pixart-sigma-dpmpp_2m-8-tgate")
     assert all(row["image"] is None for row in rows(out, ["status", "image"]) if row["status"] != "ok")
     # A submission's failures are its results: the baseline is fine, so the run is not failed.
-    assert summary.reference_failed_rows == 0 and summary.failed_rows == 7 * 8 + 8
+    assert summary.reference_failed_rows == 0 and summary.failed_rows == 7 * 8 + 2 * 8  # 7 failing, 2 missing
     assert all(row["status"] == "ok" for row in table if row["variant"] == "baseline")
     assert "bye" in (out / schema.LOGS_DIR / "sub-cheats--smoke-sdxl-euler-8-deepcache--bs1.log").read_text()
 
