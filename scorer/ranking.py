@@ -28,15 +28,17 @@ import math
 import numpy as np
 
 from accelbench import schema
+from accelbench.manifest import PIPELINE_LEVEL
 from accelbench.scorer import functional
 
 
 def log_speedup_ratios(results_a: list[dict], results_b: list[dict], floor: float) -> dict[str, float]:
-    """task -> log(speedup of A / speedup of B) over the tasks both solved with a speedup, each speedup at least
-    ``floor`` (so one degenerate timing cannot dominate the mean)."""
+    """task -> log(speedup of A / speedup of B) over the acceleration tasks both solved with a speedup, each speedup
+    at least ``floor`` (so one degenerate timing cannot dominate the mean). Pipeline tasks (level 1) ask for no
+    speed: their ratios, about 1 by design, would only pull every comparison towards a tie."""
     def solved(results):
         return {result["task_id"]: max(result["speedup"], floor) for result in results
-                if result["correct"] and result["speedup"] is not None}
+                if result["correct"] and result["speedup"] is not None and result.get("level") != PIPELINE_LEVEL}
 
     a, b = solved(results_a), solved(results_b)
     return {task: math.log(a[task] / b[task]) for task in sorted(a.keys() & b.keys())}

@@ -96,10 +96,10 @@ def test_identical_submissions_are_tied_and_one_faster_on_every_task_ranks_first
     assert "| `fast` | 1 | 10/10 |" in text and "| 2 (2–3) |" in text and "**Rank**:" in text
 
 
-def hand(variant: str, task: str, speedup: float | None, correct: bool = True) -> dict:
+def hand(variant: str, task: str, speedup: float | None, correct: bool = True, level: int = 2) -> dict:
     return {**schema.empty_row(schema.LEADERBOARD_TASK_COLUMNS), "dataset": "d", "variant": variant,
             "submission": schema.submission_name(variant), "task_id": task, "model": "sd15", "method": "tome",
-            "level": 2, "correct": correct, "speedup": speedup if correct else None, "reaches_gt": correct,
+            "level": level, "correct": correct, "speedup": speedup if correct else None, "reaches_gt": correct,
             "reason_kind": None if correct else "error", "reason": None if correct else "error: boom"}
 
 
@@ -182,3 +182,9 @@ def test_compare_refuses_unknown_or_repeated_entries_in_one_line(reported, tmp_p
         result = compare(*args)
         assert result.exit_code == EXIT_BAD_INPUT and result.stdout == ""
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_pipeline_tasks_stay_out_of_the_paired_speed_comparison():
+    a = [hand("sub:a", f"t{index}", 2.0) for index in range(5)] + [hand("sub:a", "plain", 1.0, level=1)]
+    b = [hand("sub:b", f"t{index}", 1.0) for index in range(5)] + [hand("sub:b", "plain", 1.0, level=1)]
+    assert sorted(ranking.log_speedup_ratios(a, b, 0.1)) == [f"t{index}" for index in range(5)]
