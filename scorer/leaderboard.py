@@ -261,9 +261,9 @@ def definitions(board: Leaderboard) -> dict[str, str]:
                       "rounds of one run only), (prompt, seed) clusters (image metrics); no CI from fewer than "
                       f"{functional.MIN_CI_UNITS} units",
         "rank": "order: the GT first (the reference), then fast_1, correct tasks, geomean speedup, name; two entries "
-                "are compared on the tasks both solved (geometric mean of their speedup ratios, expanded "
-                f"percentile CI over those tasks, from {functional.MIN_CI_UNITS}): faster or slower where the CI "
+                "are compared on the acceleration tasks both solved (geometric mean of their speedup ratios, expanded"
+                f" percentile CI over those tasks, from {functional.MIN_CI_UNITS}): faster or slower where the CI "
                 "excludes 1, tied where it includes it, n/a without a CI; separated where the numbers of correct "
-                "tasks differ or one is faster; rank range: 1 + the submissions above that are separated from it, "
-                "to its rank + those below that are not; tied with: the entries it is not separated from",
+                "tasks differ or one is faster; rank range: 1 + the submissions above that are separated from it, to "
+                "its rank + those below that are not; tied with: the entries it is not separated from",
     }

@@ -1,8 +1,8 @@
 """Ties called ties: a paired comparison of every two leaderboard entries (the GT among them), and each
 submission's rank range.
 
-* **A pair** is compared on the tasks both solved (correct, with a speedup): per task the log of the ratio of
-  their speedups (each at least the leaderboard's speedup floor), over those tasks the mean, reported as a
+* **A pair** is compared on the acceleration tasks both solved (correct, with a speedup): per task the log of the
+  ratio of their speedups (each at least the leaderboard's speedup floor), over those tasks the mean, reported as a
   geometric-mean speedup ratio with a 95 % bootstrap CI over the tasks (from ``functional.MIN_CI_UNITS`` tasks;
   the expanded percentile interval, :func:`functional.expanded_confidence_level`: a plain one called identical
   programs compared on 5-10 tasks apart 10-15 % of the time in a seeded simulation, this one 6-8 %). The
