@@ -1,7 +1,7 @@
 """Submissions for checking the audit, made from a task's GT program (a DDIM task: SD1.5 or SDXL, any method
 whose GT calls ``pipe(...)`` once): cheats that pass the gate on the tiny model and compute something else
-where they are timed, and an honest program written another way. Used by ``bench_audit.py`` and
-``tests/test_audit.py``."""
+where they are timed, saboteurs that compute the GT's images and try to slow the units timed beside them, and an
+honest program written another way. Used by ``bench_audit.py`` and ``tests/test_audit.py``."""
 
 CALL = "    output = pipe(\n"
 RETURN = "    return output.images\n"
@@ -75,3 +75,81 @@ def other_style(gt: str) -> str:
 def programs(gt: str) -> dict[str, str]:
     """Every submission of this module for one task: name -> program source."""
     return {**{name: cheat(gt, name) for name in CHEATS}, "memo": memoising(gt), "honest": other_style(gt)}
+
+
+MAIN_BLOCK = '\n\nif __name__ == "__main__":'
+
+# name -> code added before the GT's ``__main__`` block: the GT's load() and generate() wrapped, its images kept.
+SABOTEURS = {
+    # Device work queued right after the worker's own synchronise, before it answers: a second of matrix
+    # products that would run while the next unit is timed (the harness's device-quiet check is what stops it).
+    "queued": '''
+_gt_load, _gt_generate = load, generate
+
+
+def load(model_id=MODEL_ID, device="cuda", dtype=DTYPE):
+    pipe = _gt_load(model_id, device, dtype)
+    if str(device).startswith("cuda"):
+        synchronize, side = torch.cuda.synchronize, torch.cuda.Stream(device)
+        work = torch.randn(8192, 8192, device=device, dtype=torch.float16)
+
+        def synchronize_then_queue(*args, **kwargs):
+            synchronize(*args, **kwargs)
+            if pipe.__dict__.pop("armed", False):
+                with torch.cuda.stream(side):
+                    for _ in range(600):
+                        torch.mm(work, work)
+
+        torch.cuda.synchronize = synchronize_then_queue
+    return pipe
+
+
+def generate(pipe, prompts, generators, height=HEIGHT, width=WIDTH):
+    images = _gt_generate(pipe, prompts, generators, height=height, width=width)
+    pipe.__dict__["armed"] = True
+    return images
+''',
+    # A thread that keeps the device (the CPU, on the CPU) busy whenever the program is not being called: frozen
+    # with its worker, it has nothing to slow.
+    "burner": '''
+import threading
+
+_gt_load, _gt_generate = load, generate
+
+
+def _burn(idle, device):
+    cuda = str(device).startswith("cuda")
+    work = torch.randn(*((4096, 4096) if cuda else (256, 256)), device=device,
+                       dtype=torch.float16 if cuda else torch.float32)
+    while idle.wait():
+        torch.mm(work, work)
+        if cuda:
+            torch.cuda.current_stream(device).synchronize()
+
+
+def load(model_id=MODEL_ID, device="cuda", dtype=DTYPE):
+    pipe = _gt_load(model_id, device, dtype)
+    pipe.__dict__["idle"] = threading.Event()
+    pipe.idle.set()
+    threading.Thread(target=_burn, args=(pipe.idle, device), daemon=True).start()
+    return pipe
+
+
+def generate(pipe, prompts, generators, height=HEIGHT, width=WIDTH):
+    pipe.idle.clear()
+    try:
+        return _gt_generate(pipe, prompts, generators, height=height, width=width)
+    finally:
+        pipe.idle.set()
+''',
+}
+
+
+def saboteur(gt: str, name: str) -> str:
+    """The GT program ``gt`` with saboteur ``name`` of :data:`SABOTEURS` added."""
+    return _replaced(gt, MAIN_BLOCK, "\n" + SABOTEURS[name] + MAIN_BLOCK)
+
+
+def saboteurs(gt: str) -> dict[str, str]:
+    """Every saboteur for one task: name -> program source."""
+    return {name: saboteur(gt, name) for name in SABOTEURS}

@@ -1,12 +1,14 @@
-"""The audit on a real device: honest and cheating submissions (``audit_programs.py``) made from each task's GT,
-generated beside the baseline and the GT, then what became of each and what the audit cost.
+"""The audit on a real device: honest, cheating and sabotaging submissions (``audit_programs.py``) made from each
+task's GT, generated beside the baseline and the GT, then what became of each and what the audit cost.
 
 Prints, per submission and task: the rows' statuses and first reason, how far its images are from the GT's of
 the same prompt and seed (max and mean |diff|, uint8 levels, over every ok image), its median latency over the
 baseline's in the same rounds; per GT: whether its replays were bit-identical on this device; and the audit's
-seconds beside the run's. Targets: every honest program passes, every cheat is rejected, the GT's replays
-repeat, the audit takes at most a fifth of the run. By default every timed batch is replayed (the most the audit
-costs, and a cheat that cheats in any batch is caught); with generate's sample of a fraction, a unit that cheats in
+seconds beside the run's; the device-quiet check's waits (CUDA). Targets: every honest program passes, every cheat
+is rejected, every saboteur is rejected or reads no faster than the GT in the same batches beyond noise (its images
+are the GT's: were it slowing its neighbours, the GT would read slower beside it), the GT's replays repeat, the
+audit takes at most a fifth of the run. By default every timed batch is replayed (the most the audit costs, and a
+cheat that cheats in any batch is caught); with generate's sample of a fraction, a unit that cheats in
 m of its n timed batches escapes the k replayed with probability C(n-m, k) / C(n, k).
 
     python bench/bench_audit.py --device cpu                       # the smoke suite's tiny SD1.5, ~1 min
@@ -30,10 +32,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import audit_programs  # noqa: E402
-from targets import as_json, at_most, every, print_targets, units  # noqa: E402
+from targets import as_json, at_least, at_most, every, print_targets, units  # noqa: E402
 
 SEED_KEY = "a0d17a0d17a0d17a"
 AUDIT_SHARE_LIMIT = 0.2  # of the run's seconds
+# A saboteur that slowed its neighbours would read faster than the GT, whose images it computes (the GT is slowed
+# beside it, the saboteur is not): its latency over the GT's in the same batches may not fall below this.
+SABOTEUR_EFFECT_LIMIT = -0.05
 
 
 def pixels(image: dict) -> np.ndarray:
@@ -52,6 +57,7 @@ def main() -> None:
     # Every timed batch replayed: whichever batches a cheat cheats in are caught, and the cost is the most the
     # audit can take (generate's default replays a tenth, at least two batches per unit and batch size).
     parser.add_argument("--audit-fraction", type=float, default=1.0)
+    parser.add_argument("--programs", help="comma-separated names of audit_programs' submissions (default: all)")
     parser.add_argument("--work", type=Path, help="folder for the dataset (default: a temp folder)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -61,13 +67,18 @@ def main() -> None:
     from accelbench.builder.generate import run_generate
     from accelbench.builder.options import GenerateOptions
     from accelbench.manifest import load_catalog
+    from accelbench.scorer import functional
 
     catalog = load_catalog()
     tasks = args.tasks.split(",")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-audit-"))
     subs = {}
     for task in tasks:
-        for name, source in audit_programs.programs(programs.render(catalog, catalog.task(task)).source).items():
+        gt = programs.render(catalog, catalog.task(task)).source
+        chosen = {**audit_programs.programs(gt), **audit_programs.saboteurs(gt)}
+        if args.programs:
+            chosen = {name: chosen[name] for name in args.programs.split(",")}
+        for name, source in chosen.items():
             folder = work / "submissions" / name
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{task}.py").write_text(source)
@@ -86,10 +97,12 @@ def main() -> None:
     device_name, _ = host.environment(args.device)
     gt_images = {(row["task_id"], row["seed"], row["batch_size"], row["prompt_index"]): pixels(row["image"])
                  for row in rows if row["variant"] == schema.GT and row["status"] == schema.STATUS_OK}
+    gt_latency = {(row["task_id"], row["seed"], row["batch_size"], row["batch_index"]): row["batch_latency_s"]
+                  for row in rows if row["variant"] == schema.GT and row["status"] == schema.STATUS_OK}
 
     results = {"date": date.today().isoformat(), "device": device_name, "suite": args.suite, "tasks": tasks,
                "prompts": args.limit, "audit_fraction": args.audit_fraction, "wall_s": round(wall, 1),
-               "audit": record["audit"], "submissions": {}}
+               "audit": record["audit"], "device_quiet": record.get("device_quiet"), "submissions": {}}
     print(f"device: {device_name}; suite {args.suite}, tasks {', '.join(tasks)}, {args.limit} prompts; "
           f"run {wall:.0f} s\n")
     print(f"{'submission':<10} {'task':<28} {'rows':<16} {'vs GT max/mean':<15} {'latency/baseline':<17} reason")
@@ -101,7 +114,12 @@ def main() -> None:
                      and (key := (task, row["seed"], row["batch_size"], row["prompt_index"])) in gt_images]
             batches = {(row["seed"], row["batch_size"], row["batch_index"]): row["batch_latency_s"] /
                        row["baseline_latency_s"] for row in mine if row["status"] == "ok" and row["baseline_latency_s"]}
+            paired = {(task, *key): latency for key, latency in
+                      {(r["seed"], r["batch_size"], r["batch_index"]): r["batch_latency_s"] for r in mine
+                       if r["status"] == "ok"}.items() if (task, *key) in gt_latency}
             entry = {"statuses": statuses, "reason": next((row["error"] for row in mine if row["error"]), None),
+                     "latency_over_gt": paired_ratio([gt_latency[key] for key in paired], list(paired.values()),
+                                                     functional),
                      "max_abs": int(max(d.max() for d in diffs)) if diffs else None,
                      "mean_abs": float(np.mean([d.mean() for d in diffs])) if diffs else None,
                      "latency_ratio": statistics.median(batches.values()) if batches else None}
@@ -115,11 +133,22 @@ def main() -> None:
     print("\nGT replays: " + "; ".join(f"{e['unit']} bs{e['batch_size']} rounds {e['rounds']}: max |diff| "
                                       f"{e['replay_max_abs']}" for e in gts))
     print(f"audit: {audit_seconds:.1f} s of the run's {summary.seconds:.1f} s")
-    honest = [results["submissions"]["honest"][task] for task in tasks]
-    cheats = [entry[task] for name, entry in results["submissions"].items() if name != "honest" for task in tasks]
+    if record.get("device_quiet"):
+        quiet = record["device_quiet"]
+        print(f"device quiet: {quiet['calls_checked']} calls checked (idle probe {quiet['idle_probe_ms']} ms, busy "
+              f"over {quiet['busy_threshold_ms']} ms), {quiet['calls_waited']} waited {quiet['waited_s']} s in all "
+              f"{quiet['reason']}")
+    honest = [results["submissions"]["honest"][task] for task in tasks if "honest" in results["submissions"]]
+    cheats = [entry[task] for name, entry in results["submissions"].items()
+              if name != "honest" and name not in audit_programs.SABOTEURS for task in tasks]
+    sabotage = [saboteur_target(name, results["submissions"][name][task]) for name in audit_programs.SABOTEURS
+                if name in results["submissions"] for task in tasks]
     targets = [
-        every("honest program: every row ok", sum(set(e["statuses"]) == {"ok"} for e in honest), len(honest)),
-        every("cheat: every row rejected", sum(set(e["statuses"]) == {"rejected"} for e in cheats), len(cheats)),
+        *([every("honest program: every row ok", sum(set(e["statuses"]) == {"ok"} for e in honest), len(honest))]
+          if honest else []),
+        *([every("cheat: every row rejected", sum(set(e["statuses"]) == {"rejected"} for e in cheats), len(cheats))]
+          if cheats else []),
+        *sabotage,
         every("GT replays bit-identical on this device", sum(e["replay_max_abs"] == 0 for e in gts), len(gts)),
         at_most(f"audit share of the run <= {AUDIT_SHARE_LIMIT}", AUDIT_SHARE_LIMIT, audit_seconds / summary.seconds,
                 None, units(1, "run")),
@@ -128,6 +157,31 @@ def main() -> None:
     results["targets"] = as_json(targets)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
+
+
+def paired_ratio(gt: list[float], other: list[float], functional) -> list[float] | None:
+    """A submission's latency over the GT's in the same batches, minus 1, with its bootstrap CI over batches:
+    [point, low, high] (the CI nan below the scorer's minimum n), or None without shared batches."""
+    if not gt:
+        return None
+    excess = lambda other, gt, axis=-1: functional.ratio_of_sums(other, gt, axis=axis) - 1  # noqa: E731
+    other, gt = np.asarray(other), np.asarray(gt)
+    low, high = (functional.bootstrap_ci(excess, other, gt) if len(gt) >= functional.MIN_CI_UNITS
+                 else (float("nan"), float("nan")))
+    return [float(excess(other, gt)), float(low), float(high)]
+
+
+def saboteur_target(name: str, entry: dict):
+    """Rejected (every row), or no effect: its latency over the GT's in the same batches within the limit."""
+    goal = f"saboteur {name}: rejected, or latency over the GT's >= {SABOTEUR_EFFECT_LIMIT:+.0%}"
+    if set(entry["statuses"]) == {"rejected"}:
+        return every(goal + " (rejected)", 1, 1)
+    if entry["latency_over_gt"] is None:
+        return every(goal + " (neither rejected nor timed)", 0, 1)
+    point, low, high = entry["latency_over_gt"]
+    interval = None if np.isnan(low) else (low, high)
+    return at_least(goal, SABOTEUR_EFFECT_LIMIT, point, interval, units(sum(entry["statuses"].values()), "image"),
+                    scale=100, spec="+.1f", unit=" %")
 
 
 if __name__ == "__main__":

@@ -6,14 +6,19 @@
 #                                    baseline (default all four; one lease fits two, e.g. deepcache,tome then
 #                                    tgate,deepcache_tgate)
 #   bash bench/gpu.sh sdxl-standard RESULTS   the standard suite's SDXL DDIM-25 tasks, generated and scored
-#   bash bench/gpu.sh audit RESULTS   honest and cheating submissions of SD1.5 DDIM-25 DeepCache on full-size
-#                                    random weights: what the gate and the audit make of each, and the audit's cost
+#   bash bench/gpu.sh audit RESULTS [FAMILY]   honest, cheating and sabotaging submissions of DDIM-25 DeepCache
+#                                    (sd15 by default, or sdxl) on full-size random weights: what the gate, the
+#                                    audit and the device-quiet check make of each, and the audit's cost
+#   bash bench/gpu.sh quiet RESULTS   the device-quiet check's probe on an idle GPU and beside another process's work
+#   bash bench/gpu.sh repeats RESULTS [FAMILY]   the timing suite's DDIM-25 DeepCache and T-GATE tasks with K = 3
+#                                    repeats and a copy of the GT submitted under another name: per-repeat and
+#                                    pooled speedups, the between-repeat share of the variance, compare gt gt-copy
 #   bash bench/gpu.sh sd15-control RESULTS generate|control   one 100-image paired SD1.5 run of generate, or of
 #                                    the no-harness control; alternate them across calls and pool with
 #                                    bench/pool_runs.py RUNS --control CONTROLS
 # Every step runs even if an earlier one failed; RESULTS/ receives the JSON, logs and reports.
 set -u
-part=${1:?part: sd15, sdxl, sdxl-standard, audit or sd15-control}
+part=${1:?part: sd15, sdxl, sdxl-standard, audit, quiet, repeats or sd15-control}
 results=${2:?results folder}
 work=${WORK:-/tmp/accelbench-gpu}
 mkdir -p "$results" "$work"
@@ -62,9 +67,34 @@ case $part in
     step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate" 1
     ;;
   audit)
-    step python bench/bench_audit.py --device cuda --suite timing --tasks sd15-ddim-25-deepcache \
-      --prompts "$work/prompts.txt" --limit 16 --work "$work/audit" --out "$results/audit-sd15.json"
-    cp "$work"/audit/out/runs/*.json "$results/audit-sd15-run.json"
+    family=${3:-sd15}
+    step python bench/bench_audit.py --device cuda --suite timing --tasks "$family-ddim-25-deepcache" \
+      --prompts "$work/prompts.txt" --limit 16 --work "$work/audit-$family" --out "$results/audit-$family.json"
+    cp "$work/audit-$family"/out/runs/*.json "$results/audit-$family-run.json"
+    ;;
+  quiet)
+    step python bench/device_quiet.py --out "$results/device-quiet.json"
+    ;;
+  repeats)
+    family=${3:-sd15}
+    tasks="$family-ddim-25-deepcache,$family-ddim-25-tgate"
+    python - "$work/gt-copy" "$tasks" <<'PY'
+import sys
+from pathlib import Path
+from accelbench.builder import programs
+from accelbench.manifest import load_catalog
+folder, catalog = Path(sys.argv[1]), load_catalog()
+folder.mkdir(parents=True, exist_ok=True)
+for task in sys.argv[2].split(","):
+    (folder / f"{task}.py").write_text(programs.render(catalog, catalog.task(task)).source)
+PY
+    dir="$work/repeats-$family"
+    step accelbench generate --suite timing --out "$dir" --weights random --device cuda --tasks "$tasks" \
+      --limit 16 --prompts "$work/prompts.txt" --submission "$work/gt-copy" --repeats 3 --no-progress
+    step accelbench score "$dir" --device cuda --clip-pretrained random --no-progress
+    accelbench compare "$dir" gt gt-copy | tee "$results/repeats-$family-compare.txt"
+    step python bench/repeat_variance.py "$dir" --out "$results/repeats-$family.json"
+    cp "$dir"/report/summary.csv "$results/repeats-$family-summary.csv"
     ;;
   sd15-control)
     side=${3:?side: generate or control}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from accelbench.builder import plan
 from accelbench.builder.audit import Audit
+from accelbench.builder.device_quiet import DeviceQuiet
 from accelbench.builder.options import GATE_NONE, GenerateOptions
 from accelbench.builder.sources import ModelSources
 from accelbench.builder.writer import ShardWriter
@@ -37,6 +38,7 @@ class RunContext:
     threads: int
     worker_cores: list[int] | None
     before_round: Callable[[int], None] | None = None  # benchmarks: called before each round of a group
+    device_quiet: DeviceQuiet | None = None  # CUDA: the check that no worker leaves device work running
 
     def is_gated(self, unit: plan.Unit) -> bool:
         """Whether ``unit`` had to pass the gate before it is timed."""

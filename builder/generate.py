@@ -28,6 +28,7 @@ from accelbench import dataset, schema, task_facts
 from accelbench.builder import host, plan, programs, submissions
 from accelbench.builder.audit import Audit
 from accelbench.builder.context import RunContext, RunState
+from accelbench.builder.device_quiet import DeviceQuiet
 from accelbench.builder.isolation import hide_from_workers
 from accelbench.builder.options import GATE_NONE, GenerateOptions
 from accelbench.builder.rounds import finish_setting, run_setting
@@ -151,7 +152,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
                     dynamic_ncols=True)
     context = RunContext(options, catalog, suite.id, prompts, seeds, seed_key, list(suite.batch_sizes), sources,
                          device, suite.dtype, warmups, repeats, columns, writer, progress, threads, worker_cores,
-                         before_round)
+                         before_round, DeviceQuiet.for_device(device))
     state = RunState(done, stored, audit=Audit(options.audit_fraction))
     try:
         for setting in settings:
@@ -181,6 +182,7 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
         "baseline_rerenders": state.baseline_rerenders, "baseline_mismatches": state.baseline_mismatches,
         "catalog_sha256": task_facts.catalog_digest(catalog), "confinement": state.confinement,
         "audit": {"fraction": options.audit_fraction, "units": state.audit.records},
+        "device_quiet": context.device_quiet.record() if context.device_quiet is not None else None,
         "repeats": repeats, "lane_orders": state.lane_orders, "retimed": state.retimed,
         "shards": writer.shard_digests,  # `score` checks them: rows cannot be edited unnoticed
         "seconds": round(summary.seconds, 3),

@@ -78,7 +78,7 @@ def start(context: RunContext, state: RunState, lane: Lane) -> None:
                                 f"{log_name}.log", load_timeout=context.options.load_timeout,
                                 max_images=lane.batch_size, max_resolution=lane.resolution,
                                 sandbox=context.options.sandbox, threads=context.threads,
-                                cores=context.worker_cores)
+                                cores=context.worker_cores, device_quiet=context.device_quiet)
     try:
         lane.worker.start()
     except WorkerFailure as failure:

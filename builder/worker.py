@@ -16,7 +16,8 @@ A program is untrusted code. Everything it does happens in its worker process:
   receiving the answer: nothing a program does to ``time``, ``torch.cuda`` or the worker's own objects changes
   it. Stage times measured inside the worker are sent along and are advisory;
 * a worker that raises (``BaseException`` included), exits, crashes, hangs past its time limit, answers
-  something that is not the answer to the request or leaves a process running after a call yields a
+  something that is not the answer to the request, leaves a process running after a call or leaves device work
+  running after it (:mod:`accelbench.builder.device_quiet`) yields a
   :class:`WorkerFailure` with a status (``error`` / ``crashed`` / ``timeout`` / ``oom`` / ``nonfinite`` /
   ``rejected``), a one-line reason and the program's traceback where there is one, and is killed.
 
@@ -45,6 +46,7 @@ import numpy as np
 from accelbench import schema
 from accelbench.builder.clock import ANSWERED, GONE, timed_request
 from accelbench.builder.confinement import Confinement
+from accelbench.builder.device_quiet import DeviceQuiet
 from accelbench.builder.isolation import SANDBOXES, forkserver_context, hidden_paths, scratch_root
 from accelbench.builder.programs import describe_error
 from accelbench.builder.stage_times import STAGE_NAMES
@@ -87,8 +89,10 @@ class ProgramWorker:
 
     def __init__(self, source: str, *, model_path: str, device: str, dtype: str, log_path: Path | None = None,
                  load_timeout: float = DEFAULT_LOAD_TIMEOUT_S, max_images: int = 8, max_resolution: int = 1024,
-                 sandbox: str = SANDBOXES[0], threads: int | None = None, cores: list[int] | None = None):
+                 sandbox: str = SANDBOXES[0], threads: int | None = None, cores: list[int] | None = None,
+                 device_quiet: DeviceQuiet | None = None):
         self.source, self.model_path, self.device, self.dtype = source, str(model_path), device, dtype
+        self.device_quiet = device_quiet  # checks after each call that no device work of it runs on
         self.log_path, self.load_timeout = log_path, load_timeout
         self.sandbox, self.threads, self.cores = sandbox, threads, cores
         self.buffer_bytes = max_images * max_resolution * max_resolution * 3
@@ -234,6 +238,11 @@ class ProgramWorker:
             raise WorkerFailure(schema.STATUS_REJECTED, f"a process the program started was still running after "
                                                         f"its {kind} call ({strays[0]}): programs may not leave "
                                                         f"processes running")
+        if self.device_quiet is not None and self.device_quiet.settle() is None:
+            self.close()
+            raise WorkerFailure(schema.STATUS_REJECTED, f"device work the program queued was still running "
+                                                        f"{self.device_quiet.grace_s:g} s after its {kind} call "
+                                                        f"answered: programs may not leave work on the device")
         try:
             answer = _decode(raw)
         except ValueError:

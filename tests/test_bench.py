@@ -121,8 +121,15 @@ def test_bench_audit_on_the_smoke_suite(tmp_path):
     targets_printed(stdout, "honest program: every row ok", "cheat: every row rejected",
                     "GT replays bit-identical on this device")
     result = json.loads(out.read_text())
-    assert set(result["submissions"]) == {"late", "unwatched", "subtle", "memo", "honest"}
-    assert [target["verdict"] for target in result["targets"][:3]] == ["MET"] * 3
+    assert set(result["submissions"]) == {"late", "unwatched", "subtle", "memo", "honest", "queued", "burner"}
+    verdicts = {target["goal"]: target["verdict"] for target in result["targets"]}
+    assert [verdicts[goal] for goal in ("honest program: every row ok", "cheat: every row rejected",
+                                        "GT replays bit-identical on this device")] == ["MET"] * 3
+    # On the CPU the saboteurs compute the GT's images and have nothing to queue, and their threads are frozen
+    # between calls: every row ok, pixel for pixel the GT's.
+    for name in ("queued", "burner"):
+        [entry] = result["submissions"][name].values()
+        assert set(entry["statuses"]) == {"ok"} and entry["max_abs"] == 0, (name, entry)
 
 
 @pytest.mark.slow
@@ -156,3 +163,27 @@ def test_calibrations_on_one_task(tmp_path):
     deviation = json.loads((tmp_path / "deviation.json").read_text())
     assert [row["task"] for row in deviation["rows"]] == [task]
     assert {"batch_size", "threads", "tome_seed", "no_acceleration", "off_by_one"} <= deviation["rows"][0].keys()
+
+
+def test_repeat_variance_recovers_the_two_noise_levels():
+    """A seeded two-level simulation: per-round log speedups scatter by 0.05 within a repeat and each repeat's
+    level by 0.1: the between-repeat share, 0.8, is recovered, and each repeat's speedup is its ratio of sums."""
+    sys.path.insert(0, str(BENCH))
+    import repeat_variance
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for repeat in range(60):
+        level = rng.normal(0, 0.1)
+        for round_index in range(10):
+            baseline = 1.0 + rng.uniform(0, 0.1)
+            rows.append({"variant": "gt", "task_id": "t", "status": "ok", "batch_size": 4, "repeat": repeat,
+                         "round": round_index, "baseline_latency_s": baseline,
+                         "batch_latency_s": baseline / 2 * np.exp(-level - rng.normal(0, 0.05))})
+    rows.append({**rows[0], "variant": "baseline"})  # the baseline's own rows are not a speedup
+    [entry] = repeat_variance.variance_table(rows)
+    assert (entry["repeats"], entry["rounds"]) == (60, [10] * 60)
+    assert entry["between_share"] == pytest.approx(0.8, abs=0.08)
+    first = [row for row in rows[:10]]
+    assert entry["speedup_per_repeat"][0] == pytest.approx(sum(r["baseline_latency_s"] for r in first)
+                                                           / sum(r["batch_latency_s"] for r in first))
