@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from accelbench.builder import programs
+from accelbench.builder.device_quiet import DEFAULT_GRACE_S
 from accelbench.builder.gate.tolerance import CPU_FP32, UNCALIBRATED
 from accelbench.builder.submissions import SubmissionError
 from accelbench.builder.synthetic_configs import TINY_RESOLUTION
@@ -100,6 +101,10 @@ A folder with one program per task you solve, named `<task_id>.py`, and optional
   `/dev/shm`, and no capabilities; the Hub is offline (`HF_HUB_OFFLINE=1`).
 - Processes it starts must be gone when a call returns (a worker with one still running is rejected);
   `TORCHINDUCTOR_COMPILE_THREADS=1` keeps `torch.compile` in-process. Threads are fine.
+- Device work must be finished when a call returns: the harness synchronises the device before the answer and,
+  on CUDA, checks from its own context after each call that the GPU is idle; work still running
+  {DEFAULT_GRACE_S:g} s after the answer (kernels queued after the synchronise, a thread that keeps the GPU busy)
+  rejects the worker.
 - Time limits: `load()` {DEFAULT_LOAD_TIMEOUT_S:g} s; each untimed warm-up call {DEFAULT_WARMUP_TIMEOUT_S:g} s
   (compile and autotune there: the warm-ups use the run's prompts at the timed batch size); each timed call
   max(60 s, 10 × the baseline's median batch latency). Output to stdout/stderr is kept in a log, cut
@@ -144,6 +149,7 @@ runs the gate and prints every check with its reason.
 Changing the sampler, steps, guidance, resolution or method parameters the task names; caching or reusing
 images or latents across calls; behaving differently when traced, checked, warmed up or timed; patching timers,
 `torch`, the libraries or the harness; reading files outside the model folder and the worker's temporary
-folder; network access; starting processes that outlive a call. Time limits, output caps, the process boundary,
-the gate and the audit enforce this; what they cannot catch is flagged by the gate's static scan.
+folder; network access; starting processes or device work that outlive a call. Time limits, output caps, the
+process boundary, the device check, the gate and the audit enforce this; what they cannot catch is flagged by the
+gate's static scan.
 """
