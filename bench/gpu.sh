@@ -9,6 +9,7 @@
 #   bash bench/gpu.sh audit RESULTS [FAMILY]   honest, cheating and sabotaging submissions of DDIM-25 DeepCache
 #                                    (sd15 by default, or sdxl) on full-size random weights: what the gate, the
 #                                    audit and the device-quiet check make of each, and the audit's cost
+#                                    (PROGRAMS=honest,queued,... for a subset: SDXL with all seven overruns a lease)
 #   bash bench/gpu.sh quiet RESULTS   the device-quiet check's probe on an idle GPU and beside another process's work
 #   bash bench/gpu.sh repeats RESULTS [FAMILY]   the timing suite's DDIM-25 DeepCache and T-GATE tasks with K = 3
 #                                    repeats and a copy of the GT submitted under another name: per-repeat and
@@ -69,7 +70,8 @@ case $part in
   audit)
     family=${3:-sd15}
     step python bench/bench_audit.py --device cuda --suite timing --tasks "$family-ddim-25-deepcache" \
-      --prompts "$work/prompts.txt" --limit 16 --work "$work/audit-$family" --out "$results/audit-$family.json"
+      --prompts "$work/prompts.txt" --limit 16 --work "$work/audit-$family" --out "$results/audit-$family.json" \
+      ${PROGRAMS:+--programs "$PROGRAMS"}
     cp "$work/audit-$family"/out/runs/*.json "$results/audit-$family-run.json"
     ;;
   quiet)

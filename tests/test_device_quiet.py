@@ -51,6 +51,12 @@ def test_work_that_drains_within_the_grace_is_waited_for_and_recorded():
     assert record["longest_wait_s"] == record["waited_s"] == round(waited, 4)
 
 
+def test_one_quiet_probe_amid_busy_ones_is_not_quiet():
+    """A probe that lands in the harness's own time slice reads idle although the GPU is busy."""
+    quiet = Scripted(BUSY, IDLE, BUSY, IDLE, IDLE, BUSY).check()
+    assert quiet.settle() == pytest.approx(2 * device_quiet.POLL_S)  # quiet only from the 5 idle probes at the end
+
+
 def test_work_still_running_after_the_grace_is_not_waited_out():
     quiet = Scripted(*[BUSY] * 10_000).check(grace_s=0.05)
     assert quiet.settle() is None
@@ -84,7 +90,8 @@ def generate(pipe, prompts, generators, height, width):
 
 def test_a_worker_whose_device_work_outlasts_the_grace_is_rejected_after_the_call(tmp_path):
     """Scripted so that the device stays busy after the second call's answer (load, then one good batch)."""
-    scripted = Scripted(IDLE, *[BUSY] * 10_000)  # after load: idle; after the first batch: busy for good
+    # After load: idle; after the first batch: busy for good.
+    scripted = Scripted(*[IDLE] * device_quiet.QUIET_PROBES, *[BUSY] * 10_000)
     worker = ProgramWorker(PROGRAM, model_path="none", device="cpu", dtype="float32", max_images=1,
                            max_resolution=8, log_path=tmp_path / "w.log", device_quiet=scripted.check(grace_s=0.05))
     try:
