@@ -45,7 +45,8 @@ H200_SD15_GENERATE = ["generate-sd15-h200-run16-threads-left-alone.json",
 H200_SD15_CONTROL = ["generate-sd15-h200-run19-bare-vs-bare.json", "generate-sd15-h200-run20-bare-vs-bare.json"]
 H200_SDXL = ["generate-sdxl-h200-run4.json", "generate-sdxl-h200-run6-paired-deepcache.json"]
 H200_SD15_CONFINED = ["generate-sd15-h200-run22-confined.json"]
-H200_AUDIT = "audit-h200-sd15.json"
+H200_AUDIT = ["audit-h200-sd15.json"]  # each its own section: the runs differ in code and submissions
+H200_DEVICE_QUIET = []
 CPU_GENERATE = [f"generate-sd15-cpu-tiny-paired-threads-left-alone-run{run}-n100.json" for run in range(1, 6)]
 CPU_CONTROL = [f"generate-sd15-cpu-tiny-paired-bare-vs-bare-run{run}-n100.json" for run in range(1, 6)]
 CPU_COVERAGE = ["coverage-cpu-k5.json", "coverage-cpu-k1.json"]
@@ -225,11 +226,15 @@ def stored_targets(result: dict) -> list[Target]:
 def audit(name: str) -> Section:
     """bench_audit.py's result: what the gate and the audit made of each submission, the GT's replays, the cost."""
     result = load(name)
+    quiet = result.get("device_quiet")
+    checked = ("" if not quiet else
+               f" The device-quiet check: {quiet['calls_checked']} calls, {quiet['calls_waited']} waited "
+               f"{quiet['waited_s']} s in all (longest {quiet['longest_wait_s']} s).")
     lines = [f"`{name}` ({result['date']}): suite `{result['suite']}`, tasks {', '.join(result['tasks'])}, "
              f"{result['prompts']} prompts, audit fraction {result['audit_fraction']} (every timed batch replayed), "
              f"run {result['wall_s']:.0f} s. Submissions from `bench/audit_programs.py`; images against the GT's of "
              "the same prompt and seed (uint8 levels, ok rows); latency: median batch over the baseline's of the "
-             "same round.", "",
+             f"same round.{checked}", "",
              "| submission | task | rows | vs GT max / mean | latency / baseline | first reason |",
              "|---|---|---|---|---|---|"]
     for submission, by_task in result["submissions"].items():
@@ -244,8 +249,25 @@ def audit(name: str) -> Section:
                         f"{unit['replay_max_abs']}" for unit in units if "replay_max_abs" in unit)
     seconds = sum(unit["seconds"] for unit in units)
     targets = stored_targets(result)
-    return Section("The audit of what was timed", [
+    return Section(f"The audit of what was timed: {', '.join(result['tasks'])} ({result['date']})", [
         *lines, "", f"GT replays: {replays}. The audit's replays took {seconds:.1f} s in all.", "",
+        *markdown_table(targets)], targets)
+
+
+def device_quiet(name: str) -> Section:
+    """device_quiet.py's result: the probe on an idle GPU and beside another process's work, settle()'s verdicts."""
+    result = load(name)
+    check = result["check"]
+    rows = ["| condition | probes | median ms | p99 ms | max ms |", "|---|---|---|---|---|"]
+    for key, label in (("idle", "idle GPU"), ("busy_products", "another process's matrix products"),
+                       ("busy_spin", "another process's spinning kernel")):
+        entry = result[key]
+        rows.append(f"| {label} | {entry['n']} | {entry['median_ms']:.3f} | {entry['p99_ms']:.3f} | "
+                    f"{entry['max_ms']:.3f} |")
+    targets = stored_targets(result)
+    return Section(f"The device-quiet check ({result['date']})", [
+        f"`{name}`: busy above {check['busy_threshold_ms']} ms (idle median {check['idle_probe_ms']} ms at the "
+        f"start), quiet after 5 quiet probes in a row, grace {check['grace_s']} s.", "", *rows, "",
         *markdown_table(targets)], targets)
 
 
@@ -309,7 +331,8 @@ def h200() -> Page:
                                  "batch, median of 20 calls, max 21.6: 0.4 % of run 4's 4.2 s bare SDXL baseline "
                                  "batch)."),
                     scoring("score-h200.json", "cuda"),
-                    audit(H200_AUDIT)])
+                    *map(device_quiet, H200_DEVICE_QUIET),
+                    *map(audit, H200_AUDIT)])
 
 
 def cpu() -> Page:
