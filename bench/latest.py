@@ -45,7 +45,8 @@ H200_SD15_GENERATE = ["generate-sd15-h200-run16-threads-left-alone.json",
 H200_SD15_CONTROL = ["generate-sd15-h200-run19-bare-vs-bare.json", "generate-sd15-h200-run20-bare-vs-bare.json"]
 H200_SDXL = ["generate-sdxl-h200-run4.json", "generate-sdxl-h200-run6-paired-deepcache.json"]
 H200_SD15_CONFINED = ["generate-sd15-h200-run22-confined.json"]
-H200_AUDIT = ["audit-h200-sd15.json", "audit-h200-sd15-saboteurs.json"]  # each its own section: the runs differ in code and submissions
+# Each its own section: the runs differ in code and submissions.
+H200_AUDIT = ["audit-h200-sd15.json", "audit-h200-sd15-saboteurs.json"]
 H200_DEVICE_QUIET = ["device-quiet-h200.json"]
 CPU_GENERATE = [f"generate-sd15-cpu-tiny-paired-threads-left-alone-run{run}-n100.json" for run in range(1, 6)]
 CPU_CONTROL = [f"generate-sd15-cpu-tiny-paired-bare-vs-bare-run{run}-n100.json" for run in range(1, 6)]
