@@ -13,6 +13,7 @@ the grace period and gives up on work that does not.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import sys
@@ -49,31 +50,34 @@ def other_process(kind: str, seconds: float, ready, done) -> None:
     done.wait()
 
 
-def probes_while(kind: str, seconds: float, probe) -> list[float]:
-    """Probe latencies while another process's ``seconds`` of ``kind`` work runs (the first 80 % of it)."""
+@contextlib.contextmanager
+def other_work(kind: str, seconds: float):
+    """Inside: another process's ``seconds`` of ``kind`` device work, queued before the block starts."""
     context = multiprocessing.get_context("spawn")
     ready, done = context.Event(), context.Event()
     process = context.Process(target=other_process, args=(kind, seconds, ready, done))
     process.start()
     ready.wait()
-    started, latencies = time.perf_counter(), []
-    while time.perf_counter() - started < 0.8 * seconds and len(latencies) < PROBES:
-        latencies.append(probe())
-    done.set()
-    process.join()
+    try:
+        yield
+    finally:
+        done.set()
+        process.join()
+
+
+def probes_while(kind: str, seconds: float, probe) -> list[float]:
+    """Probe latencies while another process's ``seconds`` of ``kind`` work runs (the first 80 % of it)."""
+    with other_work(kind, seconds):
+        started, latencies = time.perf_counter(), []
+        while time.perf_counter() - started < 0.8 * seconds and len(latencies) < PROBES:
+            latencies.append(probe())
     return latencies
 
 
 def settle_while(kind: str, seconds: float, quiet) -> float | None:
-    context = multiprocessing.get_context("spawn")
-    ready, done = context.Event(), context.Event()
-    process = context.Process(target=other_process, args=(kind, seconds, ready, done))
-    process.start()
-    ready.wait()
-    waited = quiet.settle()
-    done.set()
-    process.join()
-    return waited
+    """What ``quiet.settle()`` makes of another process's ``seconds`` of queued ``kind`` work."""
+    with other_work(kind, seconds):
+        return quiet.settle()
 
 
 def windows_not_all_idle(latencies: list[float], threshold: float) -> tuple[int, int]:

@@ -31,7 +31,7 @@ class Scripted:
         return DeviceQuiet(self.probe, clock=lambda: self.now, sleep=self.sleep, **options)
 
 
-def test_an_idle_device_costs_one_probe_and_no_wait():
+def test_an_idle_device_costs_a_few_probes_and_no_wait():
     quiet = Scripted().check()
     assert quiet.active and quiet.threshold_s == pytest.approx(IDLE + device_quiet.BUSY_MARGIN_S)
     assert [quiet.settle() for _ in range(3)] == [0.0, 0.0, 0.0]
@@ -89,8 +89,7 @@ def generate(pipe, prompts, generators, height, width):
 
 
 def test_a_worker_whose_device_work_outlasts_the_grace_is_rejected_after_the_call(tmp_path):
-    """Scripted so that the device stays busy after the second call's answer (load, then one good batch)."""
-    # After load: idle; after the first batch: busy for good.
+    """Scripted so that the load call's check finds the device idle and the first batch's finds it busy for good."""
     scripted = Scripted(*[IDLE] * device_quiet.QUIET_PROBES, *[BUSY] * 10_000)
     worker = ProgramWorker(PROGRAM, model_path="none", device="cpu", dtype="float32", max_images=1,
                            max_resolution=8, log_path=tmp_path / "w.log", device_quiet=scripted.check(grace_s=0.05))
