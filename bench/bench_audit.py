@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import audit_programs  # noqa: E402
+from paired_stats import with_ci  # noqa: E402
 from targets import as_json, at_least, at_most, every, print_targets, units  # noqa: E402
 
 SEED_KEY = "a0d17a0d17a0d17a"
@@ -67,7 +68,6 @@ def main() -> None:
     from accelbench.builder.generate import run_generate
     from accelbench.builder.options import GenerateOptions
     from accelbench.manifest import load_catalog
-    from accelbench.scorer import functional
 
     catalog = load_catalog()
     tasks = args.tasks.split(",")
@@ -114,12 +114,10 @@ def main() -> None:
                      and (key := (task, row["seed"], row["batch_size"], row["prompt_index"])) in gt_images]
             batches = {(row["seed"], row["batch_size"], row["batch_index"]): row["batch_latency_s"] /
                        row["baseline_latency_s"] for row in mine if row["status"] == "ok" and row["baseline_latency_s"]}
-            paired = {(task, *key): latency for key, latency in
-                      {(r["seed"], r["batch_size"], r["batch_index"]): r["batch_latency_s"] for r in mine
-                       if r["status"] == "ok"}.items() if (task, *key) in gt_latency}
+            paired = {key: row["batch_latency_s"] for row in mine if row["status"] == "ok"
+                      and (key := (task, row["seed"], row["batch_size"], row["batch_index"])) in gt_latency}
             entry = {"statuses": statuses, "reason": next((row["error"] for row in mine if row["error"]), None),
-                     "latency_over_gt": paired_ratio([gt_latency[key] for key in paired], list(paired.values()),
-                                                     functional),
+                     "latency_over_gt": latency_over_gt([gt_latency[key] for key in paired], list(paired.values())),
                      "max_abs": int(max(d.max() for d in diffs)) if diffs else None,
                      "mean_abs": float(np.mean([d.mean() for d in diffs])) if diffs else None,
                      "latency_ratio": statistics.median(batches.values()) if batches else None}
@@ -159,16 +157,14 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=1))
 
 
-def paired_ratio(gt: list[float], other: list[float], functional) -> list[float] | None:
+def latency_over_gt(gt: list[float], other: list[float]) -> list[float] | None:
     """A submission's latency over the GT's in the same batches, minus 1, with its bootstrap CI over batches:
     [point, low, high] (the CI nan below the scorer's minimum n), or None without shared batches."""
+    from accelbench.scorer import functional
+
     if not gt:
         return None
-    excess = lambda other, gt, axis=-1: functional.ratio_of_sums(other, gt, axis=axis) - 1  # noqa: E731
-    other, gt = np.asarray(other), np.asarray(gt)
-    low, high = (functional.bootstrap_ci(excess, other, gt) if len(gt) >= functional.MIN_CI_UNITS
-                 else (float("nan"), float("nan")))
-    return [float(excess(other, gt)), float(low), float(high)]
+    return list(with_ci(lambda other, gt, axis=-1: functional.ratio_of_sums(other, gt, axis=axis) - 1, other, gt))
 
 
 def saboteur_target(name: str, entry: dict):
