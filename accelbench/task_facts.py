@@ -57,6 +57,9 @@ def facts(catalog, task, programs: dict[str, str]) -> dict:
         "method": {"id": method.id, "name": method.name, "library": method.library,
                    "components": list(method.components), "deviation_psnr_db": method.deviation_psnr_db},
         "programs": dict(sorted(programs.items())),
+        # A target task's target, budget and fixed fields; None for a recipe task (and absent in records made
+        # before target tasks existed, which reads the same).
+        "target": task.target.to_dict() if task.target is not None else None,
         "catalog_sha256": catalog_digest(catalog),
     }
 

@@ -86,16 +86,19 @@ def select_tasks(catalog: Catalog, suite: Suite, patterns: list[str] | None) -> 
     """The suite's tasks, optionally narrowed by ids or glob patterns (each must match a task of the suite).
 
     ``None`` means every task of the suite; an empty list is an error (``--tasks ','`` selects nothing)."""
-    if patterns is None:
-        return [catalog.tasks[task_id] for task_id in suite.tasks]
-    if not patterns:
+    if patterns is not None and not patterns:
         raise PlanError("--tasks selects no task (give task ids or glob patterns, or leave it out for all)")
     def unmatched(index, pattern):
         hint = "" if pattern not in catalog.tasks else f" (task {pattern!r} exists but is not in this suite)"
         raise PlanError(f"--tasks: {pattern!r} matches no task of suite {suite.id!r}{hint}")
 
-    chosen = set(expand_task_patterns(patterns, suite.tasks, unmatched))
-    return [catalog.tasks[task_id] for task_id in suite.tasks if task_id in chosen]
+    chosen = set(suite.tasks if patterns is None else expand_task_patterns(patterns, suite.tasks, unmatched))
+    tasks = [catalog.tasks[task_id] for task_id in suite.tasks if task_id in chosen]
+    target = next((task for task in tasks if task.target is not None), None)
+    if target is not None:  # judged against its recipe's GT, it would get verdicts that mean nothing
+        raise PlanError(f"task {target.id!r} is a target task (level {target.level}); generate judges recipe tasks "
+                        f"(levels 1-3) only, so far: leave it out with --tasks")
+    return tasks
 
 
 def available_variants(submission_names) -> list[str]:

@@ -66,7 +66,7 @@ def test_tasks_lists_and_filters_by_level(catalog):
     table = runner.invoke(main, ["tasks", "--suite", "standard", "--level", "2", "--level", "3"])
     assert table.exit_code == 0 and " L1 " not in table.output and "L2,sweep" in table.output
     refused = runner.invoke(main, ["tasks", "--level", "6"])
-    assert refused.exit_code == 2 and "error: Invalid value for '--level': 6 is not in the range 1<=x<=3" in (
+    assert refused.exit_code == 2 and "error: Invalid value for '--level': 6 is not in the range 1<=x<=5" in (
         refused.output)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from accelbench.errors import UserInputError
 
@@ -19,12 +19,45 @@ DENOISERS = ("unet", "transformer")
 PARAM_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 TASK_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_]+")  # builder/templates/<name>.py.tmpl
-# Task levels, as the field counts them (DiffBench's L1-L3): what a recipe task asks for. The target levels (4: a
-# speedup target, 5: a latency target) are a task kind of their own, not in this catalogue yet.
+# Task levels, as the field counts them (DiffBench's L1-L5). Levels 1-3 are recipe tasks: the program must compute
+# what the task's GT program computes. Levels 4 and 5 are target tasks: any training-free method that meets the target
+# within the quality budget, judged against the live baseline beside a reference program that meets it.
 LEVELS = {1: "a pipeline: model, sampler and steps, no acceleration", 2: "one acceleration method, parameters given",
-          3: "a combination of methods, parameters given"}
+          3: "a combination of methods, parameters given",
+          4: "a speedup target over the live baseline, any training-free method",
+          5: "a latency target per image on a named GPU class, any training-free method"}
 PIPELINE_LEVEL = 1  # no acceleration asked: judged on correctness alone, outside fast_p
+SPEEDUP_LEVEL, LATENCY_LEVEL = 4, 5
 TAG_SWEEP = "sweep"  # a task whose method has a parameter away from its default (formerly level 2)
+TIERS = ("easy", "medium", "hard")
+
+
+class Fixable(NamedTuple):
+    """Something a target task may fix: how its text names it, and what fixing it means (the task pack)."""
+
+    short: str
+    meaning: str
+
+
+# What a target task may fix (its ``fixed`` list); everything a task does not fix, besides ALWAYS_FIXED, is free.
+FIXABLE = {
+    "sampler": Fixable("the sampler", "the scheduler's class and config are the baseline's"),
+    "steps": Fixable("the step count", "the scheduler steps through the baseline's schedule (the denoiser may run "
+                                       "less often)"),
+    "dtype": Fixable("the dtype", "the denoiser computes in the baseline's dtype"),
+    "guidance": Fixable("guidance", "classifier-free guidance at the baseline's scale: the conditional and the "
+                                    "unconditional branch at every step"),
+}
+ALWAYS_FIXED = ("the model and its weights: no smaller, distilled or second model", "the output resolution",
+                "one image per prompt, image i drawn from generator i", "no training or fine-tuning")
+# GPU classes a latency target may name: id -> the name in torch's device name ("NVIDIA H200").
+GPU_CLASSES = {"h200": "H200", "h100": "H100", "a100": "A100", "l40s": "L40S", "rtx4090": "RTX 4090"}
+
+
+def gpu_class(device_name: str) -> str | None:
+    """The :data:`GPU_CLASSES` id of a device called ``device_name``, or None."""
+    squeezed = device_name.upper().replace(" ", "")
+    return next((key for key, name in GPU_CLASSES.items() if name.replace(" ", "") in squeezed), None)
 
 
 class ManifestError(UserInputError):
@@ -106,7 +139,47 @@ class Model:
 
 
 @dataclass(frozen=True)
+class QualityBudget:
+    """How much worse than its reference program a target task's submission may be, both measured on the run's
+    prompts against the live baseline's images: fidelity (mean PSNR to the baseline's images) at most ``psnr_db``
+    below the reference's, CLIP score loss at most ``clip_pct`` percentage points above the reference's. Relative
+    to a live reference, a budget holds on any weights, random ones included."""
+
+    psnr_db: float
+    clip_pct: float
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a target task (levels 4 and 5) asks for, beside its setting (the baseline program)."""
+
+    tier: str  # a TIERS entry
+    budget: QualityBudget
+    fixed: tuple[str, ...]  # FIXABLE keys; ALWAYS_FIXED holds on every target task
+    speedup: float | None = None  # level 4: speedup over the live baseline at least this
+    latency_ms: dict[str, float] = field(default_factory=dict)  # level 5: GPU class -> ms per image at most
+    evidence: str = ""  # the results file of the search that found the reference program
+
+    @property
+    def level(self) -> int:
+        return SPEEDUP_LEVEL if self.speedup is not None else LATENCY_LEVEL
+
+    @property
+    def free(self) -> tuple[str, ...]:
+        return tuple(name for name in FIXABLE if name not in self.fixed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tier": self.tier, "speedup": self.speedup, "latency_ms": dict(self.latency_ms),
+                "budget": {"psnr_db": self.budget.psnr_db, "clip_pct": self.budget.clip_pct},
+                "fixed": list(self.fixed), "free": list(self.free), "evidence": self.evidence}
+
+
+@dataclass(frozen=True)
 class Task:
+    """A recipe task (levels 1-3: ``method`` and ``params`` are what the program must compute, the GT program's)
+    or a target task (levels 4-5, ``target`` set: ``method`` and ``params`` are its reference program's, a
+    configuration known to meet the target, never shown to agents)."""
+
     id: str
     model: str
     scheduler: str
@@ -117,6 +190,7 @@ class Task:
     level: int  # a key of LEVELS
     tags: tuple[str, ...] = ()  # TAG_SWEEP
     source: str = ""
+    target: Target | None = None
 
     @property
     def setting_id(self) -> str:
@@ -135,6 +209,7 @@ class Task:
             "level": self.level,
             "tags": list(self.tags),
             "setting_id": self.setting_id,
+            "target": self.target.to_dict() if self.target is not None else None,
         }
 
 

@@ -8,7 +8,16 @@ from typing import Any
 
 import yaml
 
-from accelbench.manifest.model import BASELINE_METHOD, Method, Model, Scheduler, unknown_name
+from accelbench.manifest.model import (
+    BASELINE_METHOD,
+    FIXABLE,
+    GPU_CLASSES,
+    Method,
+    Model,
+    Scheduler,
+    Target,
+    unknown_name,
+)
 
 
 def format_param_value(value: Any) -> str:
@@ -23,6 +32,22 @@ def render_task_text(model: Model, scheduler: Scheduler, steps: int, method: Met
         return f"{head} no acceleration."
     settings = ", ".join(f"{name}={format_param_value(params[name])}" for name in method.params)
     return f"{head} {method.name} acceleration ({settings})."
+
+
+def render_target_text(model: Model, scheduler: Scheduler, steps: int, target: Target) -> str:
+    """The request of a target task, e.g. ``Make the SD1.5 pipeline with the DDIM sampler and 25 steps at least 2x
+    faster than its baseline with any training-free method, within the quality budget (...); fixed: the sampler,
+    the step count.`` It names no method: which one to use is the agent's choice."""
+    if target.speedup is not None:
+        goal = f"at least {target.speedup:g}× faster than its baseline"
+    else:
+        goal = "take at most " + ", ".join(f"{ms:g} ms per image on {GPU_CLASSES[gpu]}"
+                                           for gpu, ms in target.latency_ms.items())
+    fixed = ", ".join(FIXABLE[name].short for name in target.fixed) or "nothing more"
+    return (f"Make the {model.name} pipeline with the {scheduler.name} sampler and {steps} steps {goal} with any "
+            f"training-free method, within the quality budget (PSNR to the baseline's images no lower than the "
+            f"reference's minus {target.budget.psnr_db:g} dB, CLIP score loss no higher than the reference's plus "
+            f"{target.budget.clip_pct:g} %); fixed: {fixed}.")
 
 
 _TEXT_PATTERN = re.compile(
