@@ -11,14 +11,20 @@ parsed back). Pure Python + PyYAML: ``accelbench --help`` and the scorer import 
 
 from accelbench.manifest.load import default_root, load_catalog
 from accelbench.manifest.model import (
+                                       ALWAYS_FIXED,
                                        BASELINE_METHOD,
                                        DEFAULT_CLIP_MODEL,
                                        DEFAULT_CLIP_PRETRAINED,
                                        DENOISERS,
                                        DTYPES,
+                                       FIXABLE,
+                                       GPU_CLASSES,
+                                       LATENCY_LEVEL,
                                        LEVELS,
                                        PIPELINE_LEVEL,
+                                       SPEEDUP_LEVEL,
                                        TAG_SWEEP,
+                                       TIERS,
                                        WEIGHTS_MODES,
                                        Catalog,
                                        GateTolerance,
@@ -28,20 +34,24 @@ from accelbench.manifest.model import (
                                        Model,
                                        ParamSpec,
                                        PromptSource,
+                                       QualityBudget,
                                        Scheduler,
                                        Suite,
+                                       Target,
                                        Task,
                                        did_you_mean,
+                                       gpu_class,
                                        setting_id,
                                        task_level,
                                        task_tags,
                                        unknown_name,
 )
 from accelbench.manifest.suites import expand_task_patterns
-from accelbench.manifest.text import parse_task_text, render_task_text
+from accelbench.manifest.text import parse_task_text, render_target_text, render_task_text
 
-__all__ = ["BASELINE_METHOD", "DEFAULT_CLIP_MODEL", "DEFAULT_CLIP_PRETRAINED", "DENOISERS", "DTYPES", "LEVELS",
-           "PIPELINE_LEVEL", "TAG_SWEEP", "WEIGHTS_MODES", "Catalog", "GateTolerance", "ManifestError", "Method",
-           "MethodBinding", "Model", "ParamSpec", "PromptSource", "Scheduler", "Suite", "Task", "default_root",
-           "did_you_mean", "expand_task_patterns", "load_catalog", "parse_task_text", "render_task_text", "setting_id",
-           "task_level", "task_tags", "unknown_name"]
+__all__ = ["ALWAYS_FIXED", "BASELINE_METHOD", "DEFAULT_CLIP_MODEL", "DEFAULT_CLIP_PRETRAINED", "DENOISERS", "DTYPES",
+           "FIXABLE", "GPU_CLASSES", "LATENCY_LEVEL", "LEVELS", "PIPELINE_LEVEL", "SPEEDUP_LEVEL", "TAG_SWEEP",
+           "TIERS", "WEIGHTS_MODES", "Catalog", "GateTolerance", "ManifestError", "Method", "MethodBinding", "Model",
+           "ParamSpec", "PromptSource", "QualityBudget", "Scheduler", "Suite", "Target", "Task", "default_root",
+           "did_you_mean", "expand_task_patterns", "gpu_class", "load_catalog", "parse_task_text",
+           "render_target_text", "render_task_text", "setting_id", "task_level", "task_tags", "unknown_name"]

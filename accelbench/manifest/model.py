@@ -45,8 +45,9 @@ FIXABLE = {
     "steps": Fixable("the step count", "the scheduler steps through the baseline's schedule (the denoiser may run "
                                        "less often)"),
     "dtype": Fixable("the dtype", "the denoiser computes in the baseline's dtype"),
-    "guidance": Fixable("guidance", "classifier-free guidance at the baseline's scale: the conditional and the "
-                                    "unconditional branch at every step"),
+    "guidance": Fixable("guidance", "classifier-free guidance as the baseline runs it: the conditional and the "
+                                    "unconditional branch at every step (so no method that drops the "
+                                    "unconditional one, as T-GATE does after its gate step)"),
 }
 ALWAYS_FIXED = ("the model and its weights: no smaller, distilled or second model", "the output resolution",
                 "one image per prompt, image i drawn from generator i", "no training or fine-tuning")

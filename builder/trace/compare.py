@@ -137,15 +137,18 @@ def _scheduler_name(entry: dict) -> str:
     return name if entry.get("diffusers") else f"{name} (not diffusers' class)"
 
 
-def _compare_scheduler(where: str, expected: dict, observed: dict, e_index, o_index) -> str | None:
+def scheduler_difference(where: str, expected: dict, observed: dict, e_index, o_index,
+                         reference: str = "GT") -> str | None:
+    """How the scheduler (class, then config) of ``observed``'s entry ``o_index`` differs from ``expected``'s
+    entry ``e_index`` (``reference`` names whose it is), or None."""
     e = expected["schedulers"][e_index] if isinstance(e_index, int) else {}
     o = observed["schedulers"][o_index] if isinstance(o_index, int) else {}
     if (e.get("class"), e.get("diffusers")) != (o.get("class"), o.get("diffusers")):
-        return f"{where}: scheduler {_scheduler_name(o)}, GT {_scheduler_name(e)}"
+        return f"{where}: scheduler {_scheduler_name(o)}, {reference} {_scheduler_name(e)}"
     e_config, o_config = e.get("config") or {}, o.get("config") or {}
     for key in list(e_config) + [k for k in o_config if k not in e_config]:
         if e_config.get(key, "<missing>") != o_config.get(key, "<missing>"):
-            return (f"{where}: scheduler config {key}={_fmt(o_config.get(key, '<missing>'))}, GT "
+            return (f"{where}: scheduler config {key}={_fmt(o_config.get(key, '<missing>'))}, {reference} "
                     f"{_fmt(e_config.get(key, '<missing>'))}")
     return None
 
@@ -171,7 +174,7 @@ def compare_traces(expected: dict, observed: dict) -> str | None:
                                   ("set_timesteps", expected.get("set_timesteps") or [],
                                    observed.get("set_timesteps") or [])):
         if e_list and o_list:
-            difference = _compare_scheduler(where, expected, observed, e_list[0].get("scheduler"),
+            difference = scheduler_difference(where, expected, observed, e_list[0].get("scheduler"),
                                             o_list[0].get("scheduler"))
             if difference:
                 return difference
@@ -195,7 +198,7 @@ def compare_traces(expected: dict, observed: dict) -> str | None:
     for i, (e, o) in enumerate(zip(e_steps, o_steps)):
         where = f"step {i + 1} of {len(e_steps)}"
         if e.get("scheduler") is not None and o.get("scheduler") is not None:
-            difference = _compare_scheduler(where, expected, observed, e["scheduler"], o["scheduler"])
+            difference = scheduler_difference(where, expected, observed, e["scheduler"], o["scheduler"])
             if difference:
                 return difference
         if e.get("t") != o.get("t"):

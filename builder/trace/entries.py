@@ -15,6 +15,11 @@ A trace is a JSON-able dict (version :data:`TRACE_VERSION`)::
     steps           {"scheduler", "t", "sample", "kwargs"} per scheduler step
     vae_decode      {"latents": [[C, h, w, count], ...], "calls"}
     outside_calls   calls of denoiser layers outside a denoiser call
+    weights         per pipeline component with parameters (unet, vae, text_encoder...): {"class", "dtype" (of
+                    most of its parameters), "numel", "values": {parameter name: [values]}}, the values read at
+                    fixed positions of a fixed subset of its parameter tensors (:data:`WEIGHT_SUBSET`): which
+                    weights computed, told apart from another or a smaller model's, whatever their dtype
+    foreign_calls   {class: calls} of modules with parameters that belong to no pipeline component: a second model
     errors          what the tracer could not record (a trace with errors never matches)
 
 Repeated structures (ran patterns, attention patterns, schedulers) are stored once and referenced by index, so a
@@ -28,7 +33,8 @@ from typing import NamedTuple
 
 from accelbench.builder.trace.normalise import canonical_json, class_id, is_diffusers_class, json_value
 
-TRACE_VERSION = 1
+TRACE_VERSION = 2  # 2: weights and foreign_calls
+WEIGHT_SUBSET = 8  # a parameter tensor is sampled when crc32(its name) % WEIGHT_SUBSET == 0
 
 
 class AttentionEntry(NamedTuple):
@@ -65,6 +71,8 @@ class Trace:
         self.steps: list[dict] = []
         self.decoded: list[list[int]] = []  # per decoder call: [batch, C, h, w]
         self.outside_calls = 0
+        self.weights: dict[str, dict] = {}
+        self.foreign: dict[str, int] = {}
         self.errors: list[str] = []
         self._dict: dict | None = None
 
@@ -114,6 +122,8 @@ class Trace:
                 "vae_decode": {"latents": [[*shape, count] for shape, count in decoded.items()],
                                "calls": len(self.decoded)},
                 "outside_calls": self.outside_calls,
+                "weights": self.weights,
+                "foreign_calls": dict(sorted(self.foreign.items())),
                 "errors": self.errors,
             }
         return self._dict

@@ -8,11 +8,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from accelbench.builder.trace.entries import AttentionEntry, Trace
-from accelbench.builder.trace.normalise import class_id, json_value, shape, timestep
+from accelbench.builder.trace.entries import WEIGHT_SUBSET, AttentionEntry, Trace
+from accelbench.builder.trace.normalise import class_id, json_value, number, shape, timestep
 
 _STEP_TENSOR_ARGS = ("self", "model_output", "timestep", "sample", "generator", "return_dict")
 
@@ -117,6 +118,16 @@ class Tracer:
     # -- installation ------------------------------------------------------------------------------------
 
     def _install(self, trace: Trace, handles: list, restore: list) -> None:
+        import torch
+
+        components = {name: getattr(module, "_orig_mod", module)
+                      for name, module in (getattr(self.pipe, "components", None) or {}).items()
+                      if isinstance(module, torch.nn.Module)}
+        trace.weights = {name: _weights(module) for name, module in sorted(components.items())
+                         if any(True for _ in module.parameters())}
+        known = {id(sub) for module in components.values() for sub in module.modules()}
+        handles.append(torch.nn.modules.module.register_module_forward_pre_hook(
+            functools.partial(self._on_any_module, trace, known)))
         denoiser_name, denoiser = _denoiser_of(self.pipe)
         if denoiser is not None:
             self._install_denoiser(trace, denoiser_name, denoiser, handles)
@@ -242,6 +253,13 @@ class Tracer:
                 entry.computed = True
         return None
 
+    @staticmethod
+    def _on_any_module(trace, known, module, args):
+        if id(module) not in known and any(True for _ in module.parameters(recurse=False)):
+            name = class_id(type(module))
+            trace.foreign[name] = trace.foreign.get(name, 0) + 1
+        return None
+
     def _on_decode(self, trace, module, args):
         latents = args[0] if args else None
         dims = shape(latents)
@@ -315,6 +333,32 @@ def _signature(function) -> inspect.Signature | None:
         return inspect.signature(function)
     except (TypeError, ValueError):
         return None
+
+
+def _weights(module) -> dict:
+    """A component's entry of the trace's ``weights`` (see :mod:`.entries`): two values of each parameter tensor
+    of the fixed subset, read in float32 and rounded like every traced number."""
+    import torch
+
+    dtypes: dict[str, int] = {}
+    picked = []
+    for name, parameter in module.named_parameters():
+        dtype = str(parameter.dtype).replace("torch.", "")
+        dtypes[dtype] = dtypes.get(dtype, 0) + parameter.numel()
+        if zlib.crc32(name.encode()) % WEIGHT_SUBSET == 0 and parameter.numel() and not parameter.is_meta:
+            picked.append((name, parameter))
+    values: dict[str, list] = {}
+    if picked:
+        with torch.no_grad():
+            flat = torch.cat([parameter.detach().reshape(-1)[::max(1, parameter.numel() // 2)][:2].float().cpu()
+                              for _, parameter in picked]).tolist()
+        position = 0
+        for name, parameter in picked:
+            count = min(2, parameter.numel())
+            values[name] = [number(value) for value in flat[position:position + count]]
+            position += count
+    return {"class": class_id(type(module)), "dtype": max(dtypes, key=dtypes.get) if dtypes else None,
+            "numel": sum(dtypes.values()), "values": dict(sorted(values.items()))}
 
 
 def _ancestors(name: str) -> list[str]:
