@@ -19,7 +19,7 @@ from accelbench.builder.isolation import SANDBOXES  # no torch at import
 from accelbench.builder.options import GATE_MODES
 from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, DEFAULT_WARMUP_TIMEOUT_S
 from accelbench.errors import RunError, UserInputError
-from accelbench.manifest import LEVELS, WEIGHTS_MODES, load_catalog
+from accelbench.manifest import LEVELS, WEIGHTS_MODES, load_catalog, unknown_name
 
 EXIT_FAILED = 1  # the command ran and found failures (failed rows, a program that fails the gate)
 EXIT_BAD_INPUT = 2  # bad input: nothing was run, nothing written
@@ -297,6 +297,90 @@ def generate(ctx, suite_id, out, task_patterns, submission_dirs, variants, limit
     summary = run_generate(options, _catalog(ctx))
     click.echo(summary.format())
     ctx.exit(EXIT_FAILED if summary.reference_failed_rows else 0)
+
+
+@main.group()
+def targets():
+    """Target tasks (levels 4 and 5): search a setting for feasible targets and their reference programs."""
+
+
+@targets.command("search")
+@click.option("--model", "model_id", required=True, help="Model family id (accelbench tasks lists them).")
+@click.option("--scheduler", "scheduler_id", required=True, help="Scheduler id, e.g. ddim.")
+@click.option("--steps", type=click.IntRange(min=1), required=True, help="num_inference_steps of the setting.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Dataset folder the search generates into (resumable).")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Results JSON to write (default: OUT/target_search.json).")
+@click.option("--weights", type=click.Choice(WEIGHTS_MODES), default="random", show_default=True,
+              help="random: full-size architectures with random weights (timing); tiny: tiny synthetic models.")
+@click.option("--device", help="cuda, cuda:N or cpu (default: cuda if available).")
+@click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Prompt file (.txt lines, or .tsv/.csv with a Prompt column); default: the gate's prompt pool.")
+@click.option("--limit", type=click.IntRange(min=1), default=8, show_default=True, help="Use the first N prompts.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--methods", help="Comma-separated method ids to search (default: every one that applies).")
+@click.option("--max-candidates", type=click.IntRange(min=1), default=50, show_default=True,
+              help="The search's budget: at most this many configurations, in catalogue order.")
+@click.option("--seed-key", type=SEED_KEY, help="Hex key the images' seeds are derived with.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def targets_search(ctx, model_id, scheduler_id, steps, out, results_path, weights, device, prompts_file, limit,
+                   seeds, batch_size, methods, max_candidates, seed_key, no_progress):
+    """Time every searched configuration of a setting beside its baseline; write the candidates, the Pareto front
+    of speedup against PSNR to the baseline, and the targets derived from it with their reference programs."""
+    from accelbench.builder import plan, target_search
+    from accelbench.builder.gate.inputs import PROMPT_POOL
+    from accelbench.manifest import PromptSource
+
+    catalog = _catalog(ctx)
+    chosen = tuple(_split(methods) or ())
+    for kind, values, known in (("model", [model_id], catalog.models), ("scheduler", [scheduler_id],
+                                                                       catalog.schedulers),
+                                ("method", chosen, catalog.models[model_id].methods if model_id in catalog.models
+                                 else catalog.methods)):
+        for value in values:
+            if value not in known:
+                raise click.UsageError(unknown_name(kind, value, known))
+    prompts = tuple(plan.load_prompts(PromptSource(inline=PROMPT_POOL), prompts_file, limit))
+    seed_list = tuple(int(seed) for seed in _split(seeds) or ["0"])
+    results = target_search.run_search(catalog, model_id, scheduler_id, steps, out, weights=weights, device=device,
+                                       prompts=prompts, seeds=seed_list, batch_size=batch_size,
+                                       methods=chosen or None, max_candidates=max_candidates, seed_key=seed_key,
+                                       progress=not no_progress)
+    path = results_path or out / "target_search.json"
+    target_search.write_results(results, path)
+    click.echo(f"targets search: {len(results['candidates'])} configurations of {results['setting']} on "
+               f"{results['device_name']}, {len(results['front'])} on the front, {len(results['targets'])} tiers; "
+               f"results in {path}")
+    for derived in results["targets"]:
+        latency = ", ".join(f"{gpu} {ms:g} ms" for gpu, ms in (derived["latency_ms"] or {}).items()) or "none"
+        click.echo(f"  {derived['tier']:<6} speedup >= {derived['speedup']:g}x, latency target {latency}; reference "
+                   f"{derived['method']} {json.dumps(derived['params'])}")
+
+
+@targets.command("tasks")
+@click.argument("results_paths", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--fixed", default="sampler,steps,dtype", show_default=True,
+              help="Comma-separated fields the tasks fix (of sampler, steps, dtype, guidance).")
+@click.option("--budget-psnr", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="dB of PSNR to the baseline a submission may lose beyond the reference's.")
+@click.option("--budget-clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Points of CLIP score loss a submission may add to the reference's.")
+@click.pass_context
+def targets_tasks(ctx, results_paths, fixed, budget_psnr, budget_clip):
+    """Print the target tasks that search results prove feasible, as one tasks/*.yaml file (texts rendered); each
+    cites its results file, by the path given here, as its reference's evidence."""
+    import yaml
+
+    from accelbench.builder import target_search
+
+    catalog, entries = _catalog(ctx), []
+    for path in results_paths:
+        entries += target_search.target_tasks(catalog, json.loads(path.read_text()), str(path),
+                                              tuple(_split(fixed) or ()), (budget_psnr, budget_clip))
+    click.echo(yaml.safe_dump({"tasks": entries}, sort_keys=False, allow_unicode=True, width=1000), nl=False)
 
 
 @main.command()

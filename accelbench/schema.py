@@ -120,7 +120,8 @@ VERDICTS = (VERDICT_FASTER, VERDICT_SLOWER, VERDICT_TIED, VERDICT_NA)
 
 # Why a (variant, task) is not correct on the leaderboard: the first of these that applies.
 REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES, REASON_NO_GT = "no-rows", "gate", "deviates", "no-gt"
-REASONS = (*FAILED_STATUSES, REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES, REASON_NO_GT)
+REASON_TARGET = "target"  # a target task (level 4/5) whose verdict is not "met" (quality, speed, or undecided)
+REASONS = (*FAILED_STATUSES, REASON_NO_ROWS, REASON_GATE, REASON_DEVIATES, REASON_NO_GT, REASON_TARGET)
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,12 @@ SUMMARY_COLUMNS = _columns(
     Column("denoise_speedup_ci_high", pa.float64(), ""),
     Column("denoise_speedup_n", pa.int64(), "batches the denoise speedup comes from"),
     Column("denoise_speedup_repeats", pa.int64(), "repeats those batches come from"),
+    Column("latency_ms", pa.float64(), "latency per image in ms: sum of the variant's ok batch latencies / their "
+                                       "images (what a level-5 target is judged on)"),
+    Column("latency_ms_ci_low", pa.float64(), "95 % bootstrap CI, as the speedup's"),
+    Column("latency_ms_ci_high", pa.float64(), ""),
+    Column("latency_ms_n", pa.int64(), "batches the latency comes from"),
+    Column("latency_ms_repeats", pa.int64(), "repeats those batches come from"),
     Column("speedup_bound", pa.float64(), "denoiser-work bound: the baseline's latency / its latency outside the "
                                           "denoising loop, the speedup if that loop took no time (from the "
                                           "advisory stage timings; null without them)"),
@@ -361,8 +368,12 @@ LEADERBOARD_TASK_COLUMNS = _columns(
     Column("method", pa.string(), "acceleration method id"),
     Column("method_params", pa.string(), "JSON object of the method parameters"),
     Column("level", pa.int32(), "1: a pipeline, no acceleration; 2: one method, parameters given; 3: a combination "
-                                "of methods (e.g. deepcache_tgate); null: unknown (a dataset without task facts)"),
-    Column("correct", pa.bool_(), "every row ok, the gate passed (when verdicts exist) and not `deviates`"),
+                                "of methods (e.g. deepcache_tgate); 4: a speedup target; 5: a latency target; "
+                                "null: unknown (a dataset without task facts)"),
+    Column("correct", pa.bool_(), "every row ok, the gate passed (when verdicts exist), not `deviates` (recipe "
+                                  "tasks) and the target met (target tasks)"),
+    Column("target_verdict", pa.string(), "target tasks: met | not met | not decidable | no target (quality "
+                                          "within budget relative to the reference, then speed); null otherwise"),
     Column("reason", pa.string(), "why not correct: the first of " + ", ".join(REASONS) + ", with the detail"),
     Column("reason_kind", pa.string(), "the reason's first word (one of " + ", ".join(REASONS) + "); null when "
                                        "correct"),
@@ -374,7 +385,9 @@ LEADERBOARD_TASK_COLUMNS = _columns(
     Column("speedup_ci_high", pa.float64(), ""),
     Column("speedup_n", pa.int64(), "batches the speedup comes from"),
     Column("speedup_repeats", pa.int64(), "repeats those batches come from"),
-    Column("gt_speedup", pa.float64(), "the GT's speedup on the same task in the same dataset"),
+    Column("latency_ms", pa.float64(), "latency per image in ms (summary.csv)"),
+    Column("gt_speedup", pa.float64(), "the GT's speedup on the same task in the same dataset (a target task's: "
+                                       "its reference program's)"),
     Column("quality_loss", pa.float64(), "CLIP quality loss against the baseline; null when undefined or unscored"),
     Column("gt_quality_loss", pa.float64(), "the GT's quality loss on the same task"),
     Column("reaches_gt", pa.bool_(), "correct, speedup >= 0.95 x the GT's, and quality loss at most the GT's + "

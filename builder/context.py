@@ -51,8 +51,11 @@ class RunState:
 
     done: set[str]  # record ids that need no more work
     stored: dict[str, str]  # record_id -> image_sha256 of its ok row: what a re-rendered baseline must match
+    target_settings: frozenset[str] = frozenset()  # settings with target tasks: their baselines' warm-ups traced
     rejected: dict[str, str] = field(default_factory=dict)  # unit label -> why the gate rejected it (one line)
     gt_traces: dict[tuple[str, int], dict] = field(default_factory=dict)  # (task, batch size) -> GT warm-up trace
+    # (setting, batch size) -> the baseline's warm-up trace: what target tasks' submissions are checked against
+    baseline_traces: dict[tuple[str, int], dict] = field(default_factory=dict)
     failed_rows: int = 0
     reference_failed_rows: int = 0  # of baseline and GT programs: these fail the run
     failures: dict[str, str] = field(default_factory=dict)  # unit label -> its first error

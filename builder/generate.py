@@ -153,7 +153,8 @@ def run_generate(options: GenerateOptions, catalog: Catalog, *,
     context = RunContext(options, catalog, suite.id, prompts, seeds, seed_key, list(suite.batch_sizes), sources,
                          device, suite.dtype, warmups, repeats, columns, writer, progress, threads, worker_cores,
                          before_round, DeviceQuiet.for_device(device))
-    state = RunState(done, stored, audit=Audit(options.audit_fraction))
+    state = RunState(done, stored, audit=Audit(options.audit_fraction),
+                     target_settings=frozenset(task.setting_id for task in tasks if task.target is not None))
     try:
         for setting in settings:
             gate_setting(context, state, setting)

@@ -99,10 +99,12 @@ def warm_up(context: RunContext, state: RunState, lane: Lane, reference: dict[in
     A GT's and a gated submission's first warm-up batch is traced (one extra untimed batch when there are no
     warm-ups): on the real model, a submission must compute what its task's GT computed on the same batch, or
     its rows are 'rejected' (a program can behave on the gate's tiny model and cut corners on the real one)."""
-    from accelbench.builder.gate.judge import real_model_difference
+    from accelbench.builder.gate.judge import real_model_difference, real_model_violation
 
     prompts, seeds = state.warmup_inputs(lane.unit.task.setting_id, lane.batch_size, context.prompts)
-    traced = lane.unit.variant == schema.GT or lane.audited
+    # The baseline's trace is what target tasks' submissions are checked against.
+    traced = (lane.unit.variant == schema.GT or lane.audited
+              or (lane.unit.is_baseline and lane.unit.task.setting_id in state.target_settings))
     capacity = None
     for attempt in range(max(context.warmups, 1 if traced else 0)):
         try:
@@ -118,10 +120,19 @@ def warm_up(context: RunContext, state: RunState, lane: Lane, reference: dict[in
         if attempt == 0:
             lane.base["first_call_latency_s"] = reply.latency_s
         if attempt == 0 and traced:
-            key = (lane.unit.task.id, lane.batch_size)
-            if lane.unit.variant == schema.GT:
+            key, target = (lane.unit.task.id, lane.batch_size), lane.unit.task.target
+            if lane.unit.is_baseline:
+                state.baseline_traces[(lane.unit.task.setting_id, lane.batch_size)] = reply.trace
+                reason = None
+            elif lane.unit.variant == schema.GT:
                 state.gt_traces[key] = reply.trace
-            elif (reason := real_model_difference(state.gt_traces.get(key), reply.trace)) is not None:
+                reason = None
+            elif target is not None:
+                reason = real_model_violation(state.baseline_traces.get((lane.unit.task.setting_id, lane.batch_size)),
+                                              reply.trace, target.fixed)
+            else:
+                reason = real_model_difference(state.gt_traces.get(key), reply.trace)
+            if reason is not None:
                 state.rejected[lane.unit.label] = reason
                 give_up(context, state, lane, WorkerFailure(schema.STATUS_REJECTED, reason), reason)
                 return None

@@ -149,8 +149,8 @@ def _compare_with_the_gt(context: RunContext, state: RunState, lanes: list[Lane]
             state.audit.reference_pixels[(lane.unit.task_id, lane.batch_size, index)] = reply.pixels
     for lane in lanes:
         reference = state.audit.reference_pixels.get((lane.unit.task_id, lane.batch_size, index))
-        if not lane.audited or index not in lane.timed or reference is None:
-            continue
+        if not lane.audited or index not in lane.timed or reference is None or lane.unit.task.target is not None:
+            continue  # a target task's images are not its reference's: the scorer judges their quality
         difference = timed_difference(lane.timed[index], reference, _tolerance(context, lane))
         if difference is not None:
             _reject(state, lane, f"audit: timed batch {_where(lane, index)}: {difference}")
@@ -159,7 +159,7 @@ def _compare_with_the_gt(context: RunContext, state: RunState, lanes: list[Lane]
 def _audit(context: RunContext, state: RunState, lanes: list[Lane], reference: dict[int, float]) -> None:
     """Replay a sample of the group's timed rounds under the tracer: the GTs first (the reference traces), then
     each audited submission (its timed pixels and the GT's trace)."""
-    from accelbench.builder.gate.judge import pixel_difference, replay_difference
+    from accelbench.builder.gate.judge import pixel_difference, replay_difference, target_replay_difference
     from accelbench.builder.gate.tolerance import Tolerance
 
     audit = state.audit
@@ -184,17 +184,23 @@ def _audit(context: RunContext, state: RunState, lanes: list[Lane], reference: d
         audit.records.append({"unit": lane.unit.label, "batch_size": lane.batch_size, "rounds": rounds,
                               "seconds": round(time.perf_counter() - started, 3), "replay_max_abs": spread[0],
                               "replay_mean_abs": round(spread[1], 6)})
+    baseline_traces = _BaselineReplays(next((lane for lane in lanes if lane.unit.is_baseline), None), timeout)
     for lane in [lane for lane in lanes if lane.audited and lane.timed and lane.worker is not None]:
         started, key = time.perf_counter(), (lane.unit.task_id, lane.batch_size)
         rounds = [index for index in audit.sample(*key, set(lane.timed)) if index in lane.timed]
-        verdict = None
+        target, verdict = lane.unit.task.target, None
         for index in rounds:
             result = lane_ops.replay(lane, index, timeout)
             if isinstance(result, WorkerFailure):
                 verdict = f"audit: replay of timed batch {_where(lane, index)}: {result.status}: {result.reason}"
                 break
-            difference = replay_difference(lane.timed[index], result.pixels, audit.reference_traces.get((*key, index)),
-                                           result.trace, audit.nondeterministic.get(key))
+            if target is not None:  # its constraints, against the baseline's replay of the same batch
+                difference = target_replay_difference(lane.timed[index], result.pixels, baseline_traces.get(index),
+                                                      result.trace, audit.nondeterministic.get(key), target.fixed)
+            else:
+                difference = replay_difference(lane.timed[index], result.pixels,
+                                               audit.reference_traces.get((*key, index)), result.trace,
+                                               audit.nondeterministic.get(key))
             if difference is not None:
                 verdict = f"audit: timed batch {_where(lane, index)}: {difference}"
                 break
@@ -205,6 +211,22 @@ def _audit(context: RunContext, state: RunState, lanes: list[Lane], reference: d
                               "passed": lane.unit.label not in audit.rejected,
                               "reason": audit.rejected.get(lane.unit.label)})
         lane.timed.clear()
+
+
+class _BaselineReplays:
+    """The baseline's traces of a group's rounds, replayed on demand (once each): a target task's audited
+    replays are checked against them. None where the baseline has no worker or its replay failed."""
+
+    def __init__(self, baseline: Lane | None, timeout: float):
+        self.baseline, self.timeout, self.traces = baseline, timeout, {}
+
+    def get(self, index: int) -> dict | None:
+        if index not in self.traces:
+            alive = self.baseline is not None and self.baseline.worker is not None
+            result = lane_ops.replay(self.baseline, index, self.timeout) if alive else None
+            self.traces[index] = result.trace if result is not None and not isinstance(result, WorkerFailure) \
+                else None
+        return self.traces[index]
 
 
 def _speedup_over_the_gt(lane: Lane, gt: Lane) -> tuple[float | None, float | None, float | None, int]:
@@ -232,8 +254,8 @@ def _retime_beyond_the_gt(context: RunContext, state: RunState, lanes: list[Lane
     for lane in lanes:
         gt = gts.get(lane.unit.task_id)
         if (baseline is None or gt is None or not lane.audited or lane.unit.label in state.audit.rejected
-                or lane.unit.label in state.rejected):
-            continue
+                or lane.unit.label in state.rejected or lane.unit.task.target is not None):
+            continue  # a target task's reference is one way to meet it: beating it is no artefact
         value, low, high, n = _speedup_over_the_gt(lane, gt)
         if low is None or low <= 1:
             continue

@@ -13,7 +13,7 @@ from accelbench.builder.gate.tolerance import CPU_FP32, UNCALIBRATED
 from accelbench.builder.submissions import SubmissionError
 from accelbench.builder.synthetic_configs import TINY_RESOLUTION
 from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, DEFAULT_WARMUP_TIMEOUT_S, LOG_LIMIT_BYTES
-from accelbench.manifest import LEVELS, Catalog, Suite, Task
+from accelbench.manifest import ALWAYS_FIXED, FIXABLE, GPU_CLASSES, LEVELS, Catalog, Suite, Task
 
 TASKS_JSONL = "tasks.jsonl"
 TASK_MD = "TASK.md"
@@ -22,12 +22,37 @@ PACK_README = "README.md"
 
 
 def task_record(catalog: Catalog, task: Task) -> dict:
-    """The hardware-neutral facts of a task, as an agent gets them."""
+    """The hardware-neutral facts of a task, as an agent gets them. A target task's record has its target,
+    budget and fixed/free fields instead of a method: its reference program (method, parameters, the search
+    results that found it) is not given."""
     model = catalog.models[task.model]
-    return {"id": task.id, "text": task.text, "model": task.model, "model_name": model.name,
-            "hub_id": model.hub_id, "pipeline": model.pipeline, "scheduler": task.scheduler, "steps": task.steps,
-            "method": task.method, "params": dict(task.params), "level": task.level, "tags": list(task.tags),
-            "resolution": model.resolution, "guidance_scale": model.guidance_scale}
+    record = {"id": task.id, "text": task.text, "model": task.model, "model_name": model.name,
+              "hub_id": model.hub_id, "pipeline": model.pipeline, "scheduler": task.scheduler, "steps": task.steps,
+              "level": task.level, "tags": list(task.tags), "resolution": model.resolution,
+              "guidance_scale": model.guidance_scale}
+    if task.target is None:
+        return {**record, "method": task.method, "params": dict(task.params)}
+    target = {key: value for key, value in task.target.to_dict().items() if key != "evidence"}
+    return {**record, "target": target, "always_fixed": list(ALWAYS_FIXED)}
+
+
+def _target_lines(task: Task) -> str:
+    """TASK.md's lines for a target task: the target, the budget, what is fixed and free, how it is judged."""
+    target = task.target
+    goal = (f"speedup over the live baseline at least {target.speedup:g}×" if target.speedup is not None else
+            "latency per image at most " + ", ".join(f"{ms:g} ms on {GPU_CLASSES[gpu]}"
+                                                     for gpu, ms in target.latency_ms.items())
+            + " (no target on other GPUs)")
+    fixed = "".join(f"\n  - {FIXABLE[name].short}: {FIXABLE[name].meaning}" for name in target.fixed) or " nothing more"
+    free = ", ".join(FIXABLE[name].short for name in target.free)
+    return (f"- target (level {task.level}, {target.tier}): {goal}\n"
+            f"- quality budget: PSNR to the baseline's images no lower than the reference's minus "
+            f"{target.budget.psnr_db:g} dB; CLIP score loss no higher than the reference's plus "
+            f"{target.budget.clip_pct:g} %\n"
+            f"- always fixed: {'; '.join(ALWAYS_FIXED)}\n"
+            f"- fixed by this task:{fixed}\n"
+            f"- free: {free + ', ' if free else ''}the acceleration method and its parameters, and anything else "
+            f"not fixed\n")
 
 
 def write_task_pack(catalog: Catalog, suite: Suite, tasks: list[Task], out: Path) -> list[Path]:
@@ -50,13 +75,14 @@ def write_task_pack(catalog: Catalog, suite: Suite, tasks: list[Task], out: Path
     for task in tasks:
         record = task_record(catalog, task)
         params = ", ".join(f"`{name}={value!r}`" for name, value in task.params.items()) or "none"
+        asked = (_target_lines(task) if task.target is not None else
+                 f"- method: {task.method}; parameters: {params}\n"
+                 f"- level: {task.level} ({LEVELS[task.level]}){''.join(f', {tag}' for tag in task.tags)}\n")
         write(out / task.id / TASK_MD, f"# {task.id}\n\n{task.text}\n\n"
                                        f"- model: {record['model_name']} (`{record['hub_id']}`, "
                                        f"`{record['pipeline']}`)\n"
                                        f"- sampler: {task.scheduler}, {task.steps} steps\n"
-                                       f"- method: {task.method}; parameters: {params}\n"
-                                       f"- level: {task.level} ({LEVELS[task.level]})"
-                                       f"{''.join(f', {tag}' for tag in task.tags)}\n"
+                                       f"{asked}"
                                        f"- default resolution: {record['resolution']}², guidance scale "
                                        f"{record['guidance_scale']}\n\n"
                                        f"Write `{task.id}.py` (see ../README.md for the contract). `{BASELINE_PY}` "
@@ -76,7 +102,29 @@ without acceleration: a working program to start from). `tasks.jsonl` lists ever
 1: a pipeline (model, sampler, steps) with no acceleration: the program must compute what `baseline.py`
 computes (it is judged like the others: trace and images equal to the reference's), and it counts for
 correctness, not for fast_p. 2: one acceleration method with the parameters the task gives. 3: a combination of
-methods. `sweep`: a parameter away from the method's default (use the task's value).
+methods. `sweep`: a parameter away from the method's default (use the task's value). Levels 1-3 are *recipe*
+tasks: compute what the task names. 4: a speedup target ("at least 2× faster than the baseline"), 5: a latency
+target per image on a named GPU class: *target* tasks, where the method is yours to choose (next section).
+
+## Target tasks (levels 4 and 5)
+`TASK.md` gives the target, the quality budget, what is fixed and what is free. Any training-free acceleration
+that keeps what is fixed may be used: which blocks run, how attention is computed, caching within a call,
+compilation, another dtype or sampler where the task leaves them free. Always fixed: {"; ".join(ALWAYS_FIXED)}.
+How a target task is judged, in this order (each failure names its reason):
+1. the gate's contract, output, finite, independent and repeatable checks (below), on the tiny model;
+2. **constraints**, from the execution trace of every traced call against the baseline program's trace of the
+   same inputs: the denoiser is the task's model (block layout, class, parameter count) with its weights (sampled
+   values, equal within the dtype's precision), the latents and the decoded images have the baseline's size and
+   count, no module with parameters outside the pipeline runs, and each field the task fixes holds:
+{"".join(f"   - {fixable.short}: {fixable.meaning};{chr(10)}" for fixable in FIXABLE.values())}   the first warm-up
+   batch on the run's model and the audit's replays are checked the same way;
+3. **quality**, on the run's (secret) prompts, against the baseline's images: mean PSNR no lower than the task's
+   *reference program*'s minus the budget's dB, CLIP score loss no higher than the reference's plus the budget's
+   points. The reference is a configuration known to meet the target; which one is not given. Relative to a
+   live reference, the budget holds on any weights;
+4. **speed**, with the 95 % interval of the paired rounds: met when the whole interval is at least the speedup
+   target (at most the latency target), not met when it is wholly on the other side, otherwise not decidable at
+   that number of rounds. Only met counts as solved.
 
 ## What to hand in
 A folder with one program per task you solve, named `<task_id>.py`, and optionally `submission.yaml`
@@ -146,7 +194,8 @@ runs the gate and prints every check with its reason.
 - `torch.compile(pipe.unet)` returns a wrapper whose truth value is an error: test with `is not None`.
 
 ## Forbidden
-Changing the sampler, steps, guidance, resolution or method parameters the task names; caching or reusing
+Changing the sampler, steps, guidance, resolution or method parameters a recipe task names (what a target task
+fixes, or always fixes); another, smaller or distilled model, or a second one; caching or reusing
 images or latents across calls; behaving differently when traced, checked, warmed up or timed; patching timers,
 `torch`, the libraries or the harness; reading files outside the model folder and the worker's temporary
 folder; network access; starting processes or device work that outlive a call. Time limits, output caps, the

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,6 +209,10 @@ def _common(rows: list[dict], first: dict, context: _Context) -> dict:
     latencies = [row["image_latency_s"] for row in ok if _is_number(row["image_latency_s"])]
     memory = [row["peak_memory_bytes"] for row in rows if row["peak_memory_bytes"] is not None]
     failed = len(rows) - len(ok)
+    # Latency per image: per batch (ms, its images), by repeat.
+    images = Counter(pairing.batch_key(row) for row in rows)
+    per_batch = {key: (1000 * value, images[key])
+                 for key, value in pairing.batch_values(rows, "batch_latency_s").items()}
     flags = ([schema.FLAG_FAILED] if failed else []) + (
         [schema.FLAG_NONFINITE] if any(row["status"] == schema.STATUS_NONFINITE for row in rows) else [])
     return {
@@ -216,6 +221,8 @@ def _common(rows: list[dict], first: dict, context: _Context) -> dict:
         "images": len(rows), "failed": failed,
         "median_image_latency_s": statistics.median(latencies) if latencies else None,
         "peak_memory_bytes": max(memory) if memory else None,
+        **_with_n("latency_ms", functional.estimate_over_repeats(functional.ratio_of_sums,
+                                                                 pairing.by_repeat(per_batch), context.n_resamples)),
         "recipe_id": context.recipe_id if context.clip_scores else None,
         "device_name": _distinct(rows, "device_name"), "weights": _distinct(rows, "weights"),
         "flags": flags,

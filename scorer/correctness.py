@@ -8,6 +8,10 @@ GT's own batch-size drift PSNR minus :data:`DRIFT_MARGIN_DB` where the GT drifts
 may move as far as the GT moves between batch sizes). Otherwise the reason is kept: the first of ``schema.REASONS``
 that applies, with its detail. The GT is scored the same way, as the reference.
 
+A target task (levels 4 and 5) is judged instead by :func:`accelbench.scorer.targets.target_verdict`: correct when
+its rows and gate are, and its verdict is ``met`` (reason ``target`` otherwise); its reference program (the GT
+variant) gets its own verdict, recorded (reference parity) but not required of it.
+
 A submission's task is not correct either where the task's GT is not (``no-gt``): nothing then checked its timed
 images against the GT's, nor its parity. A task *reaches the GT* when it is correct, its speedup is at least
 :data:`GT_SPEED_FRACTION` x the GT's on the same task (same dataset, same rounds), and its quality loss at most the
@@ -24,6 +28,7 @@ import pyarrow as pa
 
 from accelbench import schema
 from accelbench.scorer import pairing
+from accelbench.scorer.targets import target_verdict
 
 GT_SPEED_FRACTION = 0.95  # reaching the GT: at least this fraction of its speedup...
 QUALITY_MARGIN = 0.01  # ...with a quality loss at most 0.01 (1 % of the baseline CLIP score) above the GT's
@@ -88,8 +93,12 @@ def deviation_threshold(declared_db: float | None, gt_drift_psnr: float | None) 
     return declared_db
 
 
+LATENCY_BATCH_SIZE = "1"  # a latency target is per image at batch size 1, as targets search measures it
+
+
 def task_results(rows: list[dict], pooled: list[dict], facts: dict[str, dict], verdicts: pa.Table | None = None,
-                 dataset_name: str = "", suite: str | None = None) -> list[dict]:
+                 dataset_name: str = "", suite: str | None = None, by_batch_size: list[dict] | None = None,
+                 clip_random: bool = False) -> list[dict]:
     """LEADERBOARD_TASK_COLUMNS rows: the GT and every submission on every task of the dataset.
 
     ``rows``: generation rows (``aggregate.GENERATION_FIELDS``); ``pooled``: the summary rows (batch sizes
@@ -97,6 +106,8 @@ def task_results(rows: list[dict], pooled: list[dict], facts: dict[str, dict], v
     :func:`accelbench.scorer.store.read_gate_verdicts`."""
     index = _verdict_index(verdicts)
     summaries = {(row["task_id"], row["variant"]): row for row in pooled if row["variant"] != schema.BASELINE}
+    at_one = {(row["task_id"], row["variant"]): row for row in by_batch_size or []
+              if row["variant"] != schema.BASELINE and row["batch_size"] == LATENCY_BATCH_SIZE}
     by_unit: dict[tuple[str, str], list[dict]] = {}
     baselines: dict[str, set[str]] = {}
     for row in rows:
@@ -111,7 +122,9 @@ def task_results(rows: list[dict], pooled: list[dict], facts: dict[str, dict], v
         gt_summary = summaries.get((task_id, schema.GT))
         gt_drift = gt_summary["drift_psnr"] if gt_summary else None
         task = facts.get(task_id) or {}
-        threshold = deviation_threshold((task.get("method") or {}).get("deviation_psnr_db"), gt_drift)
+        target = task.get("target")  # a target task: judged by its verdict, not by its distance to the reference
+        threshold = None if target else deviation_threshold((task.get("method") or {}).get("deviation_psnr_db"),
+                                                            gt_drift)
         for variant in variants:
             unit_rows = by_unit.get((task_id, variant))
             if unit_rows is None:
@@ -120,6 +133,11 @@ def task_results(rows: list[dict], pooled: list[dict], facts: dict[str, dict], v
             checked = threshold if schema.is_submission(variant) else None
             correct, reason, gated = _correctness(unit_rows, index, summary, checked)
             is_gt = variant == schema.GT
+            verdict = (target_verdict(target, *_judged(target, summary, gt_summary, at_one.get((task_id, variant)),
+                                                       clip_random), (summary or {}).get("device_name"))
+                       if target else None)
+            if verdict is not None and correct and not verdict.met and not is_gt:  # the reference is the yardstick
+                correct, reason = False, _one_line(f"{schema.REASON_TARGET}: {verdict.verdict}: {verdict.reason}")
             results.append({
                 **schema.empty_row(schema.LEADERBOARD_TASK_COLUMNS),
                 "dataset": dataset_name, "suite": suite, "variant": variant,
@@ -128,9 +146,10 @@ def task_results(rows: list[dict], pooled: list[dict], facts: dict[str, dict], v
                                                   "method_params")},
                 "level": task.get("level"),
                 "correct": correct, "reason": reason, "reason_kind": reason.split(":")[0] if reason else None,
-                "gated": gated,
+                "gated": gated, "target_verdict": verdict.verdict if verdict is not None else None,
                 **({name: summary[name] for name in ("speedup", "speedup_ci_low", "speedup_ci_high", "speedup_n",
-                                                     "speedup_repeats", "quality_loss", "flags")} if summary else {}),
+                                                     "speedup_repeats", "latency_ms", "quality_loss", "flags")}
+                   if summary else {}),
                 "gt_speedup": gt_summary["speedup"] if gt_summary else None,
                 "gt_quality_loss": gt_summary["quality_loss"] if gt_summary else None,
                 "psnr_gt": math.inf if is_gt else summary["psnr_gt"] if summary else None,
@@ -154,6 +173,19 @@ def task_results(rows: list[dict], pooled: list[dict], facts: dict[str, dict], v
                           reason=_one_line(f"{schema.REASON_NO_GT}: the task's GT is not correct ({detail})"))
         result["reaches_gt"] = _reaches_gt(result, gt_correct.get(result["task_id"], False))
     return results
+
+
+def _judged(target: dict, summary: dict | None, reference: dict | None, at_one: dict | None, clip_random: bool
+            ) -> tuple[dict, dict]:
+    """The (submission, reference) numbers a target verdict reads: a latency target's latency at batch size 1
+    where the run has it, and no CLIP loss where the CLIP has random weights (its scores measure nothing)."""
+    submission, reference = dict(summary or {}), dict(reference or {})
+    if not target.get("speedup") and at_one is not None:
+        submission.update({key: at_one[key] for key in ("latency_ms", "latency_ms_ci_low", "latency_ms_ci_high",
+                                                        "latency_ms_n")})
+    if clip_random:
+        submission["quality_loss"] = reference["quality_loss"] = None
+    return submission, reference
 
 
 def _reaches_gt(result: dict, gt_correct: bool) -> bool:

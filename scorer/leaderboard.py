@@ -218,12 +218,16 @@ def markdown_named(items: list, limit: int = 3) -> str:
 
 def from_report(directory: Path, rows: list[dict], pooled: list[dict], facts: dict[str, dict],
                 verdicts: pa.Table | None, manifest: dict, fast_p=schema.DEFAULT_FAST_P,
-                n_resamples: int = functional.BOOTSTRAP_RESAMPLES) -> Leaderboard | None:
-    """The leaderboard of one dataset (``facts``: its task facts), or None when it holds no submission."""
+                n_resamples: int = functional.BOOTSTRAP_RESAMPLES, by_batch_size: list[dict] | None = None,
+                clip_random: bool = False) -> Leaderboard | None:
+    """The leaderboard of one dataset (``facts``: its task facts), or None when it holds no submission.
+    ``by_batch_size``: the per-batch-size summaries (latency targets are judged at batch size 1);
+    ``clip_random``: the CLIP scores come from random weights (target tasks' quality is then PSNR's alone)."""
     if not any(schema.is_submission(row["variant"]) for row in rows):
         return None
     directory = Path(directory)
-    results = task_results(rows, pooled, facts, verdicts, dataset_name=directory.name, suite=manifest.get("suite"))
+    results = task_results(rows, pooled, facts, verdicts, dataset_name=directory.name, suite=manifest.get("suite"),
+                           by_batch_size=by_batch_size, clip_random=clip_random)
     baselines: dict[str, set[str]] = {}
     for row in rows:
         if row["variant"] == schema.BASELINE and row["program_sha256"]:
@@ -249,7 +253,7 @@ def definitions(board: Leaderboard) -> dict[str, str]:
         "correct": "every row ok, the gate passed (when verdicts exist) and, for a submission, mean PSNR to the "
                    "GT's images >= min(method's deviation_psnr_db, GT drift PSNR - "
                    f"{DRIFT_MARGIN_DB:g} dB)",
-        "fast_p": "fraction of ALL tasks that ask for an acceleration (levels 2-3; pipeline tasks, level 1, are "
+        "fast_p": "fraction of ALL tasks that ask for an acceleration (levels 2-5; pipeline tasks, level 1, are "
                   "judged on correctness alone) that are correct with speedup > p (failures stay in the denominator)",
         "gt_parity": f"fraction of all tasks correct with speedup >= {GT_SPEED_FRACTION:g} x the GT's and quality "
                      f"loss <= the GT's + {QUALITY_MARGIN:g}",

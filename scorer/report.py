@@ -94,7 +94,8 @@ def build_report(directory: Path, recipe_id: str | None = None,
     if not recorded and rows:
         notes.append(task_facts.LEGACY_NOTE)
     board = leaderboard.from_report(directory, rows, pooled, facts, store.read_gate_verdicts(directory), manifest,
-                                    fast_p, n_resamples)
+                                    fast_p, n_resamples, by_batch_size=by_batch_size,
+                                    clip_random=bool(recipe and recipe.get("random_weights")))
 
     # 3. The files.
     folder = directory / schema.REPORT_DIR

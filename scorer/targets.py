@@ -2,8 +2,9 @@
 
 1. **quality**, relative to the task's live reference program on the same (secret) prompts: PSNR to the
    baseline's images no lower than the reference's minus the budget's dB, and CLIP score loss no higher than the
-   reference's plus the budget's percentage points. Point estimates over the run's images, as the budget states
-   them; on random weights only this relative reading means anything.
+   reference's plus the budget's percentage points (where the CLIP loss is undefined for both, as a random-weight
+   CLIP leaves it, PSNR alone decides). Point estimates over the run's images, as the budget states them; on random
+   weights only this relative reading means anything.
 2. **speed** against the target, with the paired rounds' 95 % interval: level 4 a speedup over the live baseline
    of at least S, level 5 a latency per image of at most T ms on the run's GPU class. ``met`` when the whole
    interval is on the target's side, ``not met`` when it is wholly on the other side, else ``not decidable`` at
@@ -41,6 +42,8 @@ def quality_problem(budget: dict, submission: dict, reference: dict) -> TargetVe
     for name in ("psnr", "quality_loss"):
         missing = [who for who, values in (("submission", submission), ("reference", reference))
                    if values.get(name) is None]
+        if name == "quality_loss" and len(missing) == 2:
+            break  # undefined on this run for both (a random-weight CLIP scores every image 0): PSNR decides
         if missing:
             return TargetVerdict(NOT_DECIDABLE, f"{QUALITY}: the {missing[0]} has no {name} (score the dataset "
                                                 f"first: accelbench score)")
@@ -49,6 +52,8 @@ def quality_problem(budget: dict, submission: dict, reference: dict) -> TargetVe
         return TargetVerdict(NOT_MET, f"{QUALITY}: PSNR to the baseline's images {submission['psnr']:.2f} dB, "
                                       f"below the reference's {reference['psnr']:.2f} dB minus "
                                       f"{budget['psnr_db']:g} dB")
+    if reference.get("quality_loss") is None:
+        return None
     ceiling = 100 * reference["quality_loss"] + budget["clip_pct"]
     if 100 * submission["quality_loss"] > ceiling:
         return TargetVerdict(NOT_MET, f"{QUALITY}: CLIP score loss {100 * submission['quality_loss']:.2f} %, above "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -187,3 +188,46 @@ def test_repeat_variance_recovers_the_two_noise_levels():
     first = [row for row in rows[:10]]
     assert entry["speedup_per_repeat"][0] == pytest.approx(sum(r["baseline_latency_s"] for r in first)
                                                            / sum(r["batch_latency_s"] for r in first))
+
+
+@pytest.mark.slow
+def test_targets_search_and_its_tasks_on_the_tiny_model(tmp_path):
+    """Two DeepCache configurations of the smoke suite's SD1.5 setting, five rounds: the results hold both, the
+    front, and targets `targets tasks` turns into manifest entries that load."""
+    from click.testing import CliRunner
+
+    from accelbench.cli import main
+    from accelbench.manifest import load_catalog
+
+    results = tmp_path / "search.json"
+    found = CliRunner().invoke(main, ["targets", "search", "--model", "sd15", "--scheduler", "ddim", "--steps", "8",
+                                      "--weights", "tiny", "--device", "cpu", "--limit", "5", "--methods",
+                                      "deepcache", "--max-candidates", "2", "--out", str(tmp_path / "ds"),
+                                      "--results", str(results), "--no-progress"])
+    assert found.exit_code == 0, found.output
+    data = json.loads(results.read_text())
+    assert [point["params"] for point in data["candidates"]] == [{"cache_interval": 2, "cache_branch_id": 0},
+                                                               {"cache_interval": 2, "cache_branch_id": 2}]
+    assert all(point["speedup_n"] == 5 and point["psnr"] is not None for point in data["candidates"])
+    assert set(data["front"]) <= {point["name"] for point in data["candidates"]} and data["front"]
+    tasks = CliRunner().invoke(main, ["targets", "tasks", str(results)])
+    assert tasks.exit_code == 0, tasks.output
+    entries = yaml.safe_load(tasks.stdout)["tasks"]
+    assert len(entries) == len(data["targets"])  # a speedup task per tier; the CPU is no GPU class: no latency task
+    if entries:  # CPU timings decide whether any tier is derived
+        path = tmp_path / "targets.yaml"
+        path.write_text(tasks.stdout)
+        loaded = load_catalog(extra_files=[path])
+        assert {loaded.tasks[entry["id"]].level for entry in entries} == {4}
+
+
+@pytest.mark.slow
+def test_bench_targets_on_one_task(tmp_path):
+    out = tmp_path / "judged.json"
+    stdout = run_script("bench_targets.py", "--device", "cpu", "--weights", "tiny", "--tasks",
+                        "sd15-ddim-25-latency-easy", "--limit", 2, "--work", tmp_path / "work", "--out", out)
+    targets_printed(stdout, "every verdict as its search numbers predict")
+    rows = json.loads(out.read_text())["rows"]
+    assert {row["submission"] for row in rows} == {"gt", "near", "gentle"}
+    # The CPU is no GPU class of the task's latency target: nothing to judge there.
+    assert {row["target_verdict"] for row in rows} == {"no target"}

@@ -17,6 +17,7 @@ from accelbench.manifest import (
     default_root,
     load_catalog,
     parse_task_text,
+    render_target_text,
     render_task_text,
 )
 
@@ -41,8 +42,12 @@ def test_standard_suite_covers_every_method_on_every_family_it_applies_to(catalo
 
 
 def test_levels_are_the_fields_and_every_family_and_sampler_has_a_pipeline_task(catalog):
-    """Level 1: no acceleration; 2: one method; 3: a combination; a parameter away from its default is a tag."""
+    """Level 1: no acceleration; 2: one method; 3: a combination; a parameter away from its default is a tag;
+    4 and 5: a target task's (its reference program's method says nothing about its level)."""
     for task in catalog.tasks.values():
+        if task.target is not None:
+            assert task.level == task.target.level in (4, 5), task.id
+            continue
         method = catalog.methods[task.method]
         expected = PIPELINE_LEVEL if task.method == BASELINE_METHOD else 3 if len(method.components) > 1 else 2
         assert task.level == expected and task.level in LEVELS, task.id
@@ -50,7 +55,7 @@ def test_levels_are_the_fields_and_every_family_and_sampler_has_a_pipeline_task(
         assert task.tags == ((TAG_SWEEP,) if swept else ()), task.id
     standard = [catalog.tasks[task_id] for task_id in catalog.suite("standard").tasks]
     pipelines = {(task.model, task.scheduler) for task in standard if task.level == PIPELINE_LEVEL}
-    assert pipelines == {(task.model, task.scheduler) for task in standard}
+    assert pipelines == {(task.model, task.scheduler) for task in standard if task.target is None}
     settings = Counter(task.setting_id for task in standard)
     assert all(settings[task.setting_id] > 1 for task in standard if task.level == PIPELINE_LEVEL)  # shared baseline
     assert {TAG_SWEEP} == {tag for task in standard for tag in task.tags}
@@ -76,7 +81,13 @@ def test_the_timing_suites_repeat_with_fresh_workers_by_default(catalog):
 
 
 def test_every_task_text_parses_back_to_its_fields(catalog):
+    """A recipe task's text parses back to its fields; a target task's (which names no method) is rendered from
+    its target."""
     for task in catalog.tasks.values():
+        if task.target is not None:
+            assert task.text == render_target_text(catalog.models[task.model], catalog.schedulers[task.scheduler],
+                                                   task.steps, task.target), task.id
+            continue
         parsed = parse_task_text(task.text, catalog.models, catalog.schedulers, catalog.methods)
         assert parsed == {"model": task.model, "scheduler": task.scheduler, "steps": task.steps,
                           "method": task.method, "params": task.params}, task.id

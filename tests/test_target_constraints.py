@@ -3,67 +3,14 @@ accelerations pass whichever method they choose; another, smaller or re-weighted
 second model, and changing a field the task fixes each fail with the constraint's name."""
 
 import pytest
+from target_programs import ALL_FIXED, CATALOG, PROGRAMS, PROMPTS, SEEDS, baseline_source
 
-from accelbench.builder import programs, synthetic
+from accelbench.builder import synthetic
 from accelbench.builder.trace.constraints import CONSTRAINTS, constraint_violation
 from accelbench.builder.worker import ProgramWorker
-from accelbench.manifest import FIXABLE, load_catalog
 
 pytestmark = pytest.mark.slow
 
-CATALOG = load_catalog()
-SETTING = "smoke-sd15-ddim-8"  # the setting of the smoke suite's SD1.5 tasks: their GT programs apply
-PROMPTS, SEEDS = ["a red cube on a wooden table", "two cats sleeping on a sofa"], [3, 4]
-ALL_FIXED = tuple(FIXABLE)
-
-
-def baseline_source() -> str:
-    return programs.render(CATALOG, CATALOG.task(f"{SETTING}-deepcache"), baseline=True).source
-
-
-def gt_source(method: str) -> str:
-    return programs.render(CATALOG, CATALOG.task(f"{SETTING}-{method}")).source
-
-
-def edited(old: str, new: str, source: str | None = None) -> str:
-    source = source or baseline_source()
-    assert old in source, old
-    return source.replace(old, new)
-
-
-LOADED = "    pipe.set_progress_bar_config(disable=True)\n"
-SMALLER_UNET = LOADED + ("    from diffusers import UNet2DConditionModel\n"
-                         "    config = {**pipe.unet.config, 'layers_per_block': 1}\n"
-                         "    pipe.unet = UNet2DConditionModel.from_config(config)\n")
-FRESH_VAE = LOADED + ("    from diffusers import AutoencoderKL\n"
-                      "    torch.manual_seed(1)  # the synthetic model's own VAE was drawn under seed 0\n"
-                      "    pipe.vae = AutoencoderKL.from_config(pipe.vae.config)\n")
-SCALED_WEIGHTS = LOADED + ("    for parameter in pipe.unet.parameters():\n"
-                           "        parameter.data.mul_(0.9)\n")
-HALF_SIZE = ("        height=height,\n        width=width,\n",
-             "        height=height // 2,\n        width=width // 2,\n")
-UPSAMPLED = ("    return output.images\n", "    return output.images.repeat(2, axis=1).repeat(2, axis=2)\n")
-SECOND_MODEL = ("    return output.images\n",
-                "    torch.nn.Linear(4, 4)(torch.zeros(1, 4))  # a helper model\n    return output.images\n")
-
-PROGRAMS = {
-    "baseline itself": lambda: baseline_source(),
-    "DeepCache (a reference)": lambda: gt_source("deepcache"),
-    "ToMe (another method)": lambda: gt_source("tome"),
-    "T-GATE": lambda: gt_source("tgate"),
-    "fewer steps": lambda: edited("NUM_INFERENCE_STEPS = 8", "NUM_INFERENCE_STEPS = 5"),
-    "another sampler": lambda: edited("DDIMScheduler.from_config(", "EulerDiscreteScheduler.from_config(",
-                                      edited("import StableDiffusionPipeline, DDIMScheduler",
-                                             "import StableDiffusionPipeline, EulerDiscreteScheduler")),
-    "bfloat16": lambda: edited("from_pretrained(model_id, dtype=dtype,",
-                               "from_pretrained(model_id, dtype=torch.bfloat16,"),
-    "no guidance": lambda: edited("GUIDANCE_SCALE = 7.5", "GUIDANCE_SCALE = 1.0"),
-    "half the resolution, upsampled": lambda: edited(*UPSAMPLED, edited(*HALF_SIZE)),
-    "a smaller UNet": lambda: edited(LOADED, SMALLER_UNET),
-    "a freshly drawn VAE": lambda: edited(LOADED, FRESH_VAE),
-    "scaled UNet weights": lambda: edited(LOADED, SCALED_WEIGHTS),
-    "a second model in generate": lambda: edited(*SECOND_MODEL),
-}
 # program -> (violation with every field fixed, violation with none fixed); None passes.
 EXPECTED = {
     "baseline itself": (None, None),

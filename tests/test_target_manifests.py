@@ -176,15 +176,26 @@ def test_a_target_tasks_facts_hold_its_target_and_older_records_read_as_recipe_t
     assert task_facts.difference(older, recipe) is None
 
 
-def test_generate_refuses_a_suite_with_a_target_task_in_one_line(root, tmp_path):
-    write_tasks(root, speedup_task())
-    (root / "suites" / "targets.yaml").write_text(yaml.safe_dump({"suite": {
-        "description": "targets", "tasks": ["sd15-ddim-25-*"], "prompts": {"inline": ["a cat"]}, "seeds": [0],
-        "batch_sizes": [1], "weights": "tiny", "dtype": "float32"}}))
-    result = CliRunner().invoke(main, ["--manifests", str(root), "generate", "--suite", "targets", "--out",
-                                       str(tmp_path / "out"), "--device", "cpu"])
-    assert result.exit_code == 2, result.output
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: task 'sd15-ddim-25-speedup-2x' is a target task (level 4); generate judges recipe tasks (levels "
-        "1-3) only, so far: leave it out with --tasks")
-    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+def test_the_task_pack_gives_a_target_tasks_goal_budget_and_fixed_fields_but_not_its_reference(root, tmp_path):
+    from accelbench.builder.task_pack import TASK_MD, TASKS_JSONL, write_task_pack
+
+    write_tasks(root, speedup_task(), latency_task())
+    catalog = load_catalog(root)
+    tasks = [catalog.tasks["sd15-ddim-25-speedup-2x"], catalog.tasks["sdxl-euler-30-latency"]]
+    write_task_pack(catalog, catalog.suite("standard"), tasks, tmp_path / "pack")
+    records = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "pack" / TASKS_JSONL).open()}
+    speedup = records["sd15-ddim-25-speedup-2x"]
+    assert "method" not in speedup and "params" not in speedup and "evidence" not in speedup["target"]
+    assert speedup["target"]["fixed"] == ["sampler", "steps", "guidance"] and speedup["target"]["free"] == ["dtype"]
+    page = (tmp_path / "pack" / "sd15-ddim-25-speedup-2x" / TASK_MD).read_text()
+    assert "- target (level 4, medium): speedup over the live baseline at least 2×" in page
+    assert "  - guidance: the conditional and the unconditional branch run at every step" in page
+    assert "- free: the dtype, the acceleration method" in page
+    latency_page = (tmp_path / "pack" / "sdxl-euler-30-latency" / TASK_MD).read_text()
+    assert "latency per image at most 900 ms on H200, 1200 ms on H100 (no target on other GPUs)" in latency_page
+    # Neither the task pages nor the task list name the reference programs (DeepCache, DeepCache+T-GATE) or
+    # the search results that found them; the pack's README is the same for every suite.
+    for path in [tmp_path / "pack" / TASKS_JSONL, *(tmp_path / "pack").glob(f"*/{TASK_MD}")]:
+        text = path.read_text().lower()
+        assert "deepcache" not in text and "bench/results/targets" not in text, path

@@ -76,3 +76,10 @@ def test_quality_is_judged_before_speed_and_needs_scores():
     unscored = verdict(submission={**program(), "psnr": None})
     assert (unscored.verdict, unscored.reason) == (NOT_DECIDABLE, "quality: the submission has no psnr (score the "
                                                                   "dataset first: accelbench score)")
+
+
+def test_an_undefined_clip_loss_on_both_sides_leaves_psnr_to_decide():
+    undefined = {"psnr": 24.0, "quality_loss": None}
+    assert verdict(submission=program(loss=None), reference=undefined).met
+    assert verdict(submission=program(psnr=20.0, loss=None), reference=undefined).reason.startswith("quality: PSNR")
+    assert verdict(submission=program(loss=None)).verdict == NOT_DECIDABLE  # the reference has one: not comparable

@@ -42,12 +42,12 @@ class Fixable(NamedTuple):
 # What a target task may fix (its ``fixed`` list); everything a task does not fix, besides ALWAYS_FIXED, is free.
 FIXABLE = {
     "sampler": Fixable("the sampler", "the scheduler's class and config are the baseline's"),
-    "steps": Fixable("the step count", "the scheduler steps through the baseline's schedule (the denoiser may run "
-                                       "less often)"),
+    "steps": Fixable("the step count", "the scheduler steps through the baseline's schedule; the denoiser may run "
+                                       "less often"),
     "dtype": Fixable("the dtype", "the denoiser computes in the baseline's dtype"),
-    "guidance": Fixable("guidance", "classifier-free guidance as the baseline runs it: the conditional and the "
-                                    "unconditional branch at every step (so no method that drops the "
-                                    "unconditional one, as T-GATE does after its gate step)"),
+    "guidance": Fixable("guidance", "the conditional and the unconditional branch run at every step, at the "
+                                    "baseline's scale; no method that drops the unconditional one, as T-GATE does "
+                                    "after its gate step"),
 }
 ALWAYS_FIXED = ("the model and its weights: no smaller, distilled or second model", "the output resolution",
                 "one image per prompt, image i drawn from generator i", "no training or fine-tuning")
@@ -79,6 +79,7 @@ class ParamSpec:
     max: Any = None
     choices: tuple | None = None
     help: str = ""
+    search: tuple = ()  # the values `accelbench targets search` tries (none: the parameter stays at its default)
 
 
 @dataclass(frozen=True)

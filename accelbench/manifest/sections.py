@@ -105,7 +105,7 @@ def _parse_gate_tolerance(check: Checker, key: str, value, params: dict[str, Par
 
 
 def _parse_param_spec(check: Checker, key: str, name: str, spec) -> ParamSpec:
-    check.mapping(spec, key, required=("type", "default"), optional=("min", "max", "choices", "help"))
+    check.mapping(spec, key, required=("type", "default"), optional=("min", "max", "choices", "help", "search"))
     type_name = check.choice(spec["type"], f"{key}.type", PARAM_TYPES, "parameter type")
     for bound in ("min", "max"):
         value = spec.get(bound)
@@ -114,9 +114,12 @@ def _parse_param_spec(check: Checker, key: str, name: str, spec) -> ParamSpec:
     choices = spec.get("choices")
     if choices is not None:
         choices = tuple(check.sequence(choices, f"{key}.choices"))
+    search = tuple(check.sequence(spec["search"], f"{key}.search")) if "search" in spec else ()
     param = ParamSpec(name=name, type=type_name, default=spec["default"], min=spec.get("min"),
-                      max=spec.get("max"), choices=choices, help=spec.get("help", ""))
+                      max=spec.get("max"), choices=choices, help=spec.get("help", ""), search=search)
     check_param_value(check, f"{key}.default", param, param.default, {})
+    for index, value in enumerate(search):  # bounds naming steps or a parameter are applied per search
+        check_param_value(check, f"{key}.search[{index}]", param, value, {})
     return param
 
 

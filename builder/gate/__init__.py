@@ -23,7 +23,8 @@ Inputs the program cannot prepare for: each :class:`Gate` draws three prompts fr
 4. call 2's inputs again, *untraced*: a program that behaves only while it sees the tracer's hooks changes its
    pixels here.
 
-The GT program runs calls 1 and 2 (traced); the baseline program call 1.
+The GT program (a target task's reference program) runs calls 1 and 2 (traced); the baseline program call 1 (for a
+target task calls 1 and 2: its traces are what the constraints are checked against).
 
 Checks, in order (a check that cannot run because an earlier one stopped the program is left out):
 
@@ -37,12 +38,16 @@ Checks, in order (a check that cannot run because an earlier one stopped the pro
                  (:func:`~accelbench.builder.trace.compare_traces`: sampler class, config and step arguments, the
                  schedule, every denoiser call's timestep, latent shape, guidance batch, which blocks ran, attention
                  lengths and computed/reused pattern, decoded latents); the reason is the first difference;
-``fidelity``     the uint8 images of calls 1 and 2 are within :func:`tolerance` of the GT's: as close as the GT's
-                 own numerics allow;
+``constraints``  (target tasks, instead of ``spec``) the trace of every traced call keeps the task's constraints
+                 against the baseline program's trace of the same inputs
+                 (:func:`~accelbench.builder.trace.constraints.constraint_violation`: the model and its weights,
+                 the resolution, the number of images, no second model, and the fields the task fixes);
+``fidelity``     (recipe tasks) the uint8 images of calls 1 and 2 are within :func:`tolerance` of the GT's: as
+                 close as the GT's own numerics allow (a target task's quality is the scorer's to judge);
 ``independent``  image i depends only on (prompt i, generator i): call 2's images of call 1's inputs, rendered
                  at other positions in a larger batch, match call 1's within the same tolerance;
 ``repeatable``   call 3 is bit-identical to call 1 and call 4 to call 2;
-``not-a-no-op``  (accelerated tasks) the images differ from the baseline program's on the same inputs, and the
+``not-a-no-op``  (accelerated recipe tasks) the images differ from the baseline program's on the same inputs, and the
                  trace differs from the baseline's: the method changed the computation;
 ``plausible``    advisory, never fails the verdict: a static scan (``ast``) flags programs that import
                  accelbench, patch attributes of torch/time/builtins/diffusers, start threads or processes,

@@ -16,7 +16,7 @@ from accelbench.builder.gate.inputs import REFERENCE_CALLS, draw_inputs, gate_pr
 from accelbench.builder.gate.judge import Judge, describe_failure
 from accelbench.builder.gate.references import REFERENCES, References, Result
 from accelbench.builder.gate.scan import contract_problem, scan_program
-from accelbench.builder.gate.tolerance import tolerance
+from accelbench.builder.gate.tolerance import tolerance, widest_tolerance
 from accelbench.builder.gate.verdict import Check, Verdict
 from accelbench.builder.isolation import forkserver_context
 from accelbench.builder.worker import DEFAULT_CALL_TIMEOUT_S, DEFAULT_LOAD_TIMEOUT_S, ProgramWorker, WorkerFailure
@@ -64,7 +64,11 @@ class Gate:
         self.baseline_source = programs.render(catalog, task, baseline=True).source
         self.gt_source = self.baseline_source if variant == schema.BASELINE else programs.render(catalog, task).source
         self.accelerated = variant == schema.GT and task.method != BASELINE_METHOD
-        self.tolerance = tolerance(task, catalog.methods[task.method], device, self.dtype, variant)
+        # A target task's candidates are judged by its constraints against the baseline, not against its
+        # reference program (the "GT" here): any method that keeps them may be chosen.
+        self.target = task.target if variant == schema.GT else None
+        self.tolerance = (widest_tolerance(catalog.methods.values(), device, self.dtype) if self.target is not None
+                          else tolerance(task, catalog.methods[task.method], device, self.dtype, variant))
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="gate-reference")
 
     def __enter__(self):
@@ -126,8 +130,9 @@ class Gate:
         futures = {}
         if self.gt_source != skip:
             futures[schema.GT] = self._pool.submit(self._reference, self.gt_source, self.variant, REFERENCE_CALLS)
-        if self.accelerated and self.baseline_source != skip:
-            futures[schema.BASELINE] = self._pool.submit(self._reference, self.baseline_source, schema.BASELINE, (0,))
+        if self.accelerated and self.baseline_source != skip:  # a target task's: every traced reference call
+            calls = REFERENCE_CALLS if self.target is not None else (0,)
+            futures[schema.BASELINE] = self._pool.submit(self._reference, self.baseline_source, schema.BASELINE, calls)
         return futures
 
     def prepare(self) -> None:

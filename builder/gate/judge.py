@@ -14,6 +14,7 @@ from accelbench.builder.gate.references import Result
 from accelbench.builder.gate.tolerance import Tolerance
 from accelbench.builder.gate.verdict import Check
 from accelbench.builder.trace import compare_traces, trace_digest
+from accelbench.builder.trace.constraints import constraint_violation
 
 if TYPE_CHECKING:
     from accelbench.builder.gate.check import Gate
@@ -32,6 +33,26 @@ def real_model_difference(gt_trace: dict | None, trace: dict | None) -> str | No
         return None
     difference = compare_traces(gt_trace, trace) if trace is not None else "no execution trace"
     return None if difference is None else f"gate (real model): spec: {difference}"
+
+
+def real_model_violation(baseline_trace: dict | None, trace: dict | None, fixed) -> str | None:
+    """A target task's :func:`real_model_difference`: why a submission's traced batch on the real model is
+    rejected (it breaks the task's constraints against the baseline's trace of the same batch), or None."""
+    if baseline_trace is None:
+        return None
+    violation = constraint_violation(baseline_trace, trace, fixed)
+    return None if violation is None else f"gate (real model): constraints: {violation}"
+
+
+def target_replay_difference(timed: np.ndarray, replay: np.ndarray, baseline_trace: dict | None,
+                             trace: dict | None, tolerance: Tolerance | None, fixed) -> str | None:
+    """A target task's :func:`replay_difference`: the replay's pixels are the timed call's, and its trace keeps
+    the task's constraints against the baseline's replay of the same batch (when that replay ran)."""
+    difference = replay_difference(timed, replay, None, None, tolerance)
+    if difference is not None or baseline_trace is None:
+        return difference
+    violation = constraint_violation(baseline_trace, trace, fixed)
+    return None if violation is None else f"constraints: {violation}"
 
 
 def timed_difference(pixels: np.ndarray, reference: np.ndarray, tolerance: Tolerance) -> str | None:
@@ -65,7 +86,8 @@ def replay_difference(timed: np.ndarray, replay: np.ndarray, reference_trace: di
 class Judge:
     """Builds a verdict's checks call by call (see the module docstring for what each check means)."""
 
-    ORDER = ("contract", "load", "output", "finite", "spec", "fidelity", "independent", "repeatable", "not-a-no-op")
+    ORDER = ("contract", "load", "output", "finite", "spec", "constraints", "fidelity", "independent", "repeatable",
+             "not-a-no-op")
 
     def __init__(self, gate: Gate, verdict: Verdict):
         self.gate, self.verdict = gate, verdict
@@ -113,7 +135,9 @@ class Judge:
         result = results[index]
         ok = True
         call = self.calls[index]
-        if call.traced:
+        if call.traced and self.gate.target is not None:
+            ok &= self._set(self._constraints(index, result, baseline[call.reference].trace))
+        elif call.traced:
             reference = gt[call.reference].trace
             difference = compare_traces(reference, result.trace)
             ok &= self._set(Check("spec", difference is None, "the GT's execution trace on every traced call",
@@ -124,7 +148,7 @@ class Judge:
                 self.verdict.trace = result.trace
                 self.verdict.trace_digest = trace_digest(result.trace)
                 self.verdict.gt_trace_digest = trace_digest(reference)
-        if call.compare_gt:
+        if call.compare_gt and self.gate.target is None:  # a target task's quality is the scorer's to judge
             ok &= self._set(self._fidelity(index, result.pixels, gt[index].pixels))
         if call.repeats is not None:
             first = results[call.repeats]
@@ -137,9 +161,21 @@ class Judge:
                                      f": different pixels (max |diff| {m}/255, mean {mean:.3g})")))
         if index == 1:
             ok &= self._set(self._independent(results[0].pixels, result.pixels))
-        if index == 0 and baseline is not None:
+        if index == 0 and baseline is not None and self.gate.target is None:  # a target task's: its speed
             ok &= self._set(self._not_a_no_op(result, baseline[0]))
         return bool(ok)
+
+    def _constraints(self, index: int, result: Result, baseline_trace: dict) -> Check:
+        """A target task's constraints on one traced call, against the baseline's trace of the same inputs."""
+        violation = constraint_violation(baseline_trace, result.trace, self.gate.target.fixed)
+        if index == 0:
+            self.verdict.trace = result.trace
+            self.verdict.trace_digest = trace_digest(result.trace) if result.trace else None
+        fixed = ", ".join(self.gate.target.fixed) or "nothing beyond model, weights, resolution and images"
+        return Check("constraints", violation is None, f"the task's constraints (fixed: {fixed}) on every traced "
+                                                       f"call, against the baseline's trace",
+                     "kept" if violation is None else violation.split(":")[0],
+                     f"{self._where(index)}: {violation}" if violation else "every constraint kept")
 
     def _widen(self, gt: dict) -> None:
         """The GT's own spread: its images of call 1's inputs at other positions of call 2's batch. Where that
@@ -204,7 +240,8 @@ class Judge:
             repeatable.reason = f"{', '.join(repeats)}: bit-identical"
         if not complete:
             for check in self.checks.values():
-                if check.passed and check.name in ("spec", "fidelity", "repeatable", "output", "finite"):
+                if check.passed and check.name in ("spec", "constraints", "fidelity", "repeatable", "output",
+                                                                "finite"):
                     check.reason += f" (judged on {len(results)} of {self.n} calls: stopped at a failure)"
         self.verdict.checks.extend(self.checks[name] for name in self.ORDER if name in self.checks)
 

@@ -43,3 +43,14 @@ def tolerance(task: Task, method: Method, device: str, dtype: str, variant: str 
     if variant == schema.BASELINE or own is None or (own.when is not None and not task.params.get(own.when)):
         return base
     return Tolerance(max(base.max_abs, own.max_abs), max(base.mean_abs, own.mean_abs), own.basis)
+
+
+def widest_tolerance(methods, device: str, dtype: str) -> Tolerance:
+    """The tolerance of a target task's own checks (independent): its method is the program's choice, so every
+    method's own freedom is allowed (ToMe's merge seed), on top of the device's numerics."""
+    base = CPU_FP32 if device == "cpu" and dtype == "float32" else UNCALIBRATED
+    own = [method.gate_tolerance for method in methods if method.gate_tolerance is not None]
+    if not own:
+        return base
+    return Tolerance(max(base.max_abs, *(t.max_abs for t in own)), max(base.mean_abs, *(t.mean_abs for t in own)),
+                     f"{base.basis}, widened by every method's own freedom (any method may be chosen)")
