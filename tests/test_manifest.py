@@ -1,7 +1,6 @@
 """Manifests: the packaged catalogue, task text round trips, and one-line errors for malformed manifests."""
 
 import json
-import shutil
 from collections import Counter
 
 import pytest
@@ -14,7 +13,6 @@ from accelbench.manifest import (
     LEVELS,
     PIPELINE_LEVEL,
     TAG_SWEEP,
-    default_root,
     load_catalog,
     parse_task_text,
     render_target_text,
@@ -237,13 +235,6 @@ MALFORMED = {
     "task list not a list": (_edit("tasks/smoke.yaml", _set(["tasks"], {"id": "x"})),
                              "tasks: must be a list, got a mapping"),
 }
-
-
-@pytest.fixture
-def manifest_root(tmp_path):
-    root = tmp_path / "manifests"
-    shutil.copytree(default_root(), root, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
-    return root
 
 
 def _invoke_validate(root):

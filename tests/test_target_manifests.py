@@ -2,14 +2,13 @@
 each target feasible, and one-line errors for a malformed or an infeasible one."""
 
 import json
-import shutil
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from accelbench.cli import main
-from accelbench.manifest import default_root, load_catalog
+from accelbench.manifest import load_catalog
 from accelbench.manifest.model import FIXABLE, LATENCY_LEVEL, SPEEDUP_LEVEL, gpu_class
 
 EVIDENCE = "bench/results/targets/sd15-ddim-25.json"
@@ -41,7 +40,7 @@ def latency_task() -> dict:
 
 
 def write_tasks(root, *tasks, defaults=None):
-    path = root / "tasks" / "targets.yaml"
+    path = root / "tasks" / "test-targets.yaml"  # beside the packaged targets.yaml
     data = {"defaults": defaults if defaults is not None else {"budget": {"psnr_db": 1.0, "clip_pct": 1.0}},
             "tasks": list(tasks)}
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
@@ -49,10 +48,8 @@ def write_tasks(root, *tasks, defaults=None):
 
 
 @pytest.fixture
-def root(tmp_path):
-    root = tmp_path / "manifests"
-    shutil.copytree(default_root(), root, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
-    return root
+def root(manifest_root):
+    return manifest_root
 
 
 def test_a_speedup_and_a_latency_task_load_with_their_levels_fields_and_reference(root):
@@ -81,16 +78,18 @@ def test_tasks_lists_target_tasks_by_level_with_their_target_in_json(root):
     runner = CliRunner()
     listed = runner.invoke(main, ["--manifests", str(root), "tasks", "--level", "4", "--level", "5"])
     assert listed.exit_code == 0, listed.output
-    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["sd15-ddim-25-speedup-2x",
-                                                                         "sdxl-euler-30-latency"]
-    assert [line.split()[4] for line in listed.stdout.splitlines()] == ["L4", "L5"]
+    levels = {line.split()[0]: line.split()[4] for line in listed.stdout.splitlines()}
+    packaged = {task.id for task in load_catalog().tasks.values() if task.target is not None}
+    assert set(levels) == packaged | {"sd15-ddim-25-speedup-2x", "sdxl-euler-30-latency"}
+    assert (levels["sd15-ddim-25-speedup-2x"], levels["sdxl-euler-30-latency"]) == ("L4", "L5")
     as_json = runner.invoke(main, ["--manifests", str(root), "tasks", "--level", "5", "--json"])
-    [entry] = [json.loads(line) for line in as_json.stdout.splitlines()]
+    [entry] = [json.loads(line) for line in as_json.stdout.splitlines()
+               if json.loads(line)["id"] == "sdxl-euler-30-latency"]
     assert entry["target"] == {"tier": "hard", "speedup": None, "latency_ms": {"h200": 900.0, "h100": 1200.0},
                                "budget": {"psnr_db": 1.5, "clip_pct": 0.5}, "fixed": [], "free": list(FIXABLE),
                                "evidence": "bench/results/targets/sdxl-euler-30.json"}
     recipes = runner.invoke(main, ["--manifests", str(root), "tasks", "--json"]).stdout.splitlines()
-    assert sum(json.loads(line)["target"] is None for line in recipes) == len(load_catalog().tasks)
+    assert sum(json.loads(line)["target"] is None for line in recipes) == len(load_catalog().tasks) - len(packaged)
 
 
 def test_gpu_classes_are_found_in_torch_device_names():
@@ -199,3 +198,13 @@ def test_the_task_pack_gives_a_target_tasks_goal_budget_and_fixed_fields_but_not
     for path in [tmp_path / "pack" / TASKS_JSONL, *(tmp_path / "pack").glob(f"*/{TASK_MD}")]:
         text = path.read_text().lower()
         assert "deepcache" not in text and "bench/results/targets" not in text, path
+
+
+def test_the_lite_suite_spans_every_level_in_about_sixty_tasks():
+    from collections import Counter
+
+    from accelbench.manifest import LEVELS
+
+    catalog = load_catalog()
+    levels = Counter(catalog.tasks[task_id].level for task_id in catalog.suite("lite").tasks)
+    assert set(levels) == set(LEVELS) and 50 <= sum(levels.values()) <= 70, levels
