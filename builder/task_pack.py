@@ -91,6 +91,9 @@ def write_task_pack(catalog: Catalog, suite: Suite, tasks: list[Task], out: Path
     return written
 
 
+_FIXABLE_LINES = "".join(f"   - {fixable.short}: {fixable.meaning};\n" for fixable in FIXABLE.values())
+
+
 def pack_readme(suite: Suite, tasks: list[Task]) -> str:
     tiny = ", ".join(f"{family} {size}×{size}" for family, size in TINY_RESOLUTION.items())
     return f"""# accelbench task pack: suite `{suite.id}` ({len(tasks)} tasks)
@@ -116,8 +119,7 @@ How a target task is judged, in this order (each failure names its reason):
    same inputs: the denoiser is the task's model (block layout, class, parameter count) with its weights (sampled
    values, equal within the dtype's precision), the latents and the decoded images have the baseline's size and
    count, no module with parameters outside the pipeline runs, and each field the task fixes holds:
-{"".join(f"   - {fixable.short}: {fixable.meaning};{chr(10)}" for fixable in FIXABLE.values())}   the first warm-up
-   batch on the run's model and the audit's replays are checked the same way;
+{_FIXABLE_LINES}   the first warm-up batch on the run's model and the audit's replays are checked the same way;
 3. **quality**, on the run's (secret) prompts, against the baseline's images: mean PSNR no lower than the task's
    *reference program*'s minus the budget's dB, CLIP score loss no higher than the reference's plus the budget's
    points. The reference is a configuration known to meet the target; which one is not given. Relative to a
