@@ -86,13 +86,15 @@ def select_tasks(catalog: Catalog, suite: Suite, patterns: list[str] | None) -> 
     """The suite's tasks, optionally narrowed by ids or glob patterns (each must match a task of the suite).
 
     ``None`` means every task of the suite; an empty list is an error (``--tasks ','`` selects nothing)."""
-    if patterns is not None and not patterns:
+    if patterns is None:
+        return [catalog.tasks[task_id] for task_id in suite.tasks]
+    if not patterns:
         raise PlanError("--tasks selects no task (give task ids or glob patterns, or leave it out for all)")
     def unmatched(index, pattern):
         hint = "" if pattern not in catalog.tasks else f" (task {pattern!r} exists but is not in this suite)"
         raise PlanError(f"--tasks: {pattern!r} matches no task of suite {suite.id!r}{hint}")
 
-    chosen = set(suite.tasks if patterns is None else expand_task_patterns(patterns, suite.tasks, unmatched))
+    chosen = set(expand_task_patterns(patterns, suite.tasks, unmatched))
     return [catalog.tasks[task_id] for task_id in suite.tasks if task_id in chosen]
 
 

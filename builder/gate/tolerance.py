@@ -38,7 +38,7 @@ UNCALIBRATED = Tolerance(24, 1.5, "not calibrated for this device/dtype")
 def tolerance(task: Task, method: Method, device: str, dtype: str, variant: str = schema.GT) -> Tolerance:
     """The image tolerance for ``task`` (of ``method``) on device/dtype: for its GT, or for its baseline with
     ``variant="baseline"`` (a baseline has no method, hence no method tolerance)."""
-    base = CPU_FP32 if device == "cpu" and dtype == "float32" else UNCALIBRATED
+    base = _device_tolerance(device, dtype)
     own = method.gate_tolerance
     if variant == schema.BASELINE or own is None or (own.when is not None and not task.params.get(own.when)):
         return base
@@ -48,9 +48,14 @@ def tolerance(task: Task, method: Method, device: str, dtype: str, variant: str 
 def widest_tolerance(methods, device: str, dtype: str) -> Tolerance:
     """The tolerance of a target task's own checks (independent): its method is the program's choice, so every
     method's own freedom is allowed (ToMe's merge seed), on top of the device's numerics."""
-    base = CPU_FP32 if device == "cpu" and dtype == "float32" else UNCALIBRATED
+    base = _device_tolerance(device, dtype)
     own = [method.gate_tolerance for method in methods if method.gate_tolerance is not None]
     if not own:
         return base
     return Tolerance(max(base.max_abs, *(t.max_abs for t in own)), max(base.mean_abs, *(t.mean_abs for t in own)),
                      f"{base.basis}, widened by every method's own freedom (any method may be chosen)")
+
+
+def _device_tolerance(device: str, dtype: str) -> Tolerance:
+    """The device's own numerics: calibrated for CPU float32, not elsewhere."""
+    return CPU_FP32 if device == "cpu" and dtype == "float32" else UNCALIBRATED
