@@ -75,6 +75,9 @@ def _catalog(ctx):
 # ---------------------------------------------------------------------------------------------------------
 
 
+TASKS_HELP = ("Comma-separated task ids or glob patterns, '!PATTERN' dropping what it matches of those before it "
+              "(default: the suite's).")
+
 @main.command()
 @click.option("--suite", help="Only the tasks of this suite.")
 @click.option("--level", "levels", type=click.IntRange(min(LEVELS), max(LEVELS)), multiple=True,
@@ -134,7 +137,7 @@ def gt_code(ctx, task_id, baseline):
 @main.command("task-pack")
 @click.option("--suite", "suite_id", required=True, help="Suite whose tasks to pack.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="New (or empty) folder to write.")
-@click.option("--tasks", "task_patterns", help="Comma-separated task ids or glob patterns (default: the suite's).")
+@click.option("--tasks", "task_patterns", help=TASKS_HELP)
 @click.pass_context
 def task_pack(ctx, suite_id, out, task_patterns):
     """Write what an agent is given: README.md (contract, checks, rules), tasks.jsonl, <task>/TASK.md and
@@ -221,7 +224,7 @@ def _split(value: str | None) -> list[str] | None:
 @main.command()
 @click.option("--suite", "suite_id", default="smoke", show_default=True, help="Suite to generate.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Dataset folder.")
-@click.option("--tasks", "task_patterns", help="Comma-separated task ids or glob patterns (default: the suite's).")
+@click.option("--tasks", "task_patterns", help=TASKS_HELP)
 @click.option("--submission", "submission_dirs", multiple=True, type=click.Path(path_type=Path),
               help="A submission folder of <task_id>.py programs (repeatable); runs as variant sub:<name>.")
 @click.option("--variants", help="Comma-separated: baseline, gt, sub:NAME (default: all of them).")
@@ -362,14 +365,16 @@ def targets_search(ctx, model_id, scheduler_id, steps, out, results_path, weight
 
 @targets.command("tasks")
 @click.argument("results_paths", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--fixed", default="sampler,steps,dtype", show_default=True,
-              help="Comma-separated fields the tasks fix (of sampler, steps, dtype, guidance).")
+@click.option("--fixed", "fixed_sets", multiple=True,
+              help="Comma-separated fields the tasks fix (of sampler, steps, dtype, guidance; 'none' for none); "
+                   "repeat for one task per set, the sets other than the default named in the id "
+                   "(default: sampler,steps,dtype).")
 @click.option("--budget-psnr", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="dB of PSNR to the baseline a submission may lose beyond the reference's.")
 @click.option("--budget-clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Points of CLIP score loss a submission may add to the reference's.")
 @click.pass_context
-def targets_tasks(ctx, results_paths, fixed, budget_psnr, budget_clip):
+def targets_tasks(ctx, results_paths, fixed_sets, budget_psnr, budget_clip):
     """Print the target tasks that search results prove feasible, as one tasks/*.yaml file (texts rendered); each
     cites its results file, by the path given here, as its reference's evidence."""
     import yaml
@@ -377,9 +382,10 @@ def targets_tasks(ctx, results_paths, fixed, budget_psnr, budget_clip):
     from accelbench.builder import target_search
 
     catalog, entries = _catalog(ctx), []
+    sets = tuple(() if text.strip() == "none" else tuple(_split(text) or ()) for text in fixed_sets)
     for path in results_paths:
         entries += target_search.target_tasks(catalog, json.loads(path.read_text()), str(path),
-                                              tuple(_split(fixed) or ()), (budget_psnr, budget_clip))
+                                              sets or (target_search.DEFAULT_FIXED,), (budget_psnr, budget_clip))
     click.echo(yaml.safe_dump({"tasks": entries}, sort_keys=False, allow_unicode=True, width=1000), nl=False)
 
 

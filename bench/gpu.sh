@@ -17,9 +17,12 @@
 #   bash bench/gpu.sh sd15-control RESULTS generate|control   one 100-image paired SD1.5 run of generate, or of
 #                                    the no-harness control; alternate them across calls and pool with
 #                                    bench/pool_runs.py RUNS --control CONTROLS
+#   bash bench/gpu.sh targets RESULTS MODEL-SCHEDULER-STEPS[,...]   `accelbench targets search` of each setting
+#                                    (METHODS, default deepcache; MAX candidates, default 8; LIMIT prompts, default
+#                                    8), one results file per setting, RESULTS/SETTING.json
 # Every step runs even if an earlier one failed; RESULTS/ receives the JSON, logs and reports.
 set -u
-part=${1:?part: sd15, sdxl, sdxl-standard, audit, quiet, repeats or sd15-control}
+part=${1:?part: sd15, sdxl, sdxl-standard, audit, quiet, repeats, sd15-control or targets}
 results=${2:?results folder}
 work=${WORK:-/tmp/accelbench-gpu}
 mkdir -p "$results" "$work"
@@ -103,6 +106,15 @@ PY
     case $side in generate) flag= ;; control) flag=--control ;; *) echo "unknown side $side"; exit 2 ;; esac
     step python bench/bench_generate.py --families sd15 --images 100 --device cuda --work "$work/bench-$side" \
       $flag --out "$results/generate-sd15-paired-$side-$(date -u +%Y%m%dT%H%M%S).json"
+    ;;
+  targets)
+    for setting in ${3//,/ }; do
+      steps=${setting##*-} rest=${setting%-*}  # a model id may hold '-', a scheduler id does not
+      scheduler=${rest##*-} model=${rest%-*}
+      step accelbench targets search --model "$model" --scheduler "$scheduler" --steps "$steps" \
+        --methods "${METHODS:-deepcache}" --max-candidates "${MAX:-8}" --limit "${LIMIT:-8}" \
+        --prompts "$work/prompts.txt" --out "$work/search-$setting" --results "$results/$setting.json" --no-progress
+    done
     ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

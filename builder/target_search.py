@@ -1,16 +1,19 @@
 """``accelbench targets search``: a bounded search over the catalogue's methods and their searched parameter values
 (``search:`` in methods.yaml) for one setting, run through ``generate`` (every candidate a recipe task's GT program,
 timed in rounds beside the baseline) and scored for fidelity to the baseline's images. Its results file holds every
-candidate, the Pareto front of speedup against fidelity, and the targets derived from the front with the reference
-program of each: what a target task's ``reference.evidence`` cites, so every target is proven feasible.
+candidate, the Pareto front of speedup against fidelity, and the targets derived from the candidates with the
+reference program of each: what a target task's ``reference.evidence`` cites, so every target is proven feasible.
 
 1. candidates: per method that applies to the model, every combination of its searched values (the others at
    their defaults) that its bounds allow at this step count;
 2. ``generate`` them with the baseline (no gate: these are catalogue programs);
 3. PSNR/SSIM of every image to the baseline's (``scorer.fidelity``) and the summaries (``scorer.aggregate``);
 4. the front (no candidate both faster and closer to the baseline) and, per tier, a speedup target (a fraction
-   of the front's largest speedup) and a latency target on the run's GPU class, each with the closest candidate
-   whose whole interval meets it as its reference.
+   of the largest one a candidate's interval meets with :data:`FEASIBILITY_MARGIN`) and a latency target on the
+   run's GPU class, each with the closest candidate that meets it with the margin as its reference.
+
+``targets tasks`` derives the targets again from the candidates, by today's rule (the results file's ``targets``
+are those of the rule at search time).
 
 CLIP scores are left out: searches run on random weights, where CLIP measures nothing; target tasks' quality
 budgets are relative to the reference, measured on each run.
@@ -44,13 +47,17 @@ from accelbench.manifest.checks import Checker, check_param_value
 
 RESULTS_VERSION = 1
 SEARCH_SUITE = "target-search"
-# A tier's speedup target: this fraction of the front's largest speedup, rounded down to TARGET_STEP.
-TIER_FRACTIONS = {"easy": 0.5, "medium": 0.75, "hard": 0.9}
+# A run judging many programs reads speedups 10-15 % below a search's (bench/README.md, "Target tasks"): a
+# reference must meet its target with this margin, on its interval's low end, and a latency target leaves as much
+# above the reference's interval's high end.
+FEASIBILITY_MARGIN = 0.15
+# A tier's speedup target: this fraction of the reach (the largest target a candidate meets with the margin),
+# rounded down to TARGET_STEP; hard asks for the reach itself.
+TIER_FRACTIONS = {"easy": 0.6, "medium": 0.8, "hard": 1.0}
 TARGET_STEP = 0.05
 LATENCY_STEP_MS = 5.0  # latency targets are rounded up to this
 MIN_SPEEDUP_TARGET = 1.1  # below this a target asks for nothing a timing's noise would not give
-
-
+DEFAULT_FIXED = ("sampler", "steps", "dtype")  # what `targets tasks` fixes unless told otherwise
 MAX_CANDIDATES = 50  # the search's budget (DiffBench's feasibility search ran 50 rounds)
 
 
@@ -116,25 +123,39 @@ def pareto_front(points: list[dict]) -> list[dict]:
     return sorted(front, key=lambda point: point["speedup"])
 
 
-def derive_targets(points: list[dict], front: list[dict], device_name: str) -> list[dict]:
+def derive_targets(points: list[dict], device_name: str, baseline_latency_ms: float | None) -> list[dict]:
     """Per tier: a speedup target (level 4) and a latency target on the run's GPU class (level 5), each with its
-    reference: of the candidates whose whole speedup interval meets the speedup target, the closest to the
-    baseline. A tier whose target would be below :data:`MIN_SPEEDUP_TARGET`, or that no candidate meets, is
-    left out."""
-    top = max((point["speedup"] for point in front), default=None)
-    if top is None:
+    reference: of the candidates whose speedup interval's low end meets the target with
+    :data:`FEASIBILITY_MARGIN`, the closest to the baseline. The latency target is the baseline's latency over
+    the speedup target, but never below the reference's interval's high end plus the margin (so two tiers with
+    one reference still differ). A tier whose target would be below :data:`MIN_SPEEDUP_TARGET` is left out.
+
+    Example:
+        >>> point = {"name": "a", "method": "deepcache", "params": {}, "psnr": 30.0, "speedup": 2.6,
+        ...          "latency_ms_ci_high": 300.0}
+        >>> [(t["tier"], t["speedup"], t["latency_ms"]) for t in derive_targets(
+        ...     [{**point, "speedup_ci_low": 2.3}], "NVIDIA H200", baseline_latency_ms=1000.0)]
+        [('easy', 1.2, {'h200': 835.0}), ('medium', 1.6, {'h200': 625.0}), ('hard', 2.0, {'h200': 500.0})]
+    """
+    reach = max((point["speedup_ci_low"] for point in points if point["speedup_ci_low"] is not None), default=None)
+    if reach is None:
         return []
     gpu, derived = gpu_class(device_name or ""), []
     for tier in TIERS:
-        goal = math.floor(TIER_FRACTIONS[tier] * top / TARGET_STEP) * TARGET_STEP
-        meeting = [point for point in points if point["speedup_ci_low"] is not None and point["speedup_ci_low"] >= goal]
-        if goal < MIN_SPEEDUP_TARGET or not meeting:
+        # round() first: 0.6 * 2.0 / 0.05 is 23.999..., one float step below the 24 it means.
+        goal = math.floor(round(TIER_FRACTIONS[tier] * reach / (1 + FEASIBILITY_MARGIN) / TARGET_STEP, 6)) * TARGET_STEP
+        if goal < MIN_SPEEDUP_TARGET:
             continue
+        meeting = [point for point in points if point["speedup_ci_low"] is not None
+                   and point["speedup_ci_low"] >= goal * (1 + FEASIBILITY_MARGIN) - 1e-9]  # the reach's own point
         reference = max(meeting, key=lambda point: (point["psnr"], point["speedup"]))
         entry = {"tier": tier, "speedup": round(goal, 2), "reference": reference["name"],
                  "method": reference["method"], "params": reference["params"], "latency_ms": None}
         if gpu is not None and reference["latency_ms_ci_high"] is not None:
-            entry["latency_ms"] = {gpu: math.ceil(reference["latency_ms_ci_high"] / LATENCY_STEP_MS) * LATENCY_STEP_MS}
+            feasible = reference["latency_ms_ci_high"] * (1 + FEASIBILITY_MARGIN)
+            tier_latency = baseline_latency_ms / goal if baseline_latency_ms else 0.0
+            entry["latency_ms"] = {gpu: math.ceil(round(max(feasible, tier_latency) / LATENCY_STEP_MS, 6))
+                                   * LATENCY_STEP_MS}
         derived.append(entry)
     return derived
 
@@ -175,7 +196,8 @@ def run_search(catalog: Catalog, model_id: str, scheduler_id: str, steps: int, o
             "batch_size": batch_size, "seed_key": dataset.read_manifest(out).get("seed_key"),
             "baseline_latency_ms": baseline["latency_ms"], "seconds": round(summary.seconds, 1),
             "candidates": points, "front": [point["name"] for point in front],
-            "targets": derive_targets(points, front, device_name), "tier_fractions": TIER_FRACTIONS,
+            "targets": derive_targets(points, device_name, baseline["latency_ms"]), "tier_fractions": TIER_FRACTIONS,
+            "feasibility_margin": FEASIBILITY_MARGIN,
             "gpu_classes": list(GPU_CLASSES)}
 
 
@@ -185,31 +207,41 @@ def write_results(results: dict, path: Path) -> None:
     dataset.write_json_atomic(Path(path), json.loads(json.dumps(results, default=str)))
 
 
-def target_tasks(catalog: Catalog, results: dict, evidence: str, fixed: tuple[str, ...],
+def fixed_suffix(fixed: tuple[str, ...]) -> str:
+    """The id suffix of a target task fixing ``fixed``: none for :data:`DEFAULT_FIXED`, else what it fixes."""
+    if tuple(fixed) == DEFAULT_FIXED:
+        return ""
+    return "-fixed-" + ("-".join(fixed) or "none")
+
+
+def target_tasks(catalog: Catalog, results: dict, evidence: str, fixed_sets: tuple[tuple[str, ...], ...],
                  budget: tuple[float, float]) -> list[dict]:
     """The target tasks (manifest entries, texts rendered) that a search's results prove feasible: per derived
-    tier a level-4 task and, where the run's GPU class has a latency target, a level-5 one, each citing
-    ``evidence`` (the results file) for its reference."""
+    tier and per set of fixed fields a level-4 task and, where the run's GPU class has a latency target, a
+    level-5 one, each citing ``evidence`` (the results file) for its reference."""
     from accelbench.manifest import FIXABLE, QualityBudget, Target, render_target_text
 
-    unknown = [name for name in fixed if name not in FIXABLE]
-    if unknown:
-        raise ManifestError("--fixed", "", f"unknown fixable field {unknown[0]!r}; known: {', '.join(FIXABLE)}")
+    for fixed in fixed_sets:
+        unknown = [name for name in fixed if name not in FIXABLE]
+        if unknown:
+            raise ManifestError("--fixed", "", f"unknown fixable field {unknown[0]!r}; known: {', '.join(FIXABLE)}")
     model, scheduler = catalog.models[results["model"]], catalog.schedulers[results["scheduler"]]
     tasks = []
-    for derived in results["targets"]:
+    for derived in derive_targets(results["candidates"], results["device_name"], results["baseline_latency_ms"]):
         goals = [("speedup", {"speedup": derived["speedup"]})]
         if derived.get("latency_ms"):
             goals.append(("latency", {"latency_ms": derived["latency_ms"]}))
-        for kind, goal in goals:
-            target = Target(tier=derived["tier"], budget=QualityBudget(*budget),
-                            fixed=tuple(name for name in FIXABLE if name in fixed), speedup=goal.get("speedup"),
-                            latency_ms=goal.get("latency_ms") or {}, evidence=evidence)
-            tasks.append({"id": f"{results['setting']}-{kind}-{derived['tier']}", "model": results["model"],
-                          "scheduler": results["scheduler"], "steps": results["steps"],
-                          "target": {**goal, "tier": derived["tier"]},
-                          "budget": {"psnr_db": budget[0], "clip_pct": budget[1]}, "fixed": list(target.fixed),
-                          "reference": {"method": derived["method"], "params": dict(derived["params"]),
-                                        "evidence": evidence},
-                          "text": render_target_text(model, scheduler, results["steps"], target)})
+        for fixed_set in fixed_sets:
+            fixed = tuple(name for name in FIXABLE if name in fixed_set)
+            for kind, goal in goals:
+                target = Target(tier=derived["tier"], budget=QualityBudget(*budget), fixed=fixed,
+                                speedup=goal.get("speedup"), latency_ms=goal.get("latency_ms") or {},
+                                evidence=evidence)
+                tasks.append({"id": f"{results['setting']}-{kind}-{derived['tier']}{fixed_suffix(fixed)}",
+                              "model": results["model"], "scheduler": results["scheduler"],
+                              "steps": results["steps"], "target": {**goal, "tier": derived["tier"]},
+                              "budget": {"psnr_db": budget[0], "clip_pct": budget[1]}, "fixed": list(fixed),
+                              "reference": {"method": derived["method"], "params": dict(derived["params"]),
+                                            "evidence": evidence},
+                              "text": render_target_text(model, scheduler, results["steps"], target)})
     return tasks

@@ -208,3 +208,14 @@ def test_the_lite_suite_spans_every_level_in_about_sixty_tasks():
     catalog = load_catalog()
     levels = Counter(catalog.tasks[task_id].level for task_id in catalog.suite("lite").tasks)
     assert set(levels) == set(LEVELS) and 50 <= sum(levels.values()) <= 70, levels
+
+
+def test_the_standard_catalogue_has_the_levels_breadth():
+    from collections import Counter
+
+    from accelbench.manifest import PIPELINE_LEVEL
+
+    catalog = load_catalog()
+    tasks = [catalog.tasks[task_id] for task_id in catalog.suite("standard").tasks]
+    levels = Counter(task.level for task in tasks)
+    assert levels[PIPELINE_LEVEL] >= 40 and levels[SPEEDUP_LEVEL] >= 90 and levels[LATENCY_LEVEL] >= 90, levels

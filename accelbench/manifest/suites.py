@@ -23,13 +23,26 @@ from accelbench.manifest.model import (
 
 def expand_task_patterns(patterns, task_ids, unmatched) -> list[str]:
     """The ids among ``task_ids`` that task ids or glob patterns (case-sensitive) select, each once, in the
-    order first selected. ``unmatched(index, pattern)`` is called for a pattern that selects nothing."""
+    order first selected; a pattern starting with ``!`` drops what it matches from the ids selected before it.
+    ``unmatched(index, pattern)`` is called for a pattern that selects (or drops) nothing.
+
+    Example:
+        >>> expand_task_patterns(["a-*", "!*-2", "b-1"], ["a-1", "a-2", "b-1"], print)
+        ['a-1', 'b-1']
+    """
     selected: list[str] = []
     for index, pattern in enumerate(patterns):
-        matches = [task_id for task_id in task_ids if fnmatch.fnmatchcase(task_id, pattern)]
+        excluding = pattern.startswith("!")
+        if excluding:
+            matches = [task_id for task_id in selected if fnmatch.fnmatchcase(task_id, pattern[1:])]
+        else:
+            matches = [task_id for task_id in task_ids if fnmatch.fnmatchcase(task_id, pattern)]
         if not matches:
             unmatched(index, pattern)
-        selected.extend(task_id for task_id in matches if task_id not in selected)
+        if excluding:
+            selected = [task_id for task_id in selected if task_id not in matches]
+        else:
+            selected.extend(task_id for task_id in matches if task_id not in selected)
     return selected
 
 
