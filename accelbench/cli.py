@@ -78,6 +78,7 @@ def _catalog(ctx):
 TASKS_HELP = ("Comma-separated task ids or glob patterns, '!PATTERN' dropping what it matches of those before it "
               "(default: the suite's).")
 
+
 @main.command()
 @click.option("--suite", help="Only the tasks of this suite.")
 @click.option("--level", "levels", type=click.IntRange(min(LEVELS), max(LEVELS)), multiple=True,
