@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from accelbench.manifest.model import LEVELS
+
 SCHEMA_VERSION = 2  # 2: record ids include the program's sha256; submissions; harness timing columns
 DATASET_MANIFEST = "accelbench.json"
 DATASET_KIND = "accelbench-generations"
@@ -410,6 +412,11 @@ def fast_column(p: float) -> str:
     return "fast_" + f"{float(p):g}".replace(".", "_").replace("-", "m")
 
 
+def level_column(level: int) -> str:
+    """Column name of a level's pass rate: ``pass_l1`` .. ``pass_l5``."""
+    return f"pass_l{level}"
+
+
 def leaderboard_columns(fast_p=DEFAULT_FAST_P) -> tuple[Column, ...]:
     """One row per submission (and the GT, the reference): the leaderboard's columns for the thresholds
     ``fast_p``. :data:`LEADERBOARD_COLUMNS` are those of :data:`DEFAULT_FAST_P`."""
@@ -419,6 +426,14 @@ def leaderboard_columns(fast_p=DEFAULT_FAST_P) -> tuple[Column, ...]:
         fast += [Column(name, pa.float64(), f"fraction of all tasks that are correct with speedup > {p:g}"),
                  Column(f"{name}_ci_low", pa.float64(), "95 % bootstrap CI over tasks; null from < 5 tasks"),
                  Column(f"{name}_ci_high", pa.float64(), "")]
+    per_level = []
+    for level, meaning in LEVELS.items():
+        name = level_column(level)
+        per_level += [Column(name, pa.float64(), f"level {level} ({meaning}): fraction of its tasks solved "
+                                                 f"(correct; at levels 4 and 5: the target met); null without any"),
+                      Column(f"{name}_ci_low", pa.float64(), "95 % bootstrap CI over the level's tasks; null from < 5"),
+                      Column(f"{name}_ci_high", pa.float64(), ""),
+                      Column(f"{name}_n", pa.int64(), "the level's tasks: the n of its CI")]
     return _columns(
         Column("submission", pa.string(), "submission name; 'gt' for the reference row"),
         Column("variant", pa.string(), f"{GT} | {SUBMISSION_PREFIX}<name>"),
@@ -450,6 +465,9 @@ def leaderboard_columns(fast_p=DEFAULT_FAST_P) -> tuple[Column, ...]:
         Column("psnr_gt_n", pa.int64(), "correct tasks with a finite PSNR to the GT"),
         Column("ssim_gt", pa.float64(), "mean over the correct tasks of their mean SSIM to the GT's images"),
         Column("identical_to_gt", pa.float64(), "fraction of the correct tasks' compared images identical to the GT's"),
+        *per_level,
+        Column("targets_not_decidable", pa.int64(), "target tasks (levels 4, 5) whose speed verdict was not "
+                                                    "decidable at the run's n (counted as failed in pass_l4/pass_l5)"),
         Column("reasons", pa.string(), "why tasks are not correct: 'reason: count', ';'-joined"),
         Column("flags", pa.string(), "flags of the correct tasks: 'flag: count', ';'-joined"),
         Column("device_name", pa.string(), "hardware the timings come from"),

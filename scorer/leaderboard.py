@@ -7,6 +7,8 @@ per-task results of :mod:`accelbench.scorer.correctness` (a task without rows co
 * ``gt_parity``: the fraction of all tasks that *reach the GT* (:mod:`accelbench.scorer.correctness`);
 * ``geomean_speedup``: the geometric mean over the correct tasks of max(speedup, :data:`SPEEDUP_FLOOR`);
 * ``quality_loss``, ``psnr_gt``, ``ssim_gt``, ``identical_to_gt``: over the correct tasks;
+* ``pass_l1`` .. ``pass_l5``: the fraction of each level's tasks solved (DiffBench's headline; at levels 4 and 5
+  the target-met rate), with a bootstrap CI over that level's tasks, and ``targets_not_decidable``;
 * a breakdown of the same by model family, method and task level;
 * rank, rank range and ties (:mod:`accelbench.scorer.ranking`): a paired speedup comparison of every two entries
   on the tasks both solved, ``report/leaderboard_pairs.csv``.
@@ -36,6 +38,7 @@ from accelbench.errors import UserInputError
 from accelbench.manifest import LEVELS, PIPELINE_LEVEL
 from accelbench.scorer import functional, ranking
 from accelbench.scorer.correctness import DRIFT_MARGIN_DB, GT_SPEED_FRACTION, QUALITY_MARGIN, complete, task_results
+from accelbench.scorer.targets import NOT_DECIDABLE
 
 SPEEDUP_FLOOR = 0.1  # geometric mean: each speedup counts as at least this
 BREAKDOWNS = ("model", "method", "level")
@@ -83,6 +86,15 @@ def _distinct(values) -> str | None:
     return "; ".join(found) or None
 
 
+def _solved(results: list[dict], n_resamples: int, with_ci: bool = True) -> tuple:
+    """(fraction of ``results`` correct, its CI over them, n); None and no CI for no results."""
+    if not results:
+        return None, None, None, 0
+    solved = np.array([bool(result["correct"]) for result in results], dtype=np.float64)
+    low, high = _ci(solved, n_resamples) if with_ci else (None, None)
+    return float(solved.mean()), low, high, len(solved)
+
+
 def _score(results: list[dict], fast_p, n_resamples: int, with_ci: bool = True) -> dict:
     """The leaderboard numbers of one submission's results (one per task)."""
     correct = np.array([bool(result["correct"]) for result in results])
@@ -122,6 +134,11 @@ def _score(results: list[dict], fast_p, n_resamples: int, with_ci: bool = True) 
     row["ssim_gt"] = float(np.mean(ssims)) if ssims else None
     pairs = sum(result["gt_pairs"] or 0 for result in good)
     row["identical_to_gt"] = sum(result["identical_to_gt"] or 0 for result in good) / pairs if pairs else None
+    for level in LEVELS:  # DiffBench's headline: the pass rate per level
+        name = schema.level_column(level)
+        row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"], row[f"{name}_n"] = _solved(
+            [result for result in results if result.get("level") == level], n_resamples, with_ci)
+    row["targets_not_decidable"] = sum(result.get("target_verdict") == NOT_DECIDABLE for result in results)
     row["reasons"] = _counted(result["reason_kind"] for result in results if not result["correct"])
     row["flags"] = _counted(flag for result in good for flag in (result["flags"] or "").split(";"))
     return row
@@ -152,15 +169,12 @@ def summarize(results: list[dict], fast_p=schema.DEFAULT_FAST_P, n_resamples: in
                 groups.setdefault(result[by], []).append(result)
             for group in sorted(groups, key=lambda value: (value is None, value)):
                 score = _score(groups[group], fast_p, n_resamples, with_ci=False)
-                # The share of the group's tasks solved (per level: DiffBench's pass rate), its CI over tasks.
-                solved = np.array([bool(result["correct"]) for result in groups[group]], dtype=np.float64)
-                low, high = _ci(solved, n_resamples)
+                solved, low, high, n = _solved(groups[group], n_resamples)  # the share solved, its CI over tasks
                 breakdown.append({"submission": schema.submission_name(variant), "variant": variant, "by": by,
                                   "group": "?" if group is None else str(group),
                                   **{key: score[key] for key in ("tasks", "correct", "gt_parity", "geomean_speedup",
                                                                  "quality_loss")},
-                                  "solved": float(solved.mean()), "solved_ci_low": low, "solved_ci_high": high,
-                                  "solved_n": len(solved),
+                                  "solved": solved, "solved_ci_low": low, "solved_ci_high": high, "solved_n": n,
                                   **{schema.fast_column(p): score[schema.fast_column(p)] for p in fast_p}})
     fast = schema.fast_column(1.0 if 1.0 in fast_p else fast_p[0])
     rows.sort(key=lambda row: (not row["reference"], -(row[fast] or 0.0), -row["correct"],
@@ -259,6 +273,10 @@ def definitions(board: Leaderboard) -> dict[str, str]:
                      f"loss <= the GT's + {QUALITY_MARGIN:g}",
         "geomean_speedup": f"geometric mean over the correct tasks of max(speedup, {SPEEDUP_FLOOR:g})",
         "level": "; ".join(f"{level}: {meaning}" for level, meaning in LEVELS.items()),
+        "solved_by_level": "each level's tasks solved (correct; at levels 4 and 5 the target met), DiffBench's pass "
+                           "rate: `pass_l1`..`pass_l5` in leaderboard.csv with a CI over the level's tasks, the "
+                           "breakdown below by level; `targets_not_decidable` counts the target tasks whose speed "
+                           "interval straddled the target",
         "resampling": f"95 % percentile bootstrap, {board.n_resamples} resamples, seed {functional.BOOTSTRAP_SEED}; "
                       "units: tasks (leaderboard), repeats and then batches within each (a task's speedup, from "
                       f"{functional.MIN_CI_REPEATS} repeats; else batches, i.e. interleaving rounds, which cover the "

@@ -4,6 +4,7 @@ failed tasks. Every field that comes from a submission is escaped by :func:`acce
 from __future__ import annotations
 
 from accelbench import schema
+from accelbench.manifest import LEVELS
 from accelbench.scorer import markdown
 from accelbench.scorer.leaderboard import Leaderboard, definitions
 from accelbench.scorer.leaderboard_files import FAST_P_PNG, HEATMAP_PNG, PAIRS_CSV
@@ -16,19 +17,36 @@ def _fraction(row: dict, column: str) -> str:
 def table_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     """The leaderboard table of report.md and the dataset card: header and cells, from the leaderboard rows."""
     header = (["Submission", "Rank", "Correct"] + [f"fast_{p:g}" for p in board.fast_p]
-              + ["GT parity", "Geomean speedup", "Quality loss", "PSNR to GT (dB)", "Identical to GT", "Tied with",
-                 "Failures"])
+              + ["Solved by level", "GT parity", "Geomean speedup", "Quality loss", "PSNR to GT (dB)",
+                 "Identical to GT", "Tied with", "Failures"])
     cells = []
     for row in board.rows:
         name = f"**{row['submission']}** (reference)" if row["reference"] else f"`{row['submission']}`"
         cells.append([name, rank_range(row), f"{row['correct']}/{row['tasks']}"]
                      + [_fraction(row, schema.fast_column(p)) for p in board.fast_p]
-                     + [_fraction(row, "gt_parity"), markdown.with_ci(row, "geomean_speedup", suffix="×"),
+                     + [solved_by_level(row), _fraction(row, "gt_parity"),
+                        markdown.with_ci(row, "geomean_speedup", suffix="×"),
                         markdown.with_ci(row, "quality_loss", suffix=" %", scale=100.0, undefined="n/a"),
                         markdown.number(row["psnr_gt"], 1) + (f" (n={row['psnr_gt_n']})" if row["psnr_gt_n"] else ""),
                         markdown.number(row["identical_to_gt"], 0, " %", 100.0),
                         (row["tied_with"] or "").replace(";", ", "), (row["reasons"] or "").replace(";", ",")])
     return header, cells
+
+
+def solved_by_level(row: dict) -> str:
+    """A leaderboard row's tasks solved per level that has tasks, as counts (the CIs are in the breakdown).
+
+    Example:
+        >>> solved_by_level({"pass_l1": 1.0, "pass_l1_n": 2, "pass_l2": None, "pass_l2_n": 0, "pass_l4": 0.25,
+        ...                  "pass_l4_n": 4})
+        'L1 2/2 · L4 1/4'
+    """
+    parts = []
+    for level in LEVELS:
+        name, n = schema.level_column(level), row.get(f"{schema.level_column(level)}_n")
+        if n:
+            parts.append(f"L{level} {round(row[name] * n)}/{n}")
+    return " · ".join(parts) or "–"
 
 
 def rank_range(row: dict) -> str:
@@ -61,7 +79,7 @@ def markdown_section(board: Leaderboard, heading: str = "##", images: bool = Tru
              f"{d['geomean_speedup']}. Quality loss, PSNR and identical images: over the correct tasks.",
              f"- **Confidence intervals**: {d['resampling']}; n beside each. n/a: no CI, or undefined.",
              f"- **Rank**: {d['rank']} (every pair in `{PAIRS_CSV}`; `accelbench compare` prints one per task).",
-             f"- **Level**: {d['level']}."]
+             f"- **Level**: {d['level']}. **Solved by level**: {d['solved_by_level']}."]
     lines += [f"- {note}" for note in board.notes]
     if images:
         lines += ["", f"![fast_p curves]({image_dir}{FAST_P_PNG})", "",

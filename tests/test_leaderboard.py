@@ -304,11 +304,12 @@ def test_report_csv_and_json_agree_cell_by_cell(scored):
         assert line[2] == f"{r['correct']}/{r['tasks']}"
         for cell, p in zip(fast, schema.DEFAULT_FAST_P):
             assert cell == f"{r[schema.fast_column(p)]:.2f} n/a (n={r['tasks']})"
-        assert line[7].startswith(f"{r['gt_parity']:.2f}")
-        assert line[8].startswith(markdown.number(r["geomean_speedup"], suffix="×"))
-        assert line[10].startswith(markdown.number(r["psnr_gt"], 1))
-        assert line[12] == (r["tied_with"] or "").replace(";", ", ")
-        assert line[13] == (r["reasons"] or "").replace(";", ",")
+        assert line[7] == leaderboard_markdown.solved_by_level(r)
+        assert line[8].startswith(f"{r['gt_parity']:.2f}")
+        assert line[9].startswith(markdown.number(r["geomean_speedup"], suffix="×"))
+        assert line[11].startswith(markdown.number(r["psnr_gt"], 1))
+        assert line[13] == (r["tied_with"] or "").replace(";", ", ")
+        assert line[14] == (r["reasons"] or "").replace(";", ",")
     tasks = leaderboard_files.read_task_results(directory)
     assert tasks == built.leaderboard.tasks and len(tasks) == 9
     failed = markdown_rows(text, "Submission | Task")
@@ -483,3 +484,27 @@ def test_the_breakdown_gives_each_levels_solved_share_with_its_interval_over_tas
     assert (by_level["2"]["solved"], by_level["2"]["solved_n"]) == (0.75, 8)
     assert by_level["2"]["solved_ci_low"] < 0.75 < by_level["2"]["solved_ci_high"]
     assert by_level["1"]["solved"] == pytest.approx(2 / 3) and by_level["1"]["solved_ci_low"] is None  # 3 tasks
+
+
+def test_each_row_gives_every_levels_pass_rate_its_interval_and_the_undecided_targets():
+    results = ([hand_result("sub:a", f"t{index}", correct=index % 4 != 0, level=2) for index in range(8)]
+               + [hand_result("sub:a", f"p{index}", correct=index < 2, level=1) for index in range(3)]
+               + [hand_result("sub:a", f"s{index}", correct=index == 0, level=4,
+                              target_verdict=["met", "not decidable", "not met", "not decidable", None][index])
+                  for index in range(5)])
+    rows, breakdown = leaderboard.summarize(results, n_resamples=200)
+    (row,) = rows
+    by_level = {row["group"]: row for row in breakdown if row["by"] == "level"}
+    for level in (1, 2, 4):  # the row's pass rate is the breakdown's solved share, the CI over the level's tasks
+        name = schema.level_column(level)
+        solved = by_level[str(level)]
+        assert (row[name], row[f"{name}_n"]) == (solved["solved"], solved["solved_n"])
+        assert (row[f"{name}_ci_low"], row[f"{name}_ci_high"]) == (solved["solved_ci_low"], solved["solved_ci_high"])
+    assert row["pass_l4"] == 0.2 and row["pass_l4_ci_low"] is not None  # 5 tasks: an interval
+    assert row["pass_l1_ci_low"] is None  # 3 tasks: none
+    assert (row["pass_l3"], row["pass_l3_n"], row["pass_l5"], row["pass_l5_n"]) == (None, 0, None, 0)
+    assert row["targets_not_decidable"] == 2
+    assert set(row) == {column.name for column in schema.LEADERBOARD_COLUMNS}
+    board = leaderboard.build(results, meta={"device_names": ["Test CPU"]}, n_resamples=200)
+    text = leaderboard_markdown.markdown_section(board, images=False)
+    assert "L1 2/3 · L2 6/8 · L4 1/5" in text
