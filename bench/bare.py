@@ -11,17 +11,19 @@ import time
 
 import torch
 
-PIPELINES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
-LOAD_KWARGS = {"sd15": {"safety_checker": None, "requires_safety_checker": False}, "sdxl": {"add_watermarker": False}}
-TGATE_LOADERS = {"sd15": ("TgateSDLoader", "TgateSDDeepCacheLoader"),
-                 "sdxl": ("TgateSDXLLoader", "TgateSDXLDeepCacheLoader")}
+_SD = {"pipeline": "StableDiffusionPipeline", "load": {"safety_checker": None, "requires_safety_checker": False},
+       "tgate": ("TgateSDLoader", "TgateSDDeepCacheLoader")}
+_SDXL = {"pipeline": "StableDiffusionXLPipeline", "load": {"add_watermarker": False},
+         "tgate": ("TgateSDXLLoader", "TgateSDXLDeepCacheLoader")}
+FAMILIES = {"sd15": _SD, "sd21": _SD, "sd21-v": _SD, "sdxl": _SDXL}  # SD2.1's families load as SD1.5 does
 
 
 def load(family: str, method: str, params: dict, model_path: str, device: str, dtype):
     import diffusers
     import tgate
 
-    pipe = getattr(diffusers, PIPELINES[family]).from_pretrained(model_path, dtype=dtype, **LOAD_KWARGS[family])
+    entry = FAMILIES[family]
+    pipe = getattr(diffusers, entry["pipeline"]).from_pretrained(model_path, dtype=dtype, **entry["load"])
     pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
@@ -36,9 +38,9 @@ def load(family: str, method: str, params: dict, model_path: str, device: str, d
 
         tomesd.apply_patch(pipe, **params)
     elif method == "tgate":
-        pipe = getattr(tgate, TGATE_LOADERS[family][0])(pipe)
+        pipe = getattr(tgate, entry["tgate"][0])(pipe)
     elif method == "deepcache_tgate":
-        pipe = getattr(tgate, TGATE_LOADERS[family][1])(pipe, cache_interval=params["cache_interval"],
+        pipe = getattr(tgate, entry["tgate"][1])(pipe, cache_interval=params["cache_interval"],
                                                         cache_branch_id=params["cache_branch_id"])
     return pipe
 

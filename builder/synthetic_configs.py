@@ -7,8 +7,11 @@ import string
 
 # The pipeline constructor's arguments that are not components, per architecture. The pipeline class and the
 # full-size resolution come from the model's catalogue entry.
+_NO_SAFETY_CHECKER = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 PIPELINE_ARGS = {
-    "sd15": {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False},
+    "sd15": _NO_SAFETY_CHECKER,
+    "sd21": _NO_SAFETY_CHECKER,  # SD2.1-base: 512 px, epsilon prediction
+    "sd21-v": _NO_SAFETY_CHECKER,  # SD2.1: 768 px, v-prediction
     "sdxl": {"force_zeros_for_empty_prompt": True},
     "pixart-alpha": {},
     "pixart-sigma": {},
@@ -18,7 +21,9 @@ SIZES = ("tiny", "full")
 # Pixel height = width of each tiny pipeline. PixArt's resolution binning (on by default, in the pipelines and in
 # tgate's) only knows transformer sample sizes 32, 64 and 128: its tiny model has 32 (256 px), so a program that
 # leaves binning on runs on it as on the real 1024 px model, where binning maps 1024 to itself.
-TINY_RESOLUTION = {"sd15": 64, "sdxl": 64, "pixart-alpha": 256, "pixart-sigma": 256}
+# SD2.1's tiny v-model runs at twice the base's size, as the real one runs above the base's 512 px (a latent of 16
+# halves evenly through the UNet's three downsamplings, as the real 96 does).
+TINY_RESOLUTION = {"sd15": 64, "sd21": 64, "sd21-v": 128, "sdxl": 64, "pixart-alpha": 256, "pixart-sigma": 256}
 
 
 
@@ -54,6 +59,17 @@ def component_specs(architecture: str, size: str, resolution: int) -> dict[str, 
             "tokenizer": ("CLIPTokenizer", {"pad_token": "<|endoftext|>"}),
             "unet": ("UNet2DConditionModel", _sd15_unet_config(size, resolution // 8, clip_l["hidden_size"])),
             "scheduler": ("PNDMScheduler", _SD15_SCHEDULER),
+        }
+    if architecture in ("sd21", "sd21-v"):
+        clip_h = _clip_h_config(size)
+        v_model = architecture == "sd21-v"
+        return {
+            "vae": ("AutoencoderKL", _vae_config(size, resolution, scaling_factor=0.18215)),
+            "text_encoder": ("CLIPTextModel", clip_h),
+            "tokenizer": ("CLIPTokenizer", {"pad_token": "!"}),
+            "unet": ("UNet2DConditionModel", _sd21_unet_config(size, resolution // 8, clip_h["hidden_size"],
+                                                               upcast_attention=v_model)),
+            "scheduler": ("DDIMScheduler", _SD21_V_SCHEDULER) if v_model else ("PNDMScheduler", _SD21_SCHEDULER),
         }
     if architecture == "sdxl":
         clip_l, clip_g = _clip_l_config(size), _clip_bigg_config(size)
@@ -91,6 +107,10 @@ _SD15_SCHEDULER = {
     "set_alpha_to_one": False,
     "clip_sample": False,
 }
+# stabilityai/stable-diffusion-2-1-base's scheduler_config.json, and stable-diffusion-2-1's: the v-model predicts
+# velocity; every sampler a program switches to reads prediction_type from this config.
+_SD21_SCHEDULER = {**_SD15_SCHEDULER, "prediction_type": "epsilon"}
+_SD21_V_SCHEDULER = {**_SD21_SCHEDULER, "prediction_type": "v_prediction"}
 # stabilityai/stable-diffusion-xl-base-1.0's scheduler_config.json: its DDIM/PNDM-only entries matter when a
 # program switches the sampler (without them DDIM clips x0 to [-1, 1] and PNDM adds Runge-Kutta steps).
 _SDXL_SCHEDULER = {
@@ -177,6 +197,14 @@ def _clip_bigg_config(size):
     return _clip_text_config(64, 128, 2, 4, "gelu")
 
 
+def _clip_h_config(size):
+    """OpenCLIP ViT-H/14 text encoder (SD2.x), as diffusers' conversion saves it: 23 of its 24 layers (SD2 conditions
+    on the penultimate one)."""
+    if size == "full":
+        return _clip_text_config(1024, 4096, 23, 16, "gelu")
+    return _clip_text_config(32, 64, 2, 4, "gelu")
+
+
 def _t5_config(size, tokenizer_size):
     """T5 v1.1 XXL encoder; the full one keeps T5's 32128 embeddings, the tiny one has one per tokenizer piece."""
     if size == "full":
@@ -216,6 +244,18 @@ def _sd15_unet_config(size, sample_size, cross_attention_dim):
         "flip_sin_to_cos": True,
         "freq_shift": 0,
     }
+
+
+def _sd21_unet_config(size, sample_size, cross_attention_dim, upcast_attention):
+    """SD2.x UNet: SD1.5's layout with linear projections and per-level head counts (diffusers keeps them in
+    ``attention_head_dim``); the 768 px v-model upcasts attention to float32, which it needs in float16."""
+    if size == "full":
+        widths = {"block_out_channels": [320, 640, 1280, 1280], "attention_head_dim": [5, 10, 20, 20],
+                  "norm_num_groups": 32}
+    else:
+        widths = {"block_out_channels": [16, 16, 32, 32], "attention_head_dim": [2, 2, 4, 4], "norm_num_groups": 8}
+    return {**_sd15_unet_config(size, sample_size, cross_attention_dim), **widths, "use_linear_projection": True,
+            "upcast_attention": upcast_attention}
 
 
 def _sdxl_unet_config(size, sample_size, clip_l, clip_g):

@@ -83,6 +83,20 @@ def _on_pixart(scheduler):
 SAMPLER_SETTINGS = {"pixart-alpha-unipc-20-tgate": "pixart-alpha-unipc-20-tgate",
                     "pndm on pixart-alpha": _on_pixart("pndm"), "euler_a on pixart-alpha": _on_pixart("euler_a")}
 
+
+
+def _on_family(task_id, family):
+    """A smoke SD1.5 task on another family of the same pipeline class and loaders (SD2.1): the program differs
+    only in its model id; what the gate meets that is new is the model (linear projections, v-prediction)."""
+    task = CATALOG.task(task_id)
+    return dataclasses.replace(task, id=task_id.replace("-sd15-", f"-{family}-"), model=family)
+
+
+# Every (family, method) of the SD2.1 families, gated as the smoke SD1.5 tasks (slow: not in the smoke suite).
+FAMILY_TWINS = {twin.id: twin for family in ("sd21", "sd21-v") for task_id in SMOKE_TASKS
+                if task_id.startswith("smoke-sd15-") and (twin := _on_family(task_id, family))}
+FAMILY_TWIN_SETTINGS = {twin.setting_id: twin for twin in FAMILY_TWINS.values()}
+
 EXPECTED_CHECKS = ["contract", "load", "output", "finite", "spec", "fidelity", "independent", "repeatable"]
 
 
@@ -95,9 +109,19 @@ def test_every_smoke_gt_program_passes_the_gate(task_id, gates):
     assert verdict.check("plausible").passed  # the GT programs do nothing the scan flags
 
 
-@pytest.mark.parametrize("setting", SMOKE_SETTINGS + list(SAMPLER_SETTINGS))
+@pytest.mark.slow
+@pytest.mark.parametrize("twin", FAMILY_TWINS)
+def test_the_sd21_families_gt_programs_pass_the_gate(twin, gates):
+    task = FAMILY_TWINS[twin]
+    verdict = gates(task).check(programs.render(CATALOG, task).source)
+    assert verdict.passed, verdict.format()
+    accelerated = task.level != PIPELINE_LEVEL
+    assert [c.name for c in verdict.checks] == [*EXPECTED_CHECKS, *["not-a-no-op"] * accelerated, "plausible"]
+
+
+@pytest.mark.parametrize("setting", SMOKE_SETTINGS + list(SAMPLER_SETTINGS) + list(FAMILY_TWIN_SETTINGS))
 def test_baseline_programs_pass_the_gate_for_every_sampler(setting, gates):
-    task = SAMPLER_SETTINGS.get(setting, setting)
+    task = SAMPLER_SETTINGS.get(setting) or FAMILY_TWIN_SETTINGS.get(setting, setting)
     task = CATALOG.task(task) if isinstance(task, str) else task
     verdict = gates(task, schema.BASELINE).check(programs.render(CATALOG, task, baseline=True).source)
     assert verdict.passed, verdict.format()
@@ -109,7 +133,8 @@ def test_every_catalogue_program_is_structurally_covered_by_a_gated_one():
     method) pair and every sampler of the catalogue is gated above; every other program is one of those with
     other literals: re-rendered with a gated task's sampler, steps and parameters it *is* that gated program.
     And every program parses, defines the contract, passes the static scan and carries its task's values."""
-    gated = [CATALOG.task(t) if isinstance(t, str) else t for t in SMOKE_TASKS + list(SAMPLER_SETTINGS.values())]
+    gated = [CATALOG.task(t) if isinstance(t, str) else t
+             for t in SMOKE_TASKS + list(SAMPLER_SETTINGS.values()) + list(FAMILY_TWINS.values())]
     pairs = {(t.model, t.method) for t in gated} | {(t.model, "none") for t in gated}
     assert {t.scheduler for t in gated} == set(CATALOG.schedulers)
     for task in CATALOG.tasks.values():

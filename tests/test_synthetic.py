@@ -22,6 +22,8 @@ FAMILIES = tuple(MODELS)
 PROMPT = "A photo of an astronaut riding a horse on Mars, 4k, highly detailed!"
 PIPELINE_CLASSES = {
     "sd15": diffusers.StableDiffusionPipeline,
+    "sd21": diffusers.StableDiffusionPipeline,
+    "sd21-v": diffusers.StableDiffusionPipeline,
     "sdxl": diffusers.StableDiffusionXLPipeline,
     "pixart-alpha": diffusers.PixArtAlphaPipeline,
     "pixart-sigma": diffusers.PixArtSigmaPipeline,
@@ -226,6 +228,8 @@ def test_t5_tokenizer_covers_english(pipelines, folders):
 # Parameter counts of the real models (millions).
 REAL_PARAMETERS = {
     "sd15": {"unet": 859.5, "vae": 83.7, "text_encoder": 123.1},
+    "sd21": {"unet": 865.9, "vae": 83.7, "text_encoder": 340.4},
+    "sd21-v": {"unet": 865.9, "vae": 83.7, "text_encoder": 340.4},
     "sdxl": {"unet": 2567.5, "vae": 83.7, "text_encoder": 123.1, "text_encoder_2": 694.7},
     "pixart-alpha": {"transformer": 611.3, "vae": 83.7, "text_encoder": 4762.3},
     "pixart-sigma": {"transformer": 610.9, "vae": 83.7, "text_encoder": 4762.3},
@@ -260,6 +264,22 @@ def test_full_size_details():
     assert alpha.transformer.use_additional_conditions and not sigma.transformer.use_additional_conditions
     assert (alpha.vae.config.scaling_factor, sigma.vae.config.scaling_factor) == (0.18215, 0.13025)
     assert sigma.transformer.config.interpolation_scale == 2
+
+
+def test_sd21_configs_are_the_shipped_ones(pipelines):
+    for family, size, prediction, scheduler, upcast in (("sd21", 64, "epsilon", "PNDMScheduler", False),
+                                                        ("sd21-v", 96, "v_prediction", "DDIMScheduler", True)):
+        full = synthetic.build_pipeline(MODELS[family], "full", device="meta")
+        assert full.unet.config.sample_size == size  # 512 and 768 px: the pipeline's default size
+        assert type(full.scheduler).__name__ == scheduler and full.scheduler.config.prediction_type == prediction
+        assert full.unet.config.upcast_attention is upcast and full.unet.config.use_linear_projection
+        assert full.unet.config.attention_head_dim == [5, 10, 20, 20] and full.unet.config.cross_attention_dim == 1024
+        # Another sampler built from the config, as programs build theirs, keeps the prediction type.
+        euler = diffusers.EulerDiscreteScheduler.from_config(pipelines[family].scheduler.config)
+        assert euler.config.prediction_type == prediction
+        # SD2's tokenizer pads with "!" (id 0), like open_clip's, where SD1.5's pads with <|endoftext|>.
+        tokenizer = pipelines[family].tokenizer
+        assert tokenizer("a cat", padding="max_length", max_length=77).input_ids[-1] == 0
 
 
 @pytest.mark.slow
