@@ -92,9 +92,21 @@ def _on_family(task_id, family):
     return dataclasses.replace(task, id=task_id.replace("-sd15-", f"-{family}-"), model=family)
 
 
-# Every (family, method) of the SD2.1 families, gated as the smoke SD1.5 tasks (slow: not in the smoke suite).
+def _at_eight_steps(task_id):
+    """A catalogue DDIM-25 task at the smoke suite's 8 steps (T-GATE's gate and warm-up scaled as there)."""
+    task = CATALOG.task(task_id)
+    params = {**task.params, **{name: value for name, value in (("gate_step", 4), ("warm_up", 1))
+                                if name in task.params}}
+    return dataclasses.replace(task, id=task_id.replace("-ddim-25-", "-ddim-8-"), steps=8, params=params)
+
+
+# Beyond the smoke suite (slow): every (family, method) of the SD2.1 families, gated as the smoke SD1.5 tasks, and
+# every ToMe combination on every UNet family.
 FAMILY_TWINS = {twin.id: twin for family in ("sd21", "sd21-v") for task_id in SMOKE_TASKS
                 if task_id.startswith("smoke-sd15-") and (twin := _on_family(task_id, family))}
+FAMILY_TWINS |= {twin.id: twin for family in ("sd15", "sd21", "sd21-v", "sdxl")
+                 for combination in ("deepcache-tome", "tome-tgate", "deepcache-tome-tgate")
+                 if (twin := _at_eight_steps(f"{family}-ddim-25-{combination}"))}
 FAMILY_TWIN_SETTINGS = {twin.setting_id: twin for twin in FAMILY_TWINS.values()}
 
 EXPECTED_CHECKS = ["contract", "load", "output", "finite", "spec", "fidelity", "independent", "repeatable"]
@@ -111,7 +123,7 @@ def test_every_smoke_gt_program_passes_the_gate(task_id, gates):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("twin", FAMILY_TWINS)
-def test_the_sd21_families_gt_programs_pass_the_gate(twin, gates):
+def test_gt_programs_beyond_the_smoke_suite_pass_the_gate(twin, gates):
     task = FAMILY_TWINS[twin]
     verdict = gates(task).check(programs.render(CATALOG, task).source)
     assert verdict.passed, verdict.format()

@@ -107,6 +107,24 @@ def test_sdxl_tome_tasks_avoid_the_no_op_setting(catalog):
     assert sdxl_tome and all(task.params["max_downsample"] >= 2 for task in sdxl_tome)
 
 
+def test_a_composition_inherits_its_components_parameters_tolerance_and_threshold(catalog):
+    methods = catalog.methods
+    triple = methods["deepcache_tome_tgate"]
+    assert triple.components == ("deepcache", "tome", "tgate")
+    # the components' parameters in their order, each the component's own spec
+    assert list(triple.params) == [*methods["deepcache"].params, *methods["tome"].params, *methods["tgate"].params]
+    assert all(triple.params[name] is spec for part in ("deepcache", "tome", "tgate")
+               for name, spec in methods[part].params.items())
+    # ToMe's merge-pattern freedom comes along, and the most permissive deviation threshold (ToMe's 15 dB)
+    assert triple.gate_tolerance == methods["tome"].gate_tolerance
+    assert triple.deviation_psnr_db == min(methods[part].deviation_psnr_db for part in triple.components)
+    # a parameter a composition lists replaces the inherited one (DeepCache+T-GATE searches fewer intervals)
+    combined = methods["deepcache_tgate"]
+    assert combined.params["cache_interval"].search == (2, 3, 5) != methods["deepcache"].params["cache_interval"].search
+    assert combined.params["sp_interval"] is methods["tgate"].params["sp_interval"]
+    assert list(combined.params) == [*methods["deepcache"].params, *methods["tgate"].params]
+
+
 def test_tasks_json_prints_one_object_per_task(catalog):
     result = CliRunner().invoke(main, ["tasks", "--suite", "standard", "--json"])
     assert result.exit_code == 0, result.output
@@ -190,6 +208,12 @@ MALFORMED = {
         _edit("methods.yaml", _set(["methods", "tgate", "params", "warm_up", "max"], "gate_stp")),
         "methods.tgate.params.warm_up.max: bound 'gate_stp' is neither a number, 'steps' nor a parameter "
         "(did you mean 'gate_step'?)"),
+    "single method without params": (
+        _edit("methods.yaml", lambda data: data["methods"]["tome"].pop("params")),
+        "methods.tome: missing key 'params' (only a composition, with components, inherits its parameters)"),
+    "composition of an unknown method": (
+        _edit("methods.yaml", _set(["methods", "deepcache_tome", "components"], ["deepcache", "tomee"])),
+        "methods.deepcache_tome.components[1]: 'tomee' is not a single acceleration method of this file"),
     "scheduler class not a scheduler": (_edit("schedulers.yaml", _set(["schedulers", "ddim", "class"], "DDIM")),
                                         "schedulers.ddim.class: must name a diffusers scheduler class"),
     "unknown scheduler key": (_edit("schedulers.yaml", _set(["schedulers", "ddim", "clas"], "x")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from accelbench.manifest.checks import Checker, check_param_value
@@ -34,13 +35,17 @@ def _synthetic_architectures() -> tuple[str, ...]:
 
 
 def parse_methods(data, source) -> dict[str, Method]:
+    """The methods of methods.yaml. A composition (``components``) inherits its components' parameters, in their
+    order, where it does not list its own (one it lists replaces the inherited one of that name), and their gate
+    tolerance and deviation threshold unless it sets its own: each fact is written once, on the single method."""
     check = Checker(source)
     entries = check.section(data, "methods")
-    methods = {}
+    methods, raw = {}, {}
     for method_id, entry in entries.items():
         key = f"methods.{method_id}"
-        check.mapping(entry, key, required=("name", "template", "denoisers", "params"),
-                      optional=("library", "needs_loader", "deviation_psnr_db", "components", "gate_tolerance"))
+        check.mapping(entry, key, required=("name", "template", "denoisers"),
+                      optional=("params", "library", "needs_loader", "deviation_psnr_db", "components",
+                                "gate_tolerance"))
         template = check.string(entry["template"], f"{key}.template")
         if not TEMPLATE_NAME.fullmatch(template) or not _template_exists(template):
             check.fail(f"{key}.template", f"{template!r} is not a template in builder/templates (a name such as "
@@ -48,33 +53,27 @@ def parse_methods(data, source) -> dict[str, Method]:
         denoisers = check.sequence(entry["denoisers"], f"{key}.denoisers")
         for index, denoiser in enumerate(denoisers):
             check.choice(denoiser, f"{key}.denoisers[{index}]", DENOISERS, "denoiser")
-        raw_params = entry["params"] if entry["params"] is not None else {}
+        components = tuple(check.string(name, f"{key}.components[{index}]") for index, name in
+                           enumerate(check.sequence(entry.get("components") or [], f"{key}.components",
+                                                    nonempty=False)))
+        if "params" not in entry and not components:
+            check.fail(key, "missing key 'params' (only a composition, with components, inherits its parameters)")
         params = {}
-        for name, spec in check.mapping(raw_params, f"{key}.params", any_keys=True).items():
+        for name, spec in check.mapping(entry.get("params") or {}, f"{key}.params", any_keys=True).items():
             params[name] = _parse_param_spec(check, f"{key}.params.{name}", name, spec)
-        for name, spec in params.items():
-            for bound in ("min", "max"):
-                ref = getattr(spec, bound)
-                if isinstance(ref, str) and ref != "steps" and ref not in params:
-                    check.fail(f"{key}.params.{name}.{bound}",
-                               f"bound {ref!r} is neither a number, 'steps' nor a parameter{did_you_mean(ref, params)}")
         library = entry.get("library")
         deviation = entry.get("deviation_psnr_db")
         if deviation is not None:
             deviation = check.number(deviation, f"{key}.deviation_psnr_db")
             if not 0 < deviation < 100:
                 check.fail(f"{key}.deviation_psnr_db", f"must be a PSNR in dB between 0 and 100, got {deviation:g}")
-        components = tuple(check.string(name, f"{key}.components[{index}]") for index, name in
-                           enumerate(check.sequence(entry.get("components") or [], f"{key}.components",
-                                                    nonempty=False)))
+        raw[method_id] = entry
         methods[method_id] = Method(
             id=method_id, name=check.string(entry["name"], f"{key}.name"),
             template=template, denoisers=tuple(denoisers),
             params=params, library=check.string(library, f"{key}.library") if library is not None else None,
             needs_loader=check.boolean(entry.get("needs_loader", False), f"{key}.needs_loader"),
             deviation_psnr_db=deviation, components=components,
-            gate_tolerance=_parse_gate_tolerance(check, f"{key}.gate_tolerance", entry.get("gate_tolerance"),
-                                                 params),
         )
     if BASELINE_METHOD not in methods:
         check.fail("methods", f"the method {BASELINE_METHOD!r} (the baseline) must be defined")
@@ -86,6 +85,24 @@ def parse_methods(data, source) -> dict[str, Method]:
                 check.fail(f"methods.{method.id}.components[{index}]",
                            f"{component!r} is not a single acceleration method of this file"
                            f"{did_you_mean(component, methods)}")
+    for method_id, method in methods.items():
+        key, parts = f"methods.{method_id}", [methods[component] for component in method.components]
+        params = {name: spec for part in parts for name, spec in part.params.items()} | method.params
+        for name, spec in params.items():
+            for bound in ("min", "max"):
+                ref = getattr(spec, bound)
+                if isinstance(ref, str) and ref != "steps" and ref not in params:
+                    check.fail(f"{key}.params.{name}.{bound}",
+                               f"bound {ref!r} is neither a number, 'steps' nor a parameter{did_you_mean(ref, params)}")
+        tolerance = _parse_gate_tolerance(check, f"{key}.gate_tolerance", raw[method_id].get("gate_tolerance"),
+                                          params)
+        inherited = [part for part in parts if part.gate_tolerance is not None]
+        deviations = [part.deviation_psnr_db for part in parts if part.deviation_psnr_db is not None]
+        methods[method_id] = dataclasses.replace(
+            method, params=params,
+            gate_tolerance=tolerance or (inherited[0].gate_tolerance if inherited else None),
+            deviation_psnr_db=method.deviation_psnr_db if method.deviation_psnr_db is not None else (
+                min(deviations) if deviations else None))
     return methods
 
 
