@@ -85,12 +85,22 @@ TASKS_HELP = ("Comma-separated task ids or glob patterns, '!PATTERN' dropping wh
               help="Only the tasks of this level (repeatable): " + "; ".join(f"{level}: {meaning}"
                                                                              for level, meaning in LEVELS.items()))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+@click.option("--summary", is_flag=True,
+              help="Task counts per (family, pipeline, method) and level as a Markdown table, then the methods that "
+                   "do not apply to a family and why.")
 @click.pass_context
-def tasks(ctx, suite, levels, as_json):
+def tasks(ctx, suite, levels, as_json, summary):
     """List the task catalogue: id, model, sampler, steps, level (and tags), method and parameters."""
     catalog = _catalog(ctx)
     selected = [task_id for task_id in (catalog.suite(suite).tasks if suite else tuple(catalog.tasks))
                 if not levels or catalog.tasks[task_id].level in levels]
+    if summary:
+        from accelbench.manifest import summary as catalogue_summary
+        from accelbench.scorer.markdown import table
+
+        click.echo(table(*catalogue_summary.level_table(catalogue_summary.catalogue_facts(catalog, selected))))
+        click.echo("\nNot applicable:\n" + "\n".join(f"- {line}" for line in catalogue_summary.not_applicable(catalog)))
+        return
     for task_id in selected:
         task = catalog.tasks[task_id]
         if as_json:

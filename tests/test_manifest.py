@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -295,3 +296,18 @@ def test_folder_without_models_is_not_a_manifest_root(tmp_path):
     result = _invoke_validate(tmp_path)
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {tmp_path}: not a manifest root: models.yaml is missing"
+
+
+def test_the_readmes_catalogue_summary_is_what_tasks_summary_prints():
+    result = CliRunner().invoke(main, ["tasks", "--suite", "standard", "--summary"])
+    assert result.exit_code == 0, result.output
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    copy = readme.split("<!-- catalogue summary -->\n", 1)[1].split("\n<!-- end of catalogue summary -->", 1)[0]
+    assert copy == result.stdout.rstrip("\n")
+    # the totals row is the suite's size by level; every not-applicable line names a method the family lacks
+    catalog = load_catalog()
+    totals = next(line for line in copy.splitlines() if line.startswith("| all |")).split(" | ")[3:]
+    levels = Counter(catalog.tasks[task_id].level for task_id in catalog.suite("standard").tasks)
+    assert [int(value.strip(" |")) for value in totals] == [*(levels[level] for level in sorted(levels)),
+                                                              sum(levels.values())]
+    assert "- DeepCache on PixArt-α: it needs a unet denoiser; PixArt-α's is a transformer" in copy

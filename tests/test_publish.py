@@ -36,9 +36,10 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import filter_repo_objects, httpx
 from PIL import Image
 
-from accelbench import dataset, schema
+from accelbench import dataset, schema, task_facts
 from accelbench.cli import EXIT_FAILED, main
 from accelbench.hub import stage as hub
+from accelbench.manifest.summary import level_table
 from accelbench.scorer import markdown, report, store
 
 OTHER_RECIPE = "other--recipe"
@@ -122,7 +123,7 @@ def test_card_yaml_parses_and_every_config_has_files(staged):
 
 
 def test_card_body_is_built_from_the_dataset_and_its_report(staged):
-    _, built, result, _ = staged
+    root, built, result, _ = staged
     text = DatasetCard.load(result.path / "README.md").text
     assert CATALOG.task(FAST).text in text  # an example task text
     assert PROMPTS[0] in text and DEVICE_NAME in text and f"| diffusers | {VERSIONS['diffusers']} |" in text
@@ -134,6 +135,10 @@ def test_card_body_is_built_from_the_dataset_and_its_report(staged):
     assert "tiny synthetic models" in text and "T-GATE patches" in text  # caveats
     assert f"The report flags `{NOOP}` as `no-op`" in text
     assert f'load_dataset("{REPO}", "generations", split="train")' in text
+    # the counts by family, method and level come from the dataset's own task facts
+    facts, _ = task_facts.read(root)
+    header, rows = level_table(facts.values())
+    assert markdown.table(header, rows) in text and rows[-1][-1] == len(facts)
 
 
 def test_several_recipes_get_one_config_each_the_reported_one_as_scores(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from accelbench import schema
 from accelbench.manifest import BASELINE_METHOD
+from accelbench.manifest.summary import level_table
 from accelbench.scorer import grids, leaderboard, leaderboard_files, leaderboard_markdown, markdown, report
 
 GENERATIONS_CONFIG = "generations"
@@ -137,12 +138,16 @@ def _tasks_section(facts, rows) -> str:
             examples[row["method"]] = text
     quoted = "\n".join(f"- *{text}*" for text in list(examples.values())[:EXAMPLE_TEXTS])
     settings = {row["setting_id"] for row in rows}
+    by_level = markdown.table(*level_table([facts[task_id] for task_id in sorted(tasks) if task_id in facts]))
     return ("## Tasks\n\n"
             "A task asks for one pipeline (model, scheduler, number of steps) accelerated by one method with given "
             "parameters, in words; the `gt` rows are images of the reference program that solves it. Tasks with the "
             f"same model, scheduler and steps share one `baseline` (no acceleration): here {len(settings)} "
             f"baseline setting(s) serve {len(tasks)} task(s).\n\n"
-            + (f"Example task texts:\n\n{quoted}\n\n" if quoted else "") + listing)
+            + (f"Example task texts:\n\n{quoted}\n\n" if quoted else "")
+            + f"By family, pipeline, method and level (L1 a pipeline, L2 one method, L3 a combination, L4 a speedup "
+              f"target, L5 a latency target; a target task leaves the method to the program):\n\n{by_level}\n\n"
+            + listing)
 
 
 def _models_methods_section(facts, rows) -> str:
