@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from accelbench import schema
 from accelbench.errors import UserInputError
-from accelbench.manifest import LEVELS, PIPELINE_LEVEL
+from accelbench.manifest import LATENCY_LEVEL, LEVELS, PIPELINE_LEVEL, SPEEDUP_LEVEL
 from accelbench.scorer import functional, ranking
 from accelbench.scorer.correctness import DRIFT_MARGIN_DB, GT_SPEED_FRACTION, QUALITY_MARGIN, complete, task_results
 from accelbench.scorer.targets import NOT_DECIDABLE
@@ -218,6 +218,12 @@ def _notes(results: list[dict]) -> list[str]:
         notes.append(f"Quality loss is n/a (undefined or unscored) for {len(undefined)} correct (variant, task) "
                      f"pair(s): they are left out of the mean quality loss, and reaching the GT is judged on "
                      f"speed alone there.")
+    targets = {r["task_id"] for r in results if r.get("level") in (SPEEDUP_LEVEL, LATENCY_LEVEL)}
+    if targets:
+        notes.append(f"The {len(targets)} target task(s) judge quality by PSNR to the baseline's images and CLIP loss, "
+                     f"relative to the live reference (PSNR alone where CLIP scores come from random weights); SSIM "
+                     f"is recorded beside PSNR. LPIPS is not computed: its backbone weights (torchvision's AlexNet "
+                     f"or VGG) are a download, which accelbench does not make.")
     no_speedup = [r for r in results if r["correct"] and r["speedup"] is None]
     if no_speedup:
         notes.append(f"{len(no_speedup)} correct (variant, task) pair(s) have no measured speedup (no baseline "

@@ -508,3 +508,7 @@ def test_each_row_gives_every_levels_pass_rate_its_interval_and_the_undecided_ta
     board = leaderboard.build(results, meta={"device_names": ["Test CPU"]}, n_resamples=200)
     text = leaderboard_markdown.markdown_section(board, images=False)
     assert "L1 2/3 · L2 6/8 · L4 1/5" in text
+    # with target tasks the report says how their quality was judged, and that LPIPS was not
+    assert "The 5 target task(s) judge quality by PSNR" in text and "LPIPS is not computed" in text
+    recipe_only = leaderboard.build([r for r in results if r["level"] != 4], meta={}, n_resamples=50)
+    assert not any("LPIPS" in note for note in recipe_only.notes)
