@@ -42,6 +42,19 @@ SCALED_WEIGHTS = LOADED + ("    for parameter in pipe.unet.parameters():\n"
 HALF_SIZE = ("        height=height,\n        width=width,\n",
              "        height=height // 2,\n        width=width // 2,\n")
 UPSAMPLED = ("    return output.images\n", "    return output.images.repeat(2, axis=1).repeat(2, axis=2)\n")
+LATENT_OUTPUT = ('        output_type="np",', '        output_type="latent",')
+LATENT_PREVIEW = ("    return output.images\n", """    latents = output.images.float()
+    # a fixed latent-to-RGB projection instead of the VAE (a "latent preview"), upsampled 8x
+    weights = torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264],
+                            [-0.184, -0.271, -0.473]])
+    rgb = torch.einsum("bchw,cr->bhwr", latents, weights).clamp(-1, 1) * 0.5 + 0.5
+    return rgb.repeat_interleave(8, dim=1).repeat_interleave(8, dim=2).detach().cpu().numpy()
+""")
+HALF_DECODE = ("    return output.images\n", """    latents = torch.nn.functional.avg_pool2d(output.images, 2)
+    images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    images = torch.nn.functional.interpolate(images, scale_factor=2, mode="nearest")
+    return (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().detach().cpu().numpy()
+""")
 SECOND_MODEL = ("    return output.images\n",
                 "    torch.nn.Linear(4, 4)(torch.zeros(1, 4))  # a helper model\n    return output.images\n")
 
@@ -62,6 +75,8 @@ PROGRAMS = {
     "a freshly drawn VAE": lambda: edited(LOADED, FRESH_VAE),
     "scaled UNet weights": lambda: edited(LOADED, SCALED_WEIGHTS),
     "a second model in generate": lambda: edited(*SECOND_MODEL),
+    "no VAE: latents projected to RGB": lambda: edited(*LATENT_PREVIEW, edited(*LATENT_OUTPUT)),
+    "the VAE on half-size latents, upsampled": lambda: edited(*HALF_DECODE, edited(*LATENT_OUTPUT)),
 }
 
 

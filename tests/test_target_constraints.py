@@ -1,6 +1,7 @@
 """A target task's constraints, read from execution traces of real programs on the tiny SD1.5 model: honest
 accelerations pass whichever method they choose; another, smaller or re-weighted model, a lower resolution, a
-second model, and changing a field the task fixes each fail with the constraint's name."""
+second model, a skipped or cheapened VAE decode, and changing a field the task fixes each fail with the
+constraint's name."""
 
 import pytest
 from target_programs import ALL_FIXED, CATALOG, PROGRAMS, PROMPTS, SEEDS, baseline_source
@@ -30,6 +31,10 @@ EXPECTED = {
     "scaled UNet weights": ("weights: unet parameter", "weights: unet parameter"),
     "a second model in generate": ("second model: modules with parameters that are no part of the pipeline ran "
                                    "(1 of torch.nn.modules.linear.Linear calls)", "second model:"),
+    # The decoder is part of the model: skipping it, or decoding less, changes what the VAE decoded.
+    "no VAE: latents projected to RGB": ("resolution: the VAE decoded latents of nothing, the baseline 4x8x8",) * 2,
+    "the VAE on half-size latents, upsampled": (
+        "resolution: the VAE decoded latents of 4x4x4, the baseline 4x8x8",) * 2,
 }
 
 
