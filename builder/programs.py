@@ -22,7 +22,7 @@ from string import Template
 from types import ModuleType
 
 from accelbench.errors import UserInputError
-from accelbench.manifest import BASELINE_METHOD, Catalog, Task
+from accelbench.manifest import BASELINE_METHOD, SAMPLER_PARAM, SAMPLER_STEPS_PARAM, Catalog, Task
 
 CONTRACT_VERSION = 1
 REQUIRED_FUNCTIONS = ("load", "generate")
@@ -90,9 +90,11 @@ def _kwargs_lines(kwargs: dict, indent: str = " " * 8) -> str:
 def render(catalog: Catalog, task: Task, baseline: bool = False) -> Program:
     """The GT program of ``task``, or its baseline program, which depends only on (model, scheduler, steps)."""
     model = catalog.models[task.model]
-    scheduler = catalog.schedulers[task.scheduler]
     method = catalog.methods[BASELINE_METHOD if baseline else task.method]
     binding = model.methods[method.id]
+    scheduler, steps = catalog.schedulers[task.scheduler], task.steps
+    if method.sets_sampler:  # the sampler as a technique: the GT samples with the method's sampler and steps
+        scheduler, steps = catalog.schedulers[task.params[SAMPLER_PARAM]], task.params[SAMPLER_STEPS_PARAM]
     values = {
         "pipeline": model.pipeline,
         "denoiser": model.denoiser,
@@ -100,7 +102,7 @@ def render(catalog: Catalog, task: Task, baseline: bool = False) -> Program:
         "scheduler_kwargs": _kwargs_inline(scheduler.config),
         "hub_id": model.hub_id,
         "dtype": model.dtype,
-        "steps": task.steps,
+        "steps": steps,
         "guidance_scale": model.guidance_scale,
         "resolution": model.resolution,
         "load_kwargs": _kwargs_inline(model.load_kwargs),

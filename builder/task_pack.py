@@ -13,7 +13,17 @@ from accelbench.builder.gate.tolerance import CPU_FP32, UNCALIBRATED
 from accelbench.builder.submissions import SubmissionError
 from accelbench.builder.synthetic_configs import TINY_RESOLUTION
 from accelbench.builder.worker import DEFAULT_LOAD_TIMEOUT_S, DEFAULT_WARMUP_TIMEOUT_S, LOG_LIMIT_BYTES
-from accelbench.manifest import ALWAYS_FIXED, FIXABLE, GPU_CLASSES, LEVELS, Catalog, Suite, Task
+from accelbench.manifest import (
+    ALWAYS_FIXED,
+    FIXABLE,
+    GPU_CLASSES,
+    LEVELS,
+    SAMPLER_PARAM,
+    SAMPLER_STEPS_PARAM,
+    Catalog,
+    Suite,
+    Task,
+)
 
 TASKS_JSONL = "tasks.jsonl"
 TASK_MD = "TASK.md"
@@ -77,7 +87,8 @@ def write_task_pack(catalog: Catalog, suite: Suite, tasks: list[Task], out: Path
         params = ", ".join(f"`{name}={value!r}`" for name, value in task.params.items()) or "none"
         asked = (_target_lines(task) if task.target is not None else
                  f"- method: {task.method}; parameters: {params}\n"
-                 f"- level: {task.level} ({LEVELS[task.level]}){''.join(f', {tag}' for tag in task.tags)}\n")
+                 + _sampler_line(catalog, task)
+                 + f"- level: {task.level} ({LEVELS[task.level]}){''.join(f', {tag}' for tag in task.tags)}\n")
         write(out / task.id / TASK_MD, f"# {task.id}\n\n{task.text}\n\n"
                                        f"- model: {record['model_name']} (`{record['hub_id']}`, "
                                        f"`{record['pipeline']}`)\n"
@@ -89,6 +100,17 @@ def write_task_pack(catalog: Catalog, suite: Suite, tasks: list[Task], out: Path
                                        f"beside this file is the same setting without acceleration.\n")
         write(out / task.id / BASELINE_PY, programs.render(catalog, task, baseline=True).source)
     return written
+
+
+def _sampler_line(catalog: Catalog, task: Task) -> str:
+    """For the sampler as a technique: which sampler (class and config) and step count the program uses."""
+    if not catalog.methods[task.method].sets_sampler:
+        return ""
+    sampler = catalog.schedulers[task.params[SAMPLER_PARAM]]
+    config = ", ".join(f"{name}={value!r}" for name, value in sampler.config.items())
+    return (f"- sample with {sampler.name} (`{sampler.class_name}.from_config(pipe.scheduler.config"
+            f"{', ' + config if config else ''})`) and {task.params[SAMPLER_STEPS_PARAM]} steps instead of the "
+            f"setting's {catalog.schedulers[task.scheduler].name}, {task.steps} steps (the baseline keeps those)\n")
 
 
 _FIXABLE_LINES = "".join(f"   - {fixable.short}: {fixable.meaning};\n" for fixable in FIXABLE.values())

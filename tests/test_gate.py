@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from accelbench import schema
 from accelbench.builder import gate, programs
 from accelbench.cli import main
-from accelbench.manifest import PIPELINE_LEVEL, load_catalog
+from accelbench.manifest import PIPELINE_LEVEL, SAMPLER_PARAM, SAMPLER_STEPS_PARAM, load_catalog
 
 CATALOG = load_catalog()
 SEED = 20261129  # the gate's random inputs, fixed for reproducible tests
@@ -93,21 +93,26 @@ def _on_family(task_id, family):
 
 
 def _at_eight_steps(task_id):
-    """A catalogue DDIM-25 task at the smoke suite's 8 steps (T-GATE's gate and warm-up scaled as there)."""
+    """A catalogue task at the smoke suite's 8 steps (T-GATE's gate and warm-up, and a step reduction's own step
+    count, scaled as there)."""
     task = CATALOG.task(task_id)
-    params = {**task.params, **{name: value for name, value in (("gate_step", 4), ("warm_up", 1))
-                                if name in task.params}}
-    return dataclasses.replace(task, id=task_id.replace("-ddim-25-", "-ddim-8-"), steps=8, params=params)
+    scaled = {"gate_step": 4, "warm_up": 1, "sampler_steps": 4}
+    params = {**task.params, **{name: value for name, value in scaled.items() if name in task.params}}
+    return dataclasses.replace(task, id=f"{task_id}-at-8-steps", steps=8, params=params)
 
 
-# Beyond the smoke suite (slow): every (family, method) of the SD2.1 families, gated as the smoke SD1.5 tasks, and
-# every ToMe combination on every UNet family.
+# Beyond the smoke suite (slow): every (family, method) of the SD2.1 families, gated as the smoke SD1.5 tasks,
+# every ToMe combination on every UNet family, and the sampler as a technique on every family.
 FAMILY_TWINS = {twin.id: twin for family in ("sd21", "sd21-v") for task_id in SMOKE_TASKS
                 if task_id.startswith("smoke-sd15-") and (twin := _on_family(task_id, family))}
 FAMILY_TWINS |= {twin.id: twin for family in ("sd15", "sd21", "sd21-v", "sdxl")
                  for combination in ("deepcache-tome", "tome-tgate", "deepcache-tome-tgate")
                  if (twin := _at_eight_steps(f"{family}-ddim-25-{combination}"))}
-FAMILY_TWIN_SETTINGS = {twin.setting_id: twin for twin in FAMILY_TWINS.values()}
+FAMILY_TWINS |= {twin.id: twin for family in CATALOG.models
+                 if (twin := _at_eight_steps(f"{family}-ddim-50-step-reduction-unipc-20"))}
+_SMOKE_SETTING_IDS = {CATALOG.task(task_id).setting_id for task_id in SMOKE_TASKS}
+FAMILY_TWIN_SETTINGS = {twin.setting_id: twin for twin in FAMILY_TWINS.values()
+                        if twin.setting_id not in _SMOKE_SETTING_IDS}
 
 EXPECTED_CHECKS = ["contract", "load", "output", "finite", "spec", "fidelity", "independent", "repeatable"]
 
@@ -155,9 +160,13 @@ def test_every_catalogue_program_is_structurally_covered_by_a_gated_one():
             assert (task.model, method) in pairs, (task.id, method)
             source = programs.render(CATALOG, task, baseline=baseline).source
             assert gate.contract_problem(source) is None and gate.scan_program(source) == [], task.id
-            assert f"NUM_INFERENCE_STEPS = {task.steps}\n" in source
-            assert f"{CATALOG.schedulers[task.scheduler].class_name}.from_config(" in source
-            for name, value in ({} if baseline else task.params).items():
+            params = {} if baseline else dict(task.params)
+            scheduler, steps = task.scheduler, task.steps
+            if CATALOG.methods[method].sets_sampler:  # the sampler as a technique: the program's own
+                scheduler, steps = params.pop(SAMPLER_PARAM), params.pop(SAMPLER_STEPS_PARAM)
+            assert f"NUM_INFERENCE_STEPS = {steps}\n" in source
+            assert f"{CATALOG.schedulers[scheduler].class_name}.from_config(" in source
+            for name, value in params.items():
                 assert re.search(rf"\b({name.upper()} = |{name}=){re.escape(programs._literal(value))}[,\n]", source), \
                     (task.id, name)
             if task.method == "none" and not baseline:  # a pipeline task's GT: its baseline program, header aside

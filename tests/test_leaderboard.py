@@ -467,12 +467,12 @@ def test_docstring_examples_and_the_manifest_key():
 
     assert doctest.testmod(correctness).failed == 0
     methods = read_yaml(Path(CATALOG.root) / "methods.yaml")
-    assert parse_methods(methods, "methods.yaml")["tome"].deviation_psnr_db == 15.0
+    assert parse_methods(methods, "methods.yaml", CATALOG.schedulers)["tome"].deviation_psnr_db == 15.0
     for bad, problem in (("high", "must be a number, got a string 'high'"), (0, "between 0 and 100, got 0"),
                          (float("inf"), "between 0 and 100, got inf")):
         methods["methods"]["tome"]["deviation_psnr_db"] = bad
         with pytest.raises(ManifestError) as caught:
-            parse_methods(methods, "methods.yaml")
+            parse_methods(methods, "methods.yaml", CATALOG.schedulers)
         assert "methods.tome.deviation_psnr_db" in str(caught.value) and problem in str(caught.value)
 
 

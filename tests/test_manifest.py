@@ -35,7 +35,9 @@ def test_standard_suite_covers_every_method_on_every_family_it_applies_to(catalo
             assert pairs[(model, method)] >= 5, (model, method)
     for model in ("pixart-alpha", "pixart-sigma"):
         assert pairs[(model, "tgate")] >= 5
-        assert {method for (family, method) in pairs if family == model} == {"tgate", BASELINE_METHOD}
+    # every method a family binds has tasks on it in the standard suite, and no other method does
+    for model in catalog.models.values():
+        assert {method for (family, method) in pairs if family == model.id} == set(model.methods), model.id
     assert len({task.scheduler for task in standard}) >= 6
     assert {20, 25, 50} <= {task.steps for task in standard}
 
@@ -215,6 +217,13 @@ MALFORMED = {
     "composition of an unknown method": (
         _edit("methods.yaml", _set(["methods", "deepcache_tome", "components"], ["deepcache", "tomee"])),
         "methods.deepcache_tome.components[1]: 'tomee' is not a single acceleration method of this file"),
+    "sets_sampler without a sampler parameter": (
+        _edit("methods.yaml", _set(["methods", "deepcache", "sets_sampler"], True)),
+        "methods.deepcache.params.sampler: a method that sets_sampler needs a str parameter 'sampler' with choices"),
+    "a sampler choice that is no scheduler": (
+        _edit("methods.yaml", _set(["methods", "step_reduction", "params", "sampler", "choices"],
+                                   ["dpmpp_2m", "unipcc"])),
+        "methods.step_reduction.params.sampler.choices[1]: unknown scheduler 'unipcc' (did you mean 'unipc'?)"),
     "scheduler class not a scheduler": (_edit("schedulers.yaml", _set(["schedulers", "ddim", "class"], "DDIM")),
                                         "schedulers.ddim.class: must name a diffusers scheduler class"),
     "unknown scheduler key": (_edit("schedulers.yaml", _set(["schedulers", "ddim", "clas"], "x")),
@@ -229,7 +238,7 @@ MALFORMED = {
                       ".model: unknown model 'sd-15' (did you mean 'sd15'?)"),
     "method not for the model": (
         _edit("tasks/pixart.yaml", _task(0, method="tome")),
-        ".method: method 'tome' does not apply to model 'pixart-alpha' (applies: none, tgate)"),
+        ".method: method 'tome' does not apply to model 'pixart-alpha' (applies: none, step_reduction, tgate)"),
     "duplicate task id": (_edit("tasks/sdxl.yaml", _task(0, id="sd15-ddim-25-deepcache")),
                           "duplicate task id 'sd15-ddim-25-deepcache', first defined in"),
     "text disagrees with steps": (

@@ -183,3 +183,18 @@ def test_task_pack_holds_the_tasks_and_baselines_but_no_gt(tmp_path):
         assert call not in everything  # no GT program, nor a piece of one
     again = CliRunner().invoke(main, ["task-pack", "--suite", "smoke", "--out", str(out)])
     assert again.exit_code == 2 and "exists and is not an empty folder" in again.stderr
+
+
+def test_a_step_reduction_tasks_page_names_the_sampler_and_steps_to_use(tmp_path):
+    out, task_id = tmp_path / "pack", "sd15-ddim-50-step-reduction-dpmpp_2m-20"
+    result = CliRunner().invoke(main, ["task-pack", "--suite", "standard", "--out", str(out), "--tasks", task_id])
+    assert result.exit_code == 0, result.output
+    page = (out / task_id / "TASK.md").read_text()
+    assert ("- sample with DPM++ 2M (`DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, "
+            "algorithm_type='dpmsolver++', solver_order=2)`) and 20 steps instead of the setting's DDIM, 50 steps "
+            "(the baseline keeps those)") in page
+    # what the page says is what the GT program does
+    gt = programs.render(CATALOG, CATALOG.task(task_id)).source
+    assert "DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type=" in gt
+    baseline = (out / task_id / "baseline.py").read_text()
+    assert "NUM_INFERENCE_STEPS = 20\n" in gt and "NUM_INFERENCE_STEPS = 50\n" in baseline

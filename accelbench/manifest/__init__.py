@@ -22,6 +22,8 @@ from accelbench.manifest.model import (
                                        LATENCY_LEVEL,
                                        LEVELS,
                                        PIPELINE_LEVEL,
+                                       SAMPLER_PARAM,
+                                       SAMPLER_STEPS_PARAM,
                                        SPEEDUP_LEVEL,
                                        TAG_SWEEP,
                                        TIERS,
@@ -50,7 +52,8 @@ from accelbench.manifest.suites import expand_task_patterns
 from accelbench.manifest.text import parse_task_text, render_target_text, render_task_text
 
 __all__ = ["ALWAYS_FIXED", "BASELINE_METHOD", "DEFAULT_CLIP_MODEL", "DEFAULT_CLIP_PRETRAINED", "DENOISERS", "DTYPES",
-           "FIXABLE", "GPU_CLASSES", "LATENCY_LEVEL", "LEVELS", "PIPELINE_LEVEL", "SPEEDUP_LEVEL", "TAG_SWEEP",
+           "FIXABLE", "GPU_CLASSES", "LATENCY_LEVEL", "LEVELS", "PIPELINE_LEVEL", "SAMPLER_PARAM",
+           "SAMPLER_STEPS_PARAM", "SPEEDUP_LEVEL", "TAG_SWEEP",
            "TIERS", "WEIGHTS_MODES", "Catalog", "GateTolerance", "ManifestError", "Method", "MethodBinding", "Model",
            "ParamSpec", "PromptSource", "QualityBudget", "Scheduler", "Suite", "Target", "Task", "default_root",
            "did_you_mean", "expand_task_patterns", "gpu_class", "load_catalog", "parse_task_text",

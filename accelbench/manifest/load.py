@@ -24,8 +24,8 @@ def load_catalog(root: Path | str | None = None, extra_files=()) -> Catalog:
     for required in ("models.yaml", "methods.yaml", "schedulers.yaml"):
         if not (root / required).is_file():
             raise ManifestError(root, "", f"not a manifest root: {required} is missing")
-    methods = parse_methods(read_yaml(root / "methods.yaml"), root / "methods.yaml")
     schedulers = parse_schedulers(read_yaml(root / "schedulers.yaml"), root / "schedulers.yaml")
+    methods = parse_methods(read_yaml(root / "methods.yaml"), root / "methods.yaml", schedulers)
     models = parse_models(read_yaml(root / "models.yaml"), root / "models.yaml", methods)
     task_files = sorted((root / "tasks").glob("*.yaml")) if (root / "tasks").is_dir() else []
     suite_files = sorted((root / "suites").glob("*.yaml")) if (root / "suites").is_dir() else []

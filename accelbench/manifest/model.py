@@ -106,6 +106,12 @@ class Method:
     deviation_psnr_db: float | None = None
     components: tuple[str, ...] = ()  # a composition's methods (deepcache_tgate: deepcache, tgate); else ()
     gate_tolerance: GateTolerance | None = None
+    # The sampler as a technique: its SAMPLER_PARAM and SAMPLER_STEPS_PARAM replace the setting's sampler and step
+    # count in its program (the baseline keeps the setting's).
+    sets_sampler: bool = False
+
+
+SAMPLER_PARAM, SAMPLER_STEPS_PARAM = "sampler", "sampler_steps"
 
 
 @dataclass(frozen=True)

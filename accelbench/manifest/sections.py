@@ -11,6 +11,8 @@ from accelbench.manifest.model import (
     DENOISERS,
     DTYPES,
     PARAM_TYPES,
+    SAMPLER_PARAM,
+    SAMPLER_STEPS_PARAM,
     TEMPLATE_NAME,
     GateTolerance,
     Method,
@@ -19,6 +21,7 @@ from accelbench.manifest.model import (
     ParamSpec,
     Scheduler,
     did_you_mean,
+    unknown_name,
 )
 
 
@@ -34,10 +37,12 @@ def _synthetic_architectures() -> tuple[str, ...]:
     return ARCHITECTURES
 
 
-def parse_methods(data, source) -> dict[str, Method]:
+def parse_methods(data, source, schedulers: dict[str, Scheduler]) -> dict[str, Method]:
     """The methods of methods.yaml. A composition (``components``) inherits its components' parameters, in their
     order, where it does not list its own (one it lists replaces the inherited one of that name), and their gate
-    tolerance and deviation threshold unless it sets its own: each fact is written once, on the single method."""
+    tolerance and deviation threshold unless it sets its own: each fact is written once, on the single method.
+    A method that ``sets_sampler`` must have a ``sampler`` parameter choosing among ``schedulers`` and an int
+    ``sampler_steps``."""
     check = Checker(source)
     entries = check.section(data, "methods")
     methods, raw = {}, {}
@@ -45,7 +50,7 @@ def parse_methods(data, source) -> dict[str, Method]:
         key = f"methods.{method_id}"
         check.mapping(entry, key, required=("name", "template", "denoisers"),
                       optional=("params", "library", "needs_loader", "deviation_psnr_db", "components",
-                                "gate_tolerance"))
+                                "gate_tolerance", "sets_sampler"))
         template = check.string(entry["template"], f"{key}.template")
         if not TEMPLATE_NAME.fullmatch(template) or not _template_exists(template):
             check.fail(f"{key}.template", f"{template!r} is not a template in builder/templates (a name such as "
@@ -74,7 +79,10 @@ def parse_methods(data, source) -> dict[str, Method]:
             params=params, library=check.string(library, f"{key}.library") if library is not None else None,
             needs_loader=check.boolean(entry.get("needs_loader", False), f"{key}.needs_loader"),
             deviation_psnr_db=deviation, components=components,
+            sets_sampler=check.boolean(entry.get("sets_sampler", False), f"{key}.sets_sampler"),
         )
+        if methods[method_id].sets_sampler:
+            _check_sampler_params(check, key, params, schedulers)
     if BASELINE_METHOD not in methods:
         check.fail("methods", f"the method {BASELINE_METHOD!r} (the baseline) must be defined")
     if methods[BASELINE_METHOD].params:
@@ -104,6 +112,20 @@ def parse_methods(data, source) -> dict[str, Method]:
             deviation_psnr_db=method.deviation_psnr_db if method.deviation_psnr_db is not None else (
                 min(deviations) if deviations else None))
     return methods
+
+
+def _check_sampler_params(check: Checker, key: str, params: dict[str, ParamSpec], schedulers) -> None:
+    sampler, steps = params.get(SAMPLER_PARAM), params.get(SAMPLER_STEPS_PARAM)
+    if sampler is None or sampler.type != "str" or not sampler.choices:
+        check.fail(f"{key}.params.{SAMPLER_PARAM}", "a method that sets_sampler needs a str parameter "
+                                                    f"{SAMPLER_PARAM!r} with choices (scheduler ids)")
+    if steps is None or steps.type != "int":
+        check.fail(f"{key}.params.{SAMPLER_STEPS_PARAM}", "a method that sets_sampler needs an int parameter "
+                                                          f"{SAMPLER_STEPS_PARAM!r}")
+    for index, choice in enumerate(sampler.choices):
+        if choice not in schedulers:
+            check.fail(f"{key}.params.{SAMPLER_PARAM}.choices[{index}]",
+                       unknown_name("scheduler", choice, schedulers))
 
 
 def _parse_gate_tolerance(check: Checker, key: str, value, params: dict[str, ParamSpec]) -> GateTolerance | None:
