@@ -136,7 +136,8 @@ def test_gt_programs_beyond_the_smoke_suite_pass_the_gate(twin, gates):
     assert [c.name for c in verdict.checks] == [*EXPECTED_CHECKS, *["not-a-no-op"] * accelerated, "plausible"]
 
 
-@pytest.mark.parametrize("setting", SMOKE_SETTINGS + list(SAMPLER_SETTINGS) + list(FAMILY_TWIN_SETTINGS))
+@pytest.mark.parametrize("setting", SMOKE_SETTINGS + list(SAMPLER_SETTINGS) + [
+    pytest.param(setting, marks=pytest.mark.slow) for setting in FAMILY_TWIN_SETTINGS])
 def test_baseline_programs_pass_the_gate_for_every_sampler(setting, gates):
     task = SAMPLER_SETTINGS.get(setting) or FAMILY_TWIN_SETTINGS.get(setting, setting)
     task = CATALOG.task(task) if isinstance(task, str) else task
