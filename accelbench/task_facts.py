@@ -75,6 +75,8 @@ def suite_facts(suite, prompts_file: Path | None) -> dict:
         prompts = {"kind": "suite-file", "name": source.file.name}
     else:
         prompts = {"kind": "inline"}
+    if prompts_file is None and source.license:
+        prompts["license"] = source.license
     return {"description": suite.description, "prompts": prompts}
 
 

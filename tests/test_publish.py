@@ -135,10 +135,29 @@ def test_card_body_is_built_from_the_dataset_and_its_report(staged):
     assert "tiny synthetic models" in text and "T-GATE patches" in text  # caveats
     assert f"The report flags `{NOOP}` as `no-op`" in text
     assert f'load_dataset("{REPO}", "generations", split="train")' in text
+    assert "The prompts come from the suite manifest (licence Apache-2.0)." in text  # as the suite states it
     # the counts by family, method and level come from the dataset's own task facts
     facts, _ = task_facts.read(root)
     header, rows = level_table(facts.values())
     assert markdown.table(header, rows) in text and rows[-1][-1] == len(facts)
+
+
+def test_the_card_says_where_prompts_came_from_and_under_which_licence():
+    from accelbench.hub import card
+
+    def source(**prompts):
+        return card._prompt_source({"suite_facts": {"prompts": prompts}})
+
+    hub = source(kind="hub", name="nateraw/parti-prompts", column="Prompt", split="train", license="Apache-2.0")
+    assert hub == ("the Hub dataset [`nateraw/parti-prompts`](https://huggingface.co/datasets/nateraw/parti-prompts) "
+                   "(column `Prompt`, in order, licence Apache-2.0)")
+    unlicensed = source(kind="suite-file", name="prompts.txt")
+    assert unlicensed == "the suite's prompt file `prompts.txt`"
+    assert "Their licence is not recorded" in card._license_section([], unlicensed)
+    assert "Their licence is not recorded" not in card._license_section([], hub)
+    # secret prompts given on the command line: neither their file nor a licence is recorded
+    secret = task_facts.suite_facts(CATALOG.suite("standard"), Path("secret.txt"))["prompts"]
+    assert secret == {"kind": "command-line"}
 
 
 def test_several_recipes_get_one_config_each_the_reported_one_as_scores(tmp_path):

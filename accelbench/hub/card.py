@@ -178,11 +178,13 @@ def _prompt_source(manifest: dict) -> str:
     """Where the prompts came from, as words (empty for a dataset that did not record it)."""
     prompts = (manifest.get("suite_facts") or {}).get("prompts") or {}
     kind = prompts.get("kind")
+    licence = f", licence {prompts['license']}" if prompts.get("license") else ""
     if kind == "hub":
         return (f"the Hub dataset [`{prompts['name']}`](https://huggingface.co/datasets/{prompts['name']}) "
-                f"(column `{prompts.get('column')}`, in order)")
-    return {"suite-file": f"the suite's prompt file `{prompts.get('name')}`", "inline": "the suite manifest",
-            "command-line": "a prompt file given on the command line"}.get(kind, "")
+                f"(column `{prompts.get('column')}`, in order{licence})")
+    where = {"suite-file": f"the suite's prompt file `{prompts.get('name')}`", "inline": "the suite manifest",
+             "command-line": "a prompt file given on the command line"}.get(kind, "")
+    return f"{where} ({licence[2:]})" if where and licence else where
 
 
 def _generation_section(manifest, rows, runs, prompt_source) -> str:
@@ -347,6 +349,8 @@ def _license_section(rows, prompt_source) -> str:
                       and not row["model_source"].startswith("/")})
     models = f" ({', '.join(f'`{source}`' for source in sources)})" if sources else ""
     prompts = f" The prompts come from {prompt_source}." if prompt_source else ""
+    if prompt_source and "licence" not in prompt_source:
+        prompts += " Their licence is not recorded: see their source's."
     return ("## License\n\n"
             f"Apache-2.0, like accelbench and PartiPrompts, the benchmark's prompt set.{prompts} Images made with "
             f"pretrained weights are also subject to the licence of the model that produced them{models}.")

@@ -247,6 +247,7 @@ class PromptSource:
     split: str = "train"
     column: str = "Prompt"
     limit: int | None = None
+    license: str | None = None  # the prompts' licence, as their source states it (recorded, shown on the card)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ def parse_suite(data, source, tasks: dict[str, Task]) -> Suite:
 
 
 def _parse_prompt_source(check: Checker, value, base: Path) -> PromptSource:
-    entry = check.mapping(value, "suite.prompts", optional=("inline", "file", "hub", "split", "column", "limit"))
+    entry = check.mapping(value, "suite.prompts",
+                          optional=("inline", "file", "hub", "split", "column", "limit", "license"))
     given = [name for name in ("inline", "file", "hub") if name in entry]
     if len(given) != 1:
         check.fail("suite.prompts", f"give exactly one of inline, file or hub (got {', '.join(given) or 'none'})")
@@ -91,6 +92,7 @@ def _parse_prompt_source(check: Checker, value, base: Path) -> PromptSource:
         split=check.string(entry.get("split", "train"), "suite.prompts.split"),
         column=check.string(entry.get("column", "Prompt"), "suite.prompts.column"),
         limit=check.integer(limit, "suite.prompts.limit", minimum=1) if limit is not None else None,
+        license=check.string(entry["license"], "suite.prompts.license") if "license" in entry else None,
     )
     if "inline" in entry:
         prompts = check.sequence(entry["inline"], "suite.prompts.inline")
