@@ -224,6 +224,10 @@ MALFORMED = {
         _edit("methods.yaml", _set(["methods", "step_reduction", "params", "sampler", "choices"],
                                    ["dpmpp_2m", "unipcc"])),
         "methods.step_reduction.params.sampler.choices[1]: unknown scheduler 'unipcc' (did you mean 'unipc'?)"),
+    "a suite extending an unknown suite": (_edit("suites/sd15.yaml", _set(["suite", "extends"], "standrd")),
+                                            "suite.extends: unknown suite 'standrd' (did you mean 'standard'?)"),
+    "suites extending each other": (_edit("suites/standard.yaml", _set(["suite", "extends"], "sd15")),
+                                    "suite.extends: suites extend each other in a cycle: standard -> sd15 -> standard"),
     "scheduler class not a scheduler": (_edit("schedulers.yaml", _set(["schedulers", "ddim", "class"], "DDIM")),
                                         "schedulers.ddim.class: must name a diffusers scheduler class"),
     "unknown scheduler key": (_edit("schedulers.yaml", _set(["schedulers", "ddim", "clas"], "x")),
@@ -320,3 +324,16 @@ def test_the_readmes_catalogue_summary_is_what_tasks_summary_prints():
     assert [int(value.strip(" |")) for value in totals] == [*(levels[level] for level in sorted(levels)),
                                                               sum(levels.values())]
     assert "- DeepCache on PixArt-α: it needs a unet denoiser; PixArt-α's is a transformer" in copy
+
+
+def test_a_per_family_suite_extends_the_standard_one(catalog):
+    standard = catalog.suite("standard")
+    for family in ("sd15", "sd21", "sdxl", "pixart"):
+        suite = catalog.suite(family)
+        assert suite.tasks == tuple(task_id for task_id in standard.tasks if task_id.startswith(f"{family}-"))
+        # everything it does not give is the standard suite's
+        assert (suite.prompts, suite.seeds, suite.batch_sizes, suite.repeats, suite.weights, suite.clip_model) == (
+            standard.prompts, standard.seeds, standard.batch_sizes, standard.repeats, standard.weights,
+            standard.clip_model)
+    assert sum(len(catalog.suite(family).tasks) for family in ("sd15", "sd21", "sdxl", "pixart")) == len(
+        standard.tasks)

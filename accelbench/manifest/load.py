@@ -9,7 +9,7 @@ from pathlib import Path
 from accelbench.manifest.checks import read_yaml
 from accelbench.manifest.model import Catalog, ManifestError, Suite, Task
 from accelbench.manifest.sections import parse_methods, parse_models, parse_schedulers
-from accelbench.manifest.suites import parse_suite
+from accelbench.manifest.suites import parse_suite, resolve_extends
 from accelbench.manifest.tasks import parse_tasks
 
 
@@ -41,11 +41,11 @@ def load_catalog(root: Path | str | None = None, extra_files=()) -> Catalog:
                 raise ManifestError(path, f"tasks ({task.id})",
                                     f"duplicate task id {task.id!r}, first defined in {tasks[task.id].source}")
             tasks[task.id] = task
-    suites: dict[str, Suite] = {}
+    raw: dict[str, tuple[Path, object]] = {}
     for path in suite_files:
-        suite = parse_suite(read_yaml(path), path, tasks)
-        if suite.id in suites:
-            raise ManifestError(path, "suite", f"duplicate suite {suite.id!r}, first defined in "
-                                               f"{suites[suite.id].source}")
-        suites[suite.id] = suite
+        if path.stem in raw:
+            raise ManifestError(path, "suite", f"duplicate suite {path.stem!r}, first defined in {raw[path.stem][0]}")
+        raw[path.stem] = (path, read_yaml(path))
+    suites: dict[str, Suite] = {suite_id: parse_suite(data, raw[suite_id][0], tasks)
+                                for suite_id, data in resolve_extends(raw).items()}
     return Catalog(root=root, models=models, methods=methods, schedulers=schedulers, tasks=tasks, suites=suites)

@@ -18,6 +18,7 @@ from accelbench.manifest.model import (
     Suite,
     Task,
     did_you_mean,
+    unknown_name,
 )
 
 
@@ -44,6 +45,38 @@ def expand_task_patterns(patterns, task_ids, unmatched) -> list[str]:
         else:
             selected.extend(task_id for task_id in matches if task_id not in selected)
     return selected
+
+
+def resolve_extends(raw: dict[str, tuple[Path, object]]) -> dict[str, object]:
+    """Suite id -> its data with ``extends: OTHER`` resolved: every field of suite OTHER (itself resolved) that it
+    does not give. A relative prompts ``file`` stays relative to the suite file that names it."""
+    resolved: dict[str, object] = {}
+
+    def resolve(suite_id: str, chain: tuple[str, ...]) -> object:
+        if suite_id in resolved:
+            return resolved[suite_id]
+        source, data = raw[suite_id]
+        check = Checker(source)
+        check.mapping(data, "", required=("suite",))
+        entry = check.mapping(data["suite"], "suite", any_keys=True)
+        if "extends" not in entry:
+            resolved[suite_id] = data
+            return data
+        parent = check.string(entry["extends"], "suite.extends")
+        if parent not in raw:
+            check.fail("suite.extends", unknown_name("suite", parent, raw))
+        if parent in chain:  # named at the suite the cycle comes back to
+            cycle = (*chain[chain.index(parent):], parent)
+            Checker(raw[parent][0]).fail("suite.extends", f"suites extend each other in a cycle: {' -> '.join(cycle)}")
+        inherited = dict(resolve(parent, (*chain, parent))["suite"])
+        prompts = inherited.get("prompts")
+        if isinstance(prompts, dict) and isinstance(prompts.get("file"), str):
+            inherited["prompts"] = {**prompts, "file": str(Path(raw[parent][0]).parent / prompts["file"])}
+        own = {key: value for key, value in entry.items() if key != "extends"}
+        resolved[suite_id] = {**data, "suite": {**inherited, **own}}
+        return resolved[suite_id]
+
+    return {suite_id: resolve(suite_id, (suite_id,)) for suite_id in raw}
 
 
 def parse_suite(data, source, tasks: dict[str, Task]) -> Suite:
