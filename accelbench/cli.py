@@ -183,7 +183,8 @@ def check_program(ctx, file, task_id, model_path, variant, resolution, device, s
 
     The task's GT program runs on the same random inputs and model: the program passes if its execution trace
     matches the GT's (a failure names the first difference) and its images are as close to the GT's as the GT's
-    own numerics allow. See "What the gate checks" in the README."""
+    own numerics allow. For a target task (levels 4, 5) the trace must keep the task's constraints against the
+    baseline's instead. See "What the gate checks" in the README."""
     import tempfile
 
     from accelbench.builder import gate, programs

@@ -148,7 +148,8 @@ How a target task is judged, in this order (each failure names its reason):
    live reference, the budget holds on any weights;
 4. **speed**, with the 95 % interval of the paired rounds: met when the whole interval is at least the speedup
    target (at most the latency target), not met when it is wholly on the other side, otherwise not decidable at
-   that number of rounds. Only met counts as solved.
+   that number of rounds. Latency is the harness's clock per image at batch size 1; a run on a GPU class the
+   task names no latency target for gives "no target". Only met counts as solved.
 
 ## What to hand in
 A folder with one program per task you solve, named `<task_id>.py`, and optionally `submission.yaml`
@@ -185,25 +186,32 @@ A folder with one program per task you solve, named `<task_id>.py`, and optional
 ## How programs are checked, timed and scored
 1. **The gate** (before any timing): the program runs on the family's **tiny synthetic model** (the real block
    layout and configs, tiny widths: {tiny}), on the CPU in float32, beside the task's ground-truth (GT) program:
-   four calls on random prompts (in `generate`, drawn from the run's) and seeds — (1) two images, (2) three images,
+   four calls on random prompts (in `generate`, drawn from the run's when it has three or more, else from a
+   built-in pool) and seeds — (1) two images, (2) three images,
    call 1's at other positions, (3) call 1 again, (4) call 2 again, untraced. It must: return the right shape,
    finite; trace as the GT traces (sampler class and full config, timesteps and step arguments, which denoiser
    blocks run each step, every attention call: what the method's parameters decide); give images within the
    tolerance of the GT's (CPU float32: max |diff| {CPU_FP32.max_abs}/255, mean {CPU_FP32.mean_abs:g}); give each
    image the same at any position and batch size; repeat calls bit for bit, traced or not; differ from the baseline
-   where the task asks for an acceleration.
-2. **On the real model**, the first warm-up batch is traced and must trace as the GT's on the same batch.
+   where the task asks for an acceleration. **Target tasks** have no GT to equal: the trace and image comparisons
+   with the GT and "differ from the baseline" are replaced by the constraints (the section above); shape, finite,
+   position and batch independence and bit-for-bit repeats stay.
+2. **On the real model**, the first warm-up batch is traced and must trace as the GT's on the same batch (a
+   target task: keep the constraints against the baseline's trace).
 3. **Timing**: the harness's own clock, from sending a batch to receiving its images; the programs of one (model,
    sampler, steps) setting take turns with the baseline round by round on the same GPU. Prompts and seeds are
    the harness's, may be secret, and never repeat within a worker.
-4. **The audit of what was timed**: every timed image must be within the tolerance of the GT's image of the same
-   prompt and seed (devices and dtypes without a calibration, e.g. GPU float16: max |diff|
+4. **The audit of what was timed**: every timed image of a recipe task must be within the tolerance of the GT's
+   image of the same prompt and seed (devices and dtypes without a calibration, e.g. GPU float16: max |diff|
    {UNCALIBRATED.max_abs}/255, mean {UNCALIBRATED.mean_abs:g}); after timing, a random sample of the timed batches
-   is rendered again, traced, and must give **bit-identical** images and the GT's trace. A program that fails
-   any of this gets `rejected` rows for the task, with the reason. A program faster than the GT beyond the
-   rounds' noise is timed again, alone beside a fresh baseline, and that figure stands.
+   is rendered again, traced, and must give **bit-identical** images and the GT's trace (a target task: its own
+   images, bit for bit, and the constraints). A program that fails
+   any of this gets `rejected` rows for the task, with the reason. A recipe task's program faster than the GT
+   beyond the rounds' noise is timed again, alone beside a fresh baseline, and that figure stands.
 5. **Scores**: speedup over the baseline, CLIP score and quality loss, fidelity to the baseline's and the GT's
-   images; a task counts as solved when it is correct and faster (fast_p).
+   images; a recipe task counts as solved when it is correct and faster (fast_p), where correct also needs the
+   images close enough to the GT's (`deviation_psnr_db`); a target task when its verdict is met (no PSNR-to-GT
+   rule: its quality is the budget's).
 
 Check a program yourself where accelbench is installed: `accelbench check-program <task_id>.py --task <task_id>`
 runs the gate and prints every check with its reason.

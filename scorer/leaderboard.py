@@ -272,7 +272,8 @@ def definitions(board: Leaderboard) -> dict[str, str]:
     return {
         "correct": "every row ok, the gate passed (when verdicts exist) and, for a submission, mean PSNR to the "
                    "GT's images >= min(method's deviation_psnr_db, GT drift PSNR - "
-                   f"{DRIFT_MARGIN_DB:g} dB)",
+                   f"{DRIFT_MARGIN_DB:g} dB); a target task (levels 4, 5): every row ok, the gate passed and the "
+                   "target verdict met (its quality is the budget's, no PSNR-to-GT rule)",
         "fast_p": "fraction of ALL tasks that ask for an acceleration (levels 2-5; pipeline tasks, level 1, are "
                   "judged on correctness alone) that are correct with speedup > p (failures stay in the denominator)",
         "gt_parity": f"fraction of all tasks correct with speedup >= {GT_SPEED_FRACTION:g} x the GT's and quality "
