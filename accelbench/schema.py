@@ -155,7 +155,8 @@ GENERATION_COLUMNS = _columns(
     Column("model_source", pa.string(), "what from_pretrained loaded: Hub id or local folder"),
     Column("scheduler", pa.string(), "scheduler id (manifests/schedulers.yaml)"),
     Column("steps", pa.int32(), "num_inference_steps"),
-    Column("method", pa.string(), "acceleration method id; 'none' for baseline rows"),
+    Column("method", pa.string(), "acceleration method id; 'none' for baseline rows; 'target' for a submission's "
+                                  "rows of a target task (its method is its own; the GT rows: the reference's)"),
     Column("method_params", pa.string(), "JSON object of every method parameter"),
     Column("prompt_index", pa.int32(), "index into the suite's prompt list"),
     Column("prompt", pa.string(), "the prompt"),

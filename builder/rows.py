@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from accelbench import schema
 from accelbench.builder import plan
-from accelbench.manifest import BASELINE_METHOD
+from accelbench.manifest import BASELINE_METHOD, TARGET_METHOD
 
 
 def utc_now() -> datetime:
@@ -18,12 +18,17 @@ def utc_now() -> datetime:
 def unit_columns(run_columns: dict, unit: plan.Unit, dtype: str, resolution: int) -> dict:
     """The columns every row of ``unit`` shares, on top of the run's (``run_columns``)."""
     task = unit.task
+    if unit.is_baseline:
+        method, params = BASELINE_METHOD, {}
+    elif task.target is not None and unit.variant != schema.GT:  # a submission's method is its own, unknown
+        method, params = TARGET_METHOD, {}
+    else:
+        method, params = task.method, task.params
     return {**run_columns, "variant": unit.variant, "submission": unit.submission, "unit_id": unit.unit_id,
             "task_id": unit.task_id, "setting_id": task.setting_id,
             "program_sha256": unit.program.sha256 if unit.program is not None else None, "model": task.model,
             "scheduler": task.scheduler, "steps": task.steps,
-            "method": BASELINE_METHOD if unit.is_baseline else task.method,
-            "method_params": json.dumps({} if unit.is_baseline else task.params, sort_keys=True),
+            "method": method, "method_params": json.dumps(params, sort_keys=True),
             "dtype": dtype, "height": resolution, "width": resolution}
 
 

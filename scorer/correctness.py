@@ -27,6 +27,7 @@ from collections import Counter
 import pyarrow as pa
 
 from accelbench import schema
+from accelbench.manifest import TARGET_METHOD
 from accelbench.scorer import pairing
 from accelbench.scorer.targets import target_verdict
 
@@ -144,6 +145,8 @@ def task_results(rows: list[dict], pooled: list[dict], facts: dict[str, dict], v
                 "submission": schema.submission_name(variant),
                 **{name: first[name] for name in ("task_id", "setting_id", "model", "scheduler", "steps", "method",
                                                   "method_params")},
+                # what the task asks for, for every variant: a target task names no method (its reference's is one)
+                **({"method": TARGET_METHOD, "method_params": "{}"} if target else {}),
                 "level": task.get("level"),
                 "correct": correct, "reason": reason, "reason_kind": reason.split(":")[0] if reason else None,
                 "gated": gated, "target_verdict": verdict.verdict if verdict is not None else None,

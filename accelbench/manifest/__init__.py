@@ -26,6 +26,7 @@ from accelbench.manifest.model import (
                                        SAMPLER_STEPS_PARAM,
                                        SPEEDUP_LEVEL,
                                        TAG_SWEEP,
+                                       TARGET_METHOD,
                                        TIERS,
                                        WEIGHTS_MODES,
                                        Catalog,
@@ -53,7 +54,7 @@ from accelbench.manifest.text import parse_task_text, render_target_text, render
 
 __all__ = ["ALWAYS_FIXED", "BASELINE_METHOD", "DEFAULT_CLIP_MODEL", "DEFAULT_CLIP_PRETRAINED", "DENOISERS", "DTYPES",
            "FIXABLE", "GPU_CLASSES", "LATENCY_LEVEL", "LEVELS", "PIPELINE_LEVEL", "SAMPLER_PARAM",
-           "SAMPLER_STEPS_PARAM", "SPEEDUP_LEVEL", "TAG_SWEEP",
+           "SAMPLER_STEPS_PARAM", "SPEEDUP_LEVEL", "TAG_SWEEP", "TARGET_METHOD",
            "TIERS", "WEIGHTS_MODES", "Catalog", "GateTolerance", "ManifestError", "Method", "MethodBinding", "Model",
            "ParamSpec", "PromptSource", "QualityBudget", "Scheduler", "Suite", "Target", "Task", "default_root",
            "did_you_mean", "expand_task_patterns", "gpu_class", "load_catalog", "parse_task_text",

@@ -11,6 +11,9 @@ from typing import Any, NamedTuple
 from accelbench.errors import UserInputError
 
 BASELINE_METHOD = "none"  # the method of every baseline program: the setting without acceleration
+# The method a submission's rows of a target task record: the program's own choice, which accelbench does not
+# know (the task's `method` is its reference program's, not shown to agents).
+TARGET_METHOD = "target"
 WEIGHTS_MODES = ("pretrained", "random", "tiny")
 DEFAULT_CLIP_MODEL = "ViT-B-32"  # the CLIP recipe a suite gets unless it names one (open_clip model, pretrained tag)
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"

@@ -10,13 +10,13 @@ from collections.abc import Iterable
 
 from accelbench.manifest.model import LEVELS, Catalog
 
-TARGET_METHOD = "any (a target)"  # what a target task asks for: its reference's method is not the task
+TARGET_LABEL = "any (a target)"  # what a target task asks for: its reference's method is not the task
 
 
 def task_row(facts: dict) -> tuple[str, str, str, int]:
     """(family, pipeline, method, level) of one task's facts (:func:`accelbench.task_facts.facts`, or a
     catalogue task's equivalent from :func:`catalogue_facts`)."""
-    method = TARGET_METHOD if facts.get("target") else facts["method"]["name"]
+    method = TARGET_LABEL if facts.get("target") else facts["method"]["name"]
     # Facts read back from a dataset made before they were recorded name no pipeline.
     return facts["model"]["name"], facts["model"].get("pipeline") or "", method, int(facts["level"])
 
