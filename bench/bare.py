@@ -18,30 +18,37 @@ _SDXL = {"pipeline": "StableDiffusionXLPipeline", "load": {"add_watermarker": Fa
 FAMILIES = {"sd15": _SD, "sd21": _SD, "sd21-v": _SD, "sdxl": _SDXL}  # SD2.1's families load as SD1.5 does
 
 
+TOME_PARAMS = ("ratio", "max_downsample", "sx", "sy", "use_rand", "merge_attn", "merge_crossattn", "merge_mlp")
+TGATE_CALL_PARAMS = ("gate_step", "sp_interval", "fi_interval", "warm_up")
+
+
+def components(method: str) -> set[str]:
+    """The methods a catalogue method id combines ('deepcache_tome_tgate' -> DeepCache, ToMe, T-GATE)."""
+    return set() if method == "none" else set(method.split("_"))
+
+
 def load(family: str, method: str, params: dict, model_path: str, device: str, dtype):
     import diffusers
     import tgate
 
-    entry = FAMILIES[family]
+    entry, parts = FAMILIES[family], components(method)
     pipe = getattr(diffusers, entry["pipeline"]).from_pretrained(model_path, dtype=dtype, **entry["load"])
     pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
-    if method == "deepcache":
+    if "tome" in parts:
+        import tomesd
+
+        tomesd.apply_patch(pipe, **{name: params[name] for name in TOME_PARAMS})
+    deepcache = {name: params[name] for name in ("cache_interval", "cache_branch_id")} if "deepcache" in parts else {}
+    if "tgate" in parts:  # T-GATE's loaders enable DeepCache themselves
+        pipe = getattr(tgate, entry["tgate"][1 if deepcache else 0])(pipe, **deepcache)
+    elif deepcache:
         from DeepCache import DeepCacheSDHelper
 
         helper = DeepCacheSDHelper(pipe=pipe)
-        helper.set_params(cache_interval=params["cache_interval"], cache_branch_id=params["cache_branch_id"])
+        helper.set_params(**deepcache)
         helper.enable()
-    elif method == "tome":
-        import tomesd
-
-        tomesd.apply_patch(pipe, **params)
-    elif method == "tgate":
-        pipe = getattr(tgate, entry["tgate"][0])(pipe)
-    elif method == "deepcache_tgate":
-        pipe = getattr(tgate, entry["tgate"][1])(pipe, cache_interval=params["cache_interval"],
-                                                        cache_branch_id=params["cache_branch_id"])
     return pipe
 
 
@@ -49,13 +56,13 @@ def call(pipe, method: str, params: dict, prompts, seeds, steps: int, guidance_s
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
     kwargs = dict(num_inference_steps=steps, guidance_scale=guidance_scale, height=size, width=size,
                   generator=generators, output_type="np")
-    if method in ("tgate", "deepcache_tgate"):
-        if method == "deepcache_tgate":
+    parts = components(method)
+    if "tgate" in parts:
+        if "deepcache" in parts:
             for module in pipe.unet.modules():  # T-GATE's stale caches would break the next call
                 if hasattr(module, "cache"):
                     module.cache = None
-        tgate_params = {name: params[name] for name in ("gate_step", "sp_interval", "fi_interval", "warm_up")}
-        return pipe.tgate(prompts, **tgate_params, **kwargs).images
+        return pipe.tgate(prompts, **{name: params[name] for name in TGATE_CALL_PARAMS}, **kwargs).images
     return pipe(prompts, **kwargs).images
 
 

@@ -58,7 +58,9 @@ from targets import as_json, print_targets  # noqa: E402
 SEED_KEY = "0123456789abcdef"  # the harness's datasets and the bare loop render the same images
 
 METHOD_TASKS = {BASELINE: "", "deepcache": "deepcache", "tome": "tome", "tgate": "tgate",
-                "deepcache_tgate": "deepcache-tgate"}
+                "deepcache_tgate": "deepcache-tgate", "deepcache_tome": "deepcache-tome", "tome_tgate": "tome-tgate",
+                "deepcache_tome_tgate": "deepcache-tome-tgate"}
+DEFAULT_METHODS = (BASELINE, "deepcache", "tome", "tgate", "deepcache_tgate")  # the standing benchmark's
 PROMPT_SUBJECTS = ["a red cube", "an astronaut riding a horse", "a lighthouse at dawn", "two cats on a sofa",
                    "a bowl of fruit", "a city street in the rain", "a mountain lake", "a robot reading a book"]
 NULL_PROGRAM = '''
@@ -283,7 +285,8 @@ def _free(device: str) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="sd15,sdxl")
-    parser.add_argument("--methods", default=",".join(METHOD_TASKS), help="subset of: " + ", ".join(METHOD_TASKS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"subset of: {', '.join(METHOD_TASKS)} (default: {','.join(DEFAULT_METHODS)})")
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--weights", choices=["random", "tiny"], default="random")

@@ -6,6 +6,11 @@
 #                                    baseline (default all four; one lease fits two, e.g. deepcache,tome then
 #                                    tgate,deepcache_tgate)
 #   bash bench/gpu.sh sdxl-standard RESULTS   the standard suite's SDXL DDIM-25 tasks, generated and scored
+#   bash bench/gpu.sh methods RESULTS FAMILY[,...]   each family's baseline and every method and combination
+#                                    (METHODS to choose) through generate vs the bare loop, in one paired pass
+#                                    per family (IMAGES, default 16): SD1.5 or SD2.1 (SDXL: the sdxl part)
+#   bash bench/gpu.sh step-reduction RESULTS [PATTERN]   the standard suite's step-reduction tasks (every family's DDIM-50
+#                                    baseline against DPM++ 2M and UniPC in 20 steps), generated and scored
 #   bash bench/gpu.sh audit RESULTS [FAMILY]   honest, cheating and sabotaging submissions of DDIM-25 DeepCache
 #                                    (sd15 by default, or sdxl) on full-size random weights: what the gate, the
 #                                    audit and the device-quiet check make of each, and the audit's cost
@@ -22,7 +27,7 @@
 #                                    8), one results file per setting, RESULTS/SETTING.json
 # Every step runs even if an earlier one failed; RESULTS/ receives the JSON, logs and reports.
 set -u
-part=${1:?part: sd15, sdxl, sdxl-standard, audit, quiet, repeats, sd15-control or targets}
+part=${1:?part: sd15, sdxl, sdxl-standard, methods, step-reduction, audit, quiet, repeats, sd15-control or targets}
 results=${2:?results folder}
 work=${WORK:-/tmp/accelbench-gpu}
 mkdir -p "$results" "$work"
@@ -69,6 +74,16 @@ case $part in
     ;;
   sdxl-standard)
     step standard sdxl "sdxl-ddim-25-deepcache,sdxl-ddim-25-tome,sdxl-ddim-25-tgate,sdxl-ddim-25-deepcache-tgate" 1
+    ;;
+  methods)
+    all=deepcache,tome,tgate,deepcache_tgate,deepcache_tome,tome_tgate,deepcache_tome_tgate
+    for family in ${3//,/ }; do
+      step python bench/bench_generate.py --families "$family" --methods "${METHODS:-$all}" --images "${IMAGES:-16}" \
+        --warmup 1 --device cuda --work "$work/bench-$family" --out "$results/generate-$family-methods.json"
+    done
+    ;;
+  step-reduction)
+    step standard step-reduction "${3:-*-step-reduction-*}" 1
     ;;
   audit)
     family=${3:-sd15}

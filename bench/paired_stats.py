@@ -14,7 +14,8 @@ from targets import Target, at_least, at_most, percent_within, units
 HARNESS, BARE = "paired: harness", "paired: bare"  # a paired pass's two sides, as the result files name them
 BASELINE = "none"
 METHOD_LABELS = {BASELINE: "baseline", "deepcache": "DeepCache", "tome": "ToMe", "tgate": "T-GATE",
-                 "deepcache_tgate": "DeepCache+T-GATE"}
+                 "deepcache_tgate": "DeepCache+T-GATE", "deepcache_tome": "DeepCache+ToMe", "tome_tgate": "ToMe+T-GATE",
+                 "deepcache_tome_tgate": "DeepCache+ToMe+T-GATE"}
 
 THROUGHPUT_LIMIT = 0.98  # the harness's images/s, every method pooled, over the bare loop's
 SPEEDUP_BOUND = 0.03  # each method's speedup over the baseline within 3 % of the bare loop's
@@ -122,13 +123,13 @@ def print_table(rows: list[dict], pooled_ratio: dict, compared: str = "harness")
     """The rows of ``paired_rows`` as a table, then the every-method pooled throughput ratio. ``compared``: what
     the side against the bare loop is (the harness, or the control's second bare loop)."""
     names = {HARNESS: compared, BARE: "bare"}
-    print(f"{'method':<18}{'side':<16}{'img/s':>8} {'vs bare [95% CI]':<24}{'speedup [95% CI]':>19}{'n':>4}"
+    print(f"{'method':<23}{'side':<16}{'img/s':>8} {'vs bare [95% CI]':<24}{'speedup [95% CI]':>19}{'n':>4}"
           f"  {'vs bare speedup [95% CI]':<26}{'CV':>6}")
     for row in rows:
         difference = ("–" if row["mode"] == BARE or row["method"] == BASELINE else
                       f"{100 * row['speedup_difference_to_bare']:+.1f}% "
                       + interval(row["speedup_difference_ci"], "+.1f", scale=100))
-        print(f"{METHOD_LABELS[row['method']]:<18}{names[row['mode']]:<16}{row['images_per_s']:>8.2f}"
+        print(f"{METHOD_LABELS[row['method']]:<23}{names[row['mode']]:<16}{row['images_per_s']:>8.2f}"
               f"{row['throughput_ratio_to_bare']:>8.3f} {interval(row['throughput_ratio_ci']):<16}"
               f"{row['speedup']:>6.2f}x {interval(row['speedup_ci'], '.2f'):>13}{row['n_batches']:>4}"
               f"  {difference:<26}{100 * row['cv']:>5.1f}%")
