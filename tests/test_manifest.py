@@ -42,6 +42,28 @@ def test_standard_suite_covers_every_method_on_every_family_it_applies_to(catalo
     assert {20, 25, 50} <= {task.steps for task in standard}
 
 
+DIFFBENCH_LEVELS = {1: 41, 2: 116, 3: 261, 4: 93, 5: 93}  # DiffBench's task counts per level (arXiv 2601.03178)
+
+
+def test_the_standard_suite_is_at_the_fields_breadth(catalog):
+    """At least 600 tasks, no level below DiffBench's count, every combination on every UNet family it applies to
+    at each of the family's recipe settings three times (at its defaults, gentler and more aggressive)."""
+    standard = [catalog.tasks[task_id] for task_id in catalog.suite("standard").tasks]
+    levels = Counter(task.level for task in standard)
+    assert sum(levels.values()) >= 600
+    assert all(levels[level] >= count for level, count in DIFFBENCH_LEVELS.items()), levels
+    recipe_settings = {(task.model, task.scheduler, task.steps) for task in standard if task.level == 2
+                       and not catalog.methods[task.method].sets_sampler}
+    for model, scheduler, steps in recipe_settings:
+        combined = Counter(task.method for task in standard if task.level == 3
+                           and (task.model, task.scheduler, task.steps) == (model, scheduler, steps))
+        if "deepcache" not in catalog.models[model].methods:
+            continue
+        combinations = {name for name in catalog.models[model].methods if len(catalog.methods[name].components) > 1}
+        assert combinations == {"deepcache_tgate", "deepcache_tome", "tome_tgate", "deepcache_tome_tgate"}
+        assert combined == dict.fromkeys(combinations, 3), (model, scheduler, steps)
+
+
 def test_levels_are_the_fields_and_every_family_and_sampler_has_a_pipeline_task(catalog):
     """Level 1: no acceleration; 2: one method; 3: a combination; a parameter away from its default is a tag;
     4 and 5: a target task's (its reference program's method says nothing about its level)."""
