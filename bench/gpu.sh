@@ -9,8 +9,8 @@
 #   bash bench/gpu.sh methods RESULTS FAMILY[,...]   each family's baseline and every method and combination
 #                                    (METHODS to choose) through generate vs the bare loop, in one paired pass
 #                                    per family (IMAGES, default 16): SD1.5 or SD2.1 (SDXL: the sdxl part)
-#   bash bench/gpu.sh step-reduction RESULTS [PATTERN]   the standard suite's step-reduction tasks (every family's DDIM-50
-#                                    baseline against DPM++ 2M and UniPC in 20 steps), generated and scored
+#   bash bench/gpu.sh tasks RESULTS NAME PATTERNS   the standard suite's tasks matching PATTERNS (comma-separated,
+#                                    as generate --tasks takes them), generated and scored as RESULTS/standard-NAME-*
 #   bash bench/gpu.sh audit RESULTS [FAMILY]   honest, cheating and sabotaging submissions of DDIM-25 DeepCache
 #                                    (sd15 by default, or sdxl) on full-size random weights: what the gate, the
 #                                    audit and the device-quiet check make of each, and the audit's cost
@@ -27,7 +27,7 @@
 #                                    8), one results file per setting, RESULTS/SETTING.json
 # Every step runs even if an earlier one failed; RESULTS/ receives the JSON, logs and reports.
 set -u
-part=${1:?part: sd15, sdxl, sdxl-standard, methods, step-reduction, audit, quiet, repeats, sd15-control or targets}
+part=${1:?part: sd15, sdxl, sdxl-standard, methods, tasks, audit, quiet, repeats, sd15-control or targets}
 results=${2:?results folder}
 work=${WORK:-/tmp/accelbench-gpu}
 mkdir -p "$results" "$work"
@@ -82,8 +82,8 @@ case $part in
         --warmup 1 --device cuda --work "$work/bench-$family" --out "$results/generate-$family-methods.json"
     done
     ;;
-  step-reduction)
-    step standard step-reduction "${3:-*-step-reduction-*}" 1
+  tasks)
+    step standard "${3:?name}" "${4:?task patterns}" 1
     ;;
   audit)
     family=${3:-sd15}

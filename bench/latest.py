@@ -45,6 +45,7 @@ H200_SD15_GENERATE = ["generate-sd15-h200-run16-threads-left-alone.json",
 H200_SD15_CONTROL = ["generate-sd15-h200-run19-bare-vs-bare.json", "generate-sd15-h200-run20-bare-vs-bare.json"]
 H200_SDXL = ["generate-sdxl-h200-run4.json", "generate-sdxl-h200-run6-paired-deepcache.json"]
 H200_SD15_CONFINED = ["generate-sd15-h200-run22-confined.json"]
+H200_SD21_METHODS = ["generate-sd21-h200-methods.json"]
 # Each its own section: the runs differ in code and submissions.
 H200_AUDIT = ["audit-h200-sd15.json", "audit-h200-sd15-saboteurs.json"]
 H200_DEVICE_QUIET = ["device-quiet-h200.json"]
@@ -325,7 +326,13 @@ def h200() -> Page:
                                 f"Software: {software(sdxl)}. Run 4 lost DeepCache to an out-of-memory at warm-up "
                                 "(since fixed); run 6 measured it beside the baseline alone. Both ran before the bare "
                                 "loop was split into a process per method.", H200_SDXL),
-                    harness_cost([*H200_SD15_GENERATE, *H200_SD15_CONFINED, *H200_SDXL],
+                    single_runs(f"Generate vs the bare loop: SD2.1-base 512², every method and combination "
+                                f"({load(H200_SD21_METHODS[0])['date']}, one run)",
+                                "The first GPU run of the SD2.1 family and of the ToMe combinations: 4 rounds "
+                                "(16 images), too few for an interval over rounds (none from fewer than five); each "
+                                "figure is one run's point estimate. The SD2.1 768-v family's run (8 methods, 8 and "
+                                "then 16 images) did not finish within a 10-minute lease.", H200_SD21_METHODS),
+                    harness_cost([*H200_SD15_GENERATE, *H200_SD15_CONFINED, *H200_SD21_METHODS, *H200_SDXL],
                                  "The SDXL runs' null program returned C-contiguous images, which the quantiser of "
                                  "the time read faster than diffusers' layout: their figures understate a real "
                                  "batch's cost (on the 2-core CPU, diffusers' layout cost 17.4 ms per 4 × 1024² "

@@ -94,6 +94,38 @@ def test_bench_generate_and_its_control_pool(tmp_path):
     targets_printed(stdout, "DeepCache speedup vs bare's, generate − control within ±3 %")
 
 
+def test_the_bare_loop_knows_every_method_the_bench_times_on_every_family():
+    """Each method bench_generate.py times has its DDIM-25 task on every family the bare loop loads, and the bare
+    loop applies exactly the components the catalogue says the method combines."""
+    sys.path.insert(0, str(BENCH))
+    import bare
+    import bench_generate
+
+    from accelbench.manifest import load_catalog
+
+    catalog = load_catalog()
+    for method in bench_generate.METHOD_TASKS:
+        single = set() if method == "none" else {method}  # a single method lists no components
+        assert bare.components(method) == (set(catalog.methods[method].components) or single)
+        for family in bare.FAMILIES:
+            task = bench_generate.method_task(catalog, family, method)
+            assert (task.model, task.scheduler, task.steps) == (family, "ddim", 25)
+            assert task.method == (method if method != "none" else "deepcache")  # the baseline shares its setting
+
+
+@pytest.mark.slow
+def test_bench_generate_runs_a_combination_on_another_family(tmp_path):
+    """One round of tiny SD2.1 (768-v) with DeepCache+ToMe+T-GATE on both sides (bare.py applies each component)."""
+    out = tmp_path / "combination.json"
+    stdout = run_script("bench_generate.py", "--families", "sd21-v", "--methods", "deepcache_tome_tgate", "--images", 4,
+                        "--warmup", 1, "--weights", "tiny", "--device", "cpu", "--work", tmp_path / "w", "--out", out)
+    targets_printed(stdout, "DeepCache+ToMe+T-GATE speedup within ±3 % of bare's")
+    rows = json.loads(out.read_text())["families"]["sd21-v"]["rows"]
+    assert {(row["mode"], row["method"]) for row in rows} == {
+        (mode, method) for mode in ("paired: harness", "paired: bare") for method in ("none", "deepcache_tome_tgate")}
+    assert all(len(row["batch_latencies_s"]) == 1 for row in rows)
+
+
 @pytest.mark.slow
 def test_bench_score(tmp_path):
     out = tmp_path / "score.json"
